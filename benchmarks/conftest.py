@@ -1,0 +1,24 @@
+"""Benchmark setup. ``MUSE_BENCH_QUICK=1`` (CI) shrinks sizes so the benchmarks run but never rot."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from train.data.paths import shared_data_dir  # noqa: E402
+
+QUICK = os.environ.get("MUSE_BENCH_QUICK") == "1"
+
+
+@pytest.fixture(scope="session")
+def quick() -> bool:
+    return QUICK
+
+
+@pytest.fixture(scope="session")
+def cmu_svs():
+    path = shared_data_dir() / "wsi" / "CMU-1-Small-Region.svs"
+    if not path.exists():
+        pytest.skip(f"{path} not found; set MUSE_DATA")
+    return path

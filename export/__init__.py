@@ -1,0 +1,1 @@
+"""Model export: ONNX and TensorRT engines (built in their own modules, see the open export issue)."""

@@ -1,0 +1,98 @@
+"""The ``muse-fast`` command line: parse, validate, build a config, call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MuseError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_infer(sub) -> None:
+    p = sub.add_parser("infer", help="detect and classify nuclei in slides or images")
+    p.add_argument("slides", nargs="+", type=Path, help="SVS/TIFF/NDPI/... slides or PNG/JPEG/TIFF images")
+    p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson and <stem>.csv per slide)")
+    p.add_argument("--engine", default="torch", help="inference engine (default: torch)")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped BRCA-M2C model)")
+    p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the file)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for the torch engine")
+    p.add_argument("--batch-size", type=int, default=16, help="tiles per network batch (default: 16)")
+    p.add_argument("--reader", default="auto", help="slide reader: auto, cucim, openslide, tiffslide, image")
+    p.add_argument("--threshold", type=float, default=None, help="minimum nucleus score (default: 0.3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _infer(args) -> int:
+    from .config import InferConfig
+    from .errors import ConfigError
+    from .model.weights import load_weights
+    from .post.decode import DecodeConfig
+    from .runtime.engines import create_engine
+    from .runtime.pipeline import output_stem, run_slide
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    stems = [output_stem(s) for s in args.slides]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ConfigError(
+            f"several inputs would write the same outputs ({', '.join(clash)}); run them into separate --out folders"
+        )
+    decode = DecodeConfig() if args.threshold is None else DecodeConfig(threshold=args.threshold)
+    cfg = InferConfig(
+        out_dir=args.out,
+        engine=args.engine,
+        device=args.device,
+        weights=args.weights,
+        mpp=args.mpp,
+        reader=args.reader,
+        batch_size=args.batch_size,
+        decode=decode,
+        quiet=args.quiet,
+    )
+    model, meta = load_weights(cfg.weights)
+    engine = create_engine(cfg.engine, model, cfg.device)
+    for slide in args.slides:
+        summary = run_slide(slide, engine, meta, cfg)
+        counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
+        print(
+            f"{Path(summary.slide).name}: {summary.nuclei} nuclei ({counts}); {summary.tiles} tiles "
+            f"(+{summary.tiles_skipped} blank) in {summary.seconds:.1f} s -> {', '.join(summary.outputs)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="muse-fast", description="MUSE nucleus detection and classification on WSIs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_infer(sub)
+    sub.add_parser("models", help="list the registered model architectures")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "infer":
+            return _infer(args)
+        if args.command == "models":
+            from .model.registry import MODELS
+
+            print(json.dumps({name: spec.description for name, spec in MODELS.items()}, indent=2))
+            return 0
+    except MuseError as exc:
+        print(f"muse-fast: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("muse-fast: interrupted; no partial outputs were written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The MUSE backbone: encoder + decoder, state-dict compatible with the official ``basic_model``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .decoder import Decoder
+from .resnet import ResNetEncoder
+from .vit import ViTEncoder
+
+
+class BackboneOutput(NamedTuple):
+    fmap: torch.Tensor  # [B, out_dim, H/4, W/4]
+    cls: torch.Tensor  # [B, C_img, 1, 1] image-level token
+
+
+class MuseBackbone(nn.Module):
+    """``encoder`` + ``decoder``; keys equal the official checkpoints' after stripping ``module.backbone.``."""
+
+    def __init__(self, encoder: nn.Module, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.out_dim = decoder.out_dim
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        feats, cls = self.encoder(x)
+        return BackboneOutput(self.decoder(feats), cls)
+
+
+def vit_backbone(img_size: int, embed_dim: int, depth: int, num_heads: int) -> MuseBackbone:
+    d = embed_dim
+    encoder = ViTEncoder(img_size, embed_dim, depth, num_heads)
+    decoder = Decoder([d // 4, d // 2, d, 2 * d], hyper_ch=d // 4, dim_map_from=d)
+    return MuseBackbone(encoder, decoder)
+
+
+def resnet50_backbone(img_size: int = 224) -> MuseBackbone:
+    encoder = ResNetEncoder()
+    return MuseBackbone(encoder, Decoder(encoder.channels, hyper_ch=encoder.channels[-1] // 8))

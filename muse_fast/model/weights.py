@@ -1,0 +1,103 @@
+"""Our weights files: a dict with the model name, classes, mpp, tile size, state dict and the training config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import WeightsError
+from .registry import MuseNet, create_model
+
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "muse_vit_t16_brca_m2c.pt"
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    model: str
+    classes: tuple[str, ...]
+    mpp: float  # microns per pixel the network was trained at
+    tile_size: int  # input side the network was trained at
+    config: dict = field(default_factory=dict)  # resolved training config, for provenance
+
+
+def state_dict_mismatch(own: dict, loaded: dict) -> str | None:
+    """One-line description of how ``loaded`` differs from ``own`` (missing, unexpected, shape), or None."""
+    missing = [k for k in own if k not in loaded]
+    extra = [k for k in loaded if k not in own]
+    shapes = [
+        f"{k} {tuple(loaded[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in loaded and tuple(loaded[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if shapes:
+        parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
+    return "; ".join(parts) or None
+
+
+def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool = False) -> None:
+    """Write weights atomically (temp file + rename). ``half`` stores floating tensors as fp16."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()
+    }
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": meta.model,
+        "classes": list(meta.classes),
+        "mpp": float(meta.mpp),
+        "tile_size": int(meta.tile_size),
+        "config": meta.config,
+        "state_dict": state,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
+    """Load a weights file (default: the shipped BRCA-M2C model) into a float32 ``MuseNet`` in eval mode."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}; pass --weights PATH to a file written by train.finetune")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours
+        raise WeightsError(
+            f"cannot read weights {path}: {type(exc).__name__}; pass a file written by train.finetune"
+        ) from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
+        raise WeightsError(
+            f"{path} is not a muse-fast weights file (no 'model'/'state_dict'); "
+            "use train.finetune output, or load_official_checkpoint for MUSE .pth backbones"
+        )
+    meta = WeightsMeta(
+        payload["model"], tuple(payload["classes"]), payload["mpp"], payload["tile_size"], payload.get("config", {})
+    )
+    model = create_model(meta.model, num_classes=len(meta.classes), img_size=meta.tile_size)
+    own = model.state_dict()
+    problem = state_dict_mismatch(own, payload["state_dict"])
+    if problem:
+        raise WeightsError(
+            f"weights {path.name} do not fit model '{meta.model}': {problem}; retrain or pass the matching --weights"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in payload["state_dict"].items()})
+    return model.eval(), meta
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""From dense network outputs to nuclei: decoding, classes, merging tiles."""

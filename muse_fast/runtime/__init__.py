@@ -1,0 +1,1 @@
+"""Running the network: engines (one registry) and tiled prediction."""

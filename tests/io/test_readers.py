@@ -1,0 +1,90 @@
+"""Readers on real slides and images, and one-line errors on bad input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from muse_fast.errors import ConfigError, InputError
+from muse_fast.io.readers import READERS, open_slide
+from muse_fast.io.resample import choose_level, read_at_scale
+
+SVS_BACKENDS = ["cucim", "openslide", "tiffslide"]
+
+
+def _available(backend, path):
+    try:
+        return open_slide(path, reader=backend)
+    except InputError as exc:
+        pytest.skip(f"{backend} cannot open {path.name} here: {exc}")
+
+
+@pytest.mark.parametrize("backend", SVS_BACKENDS)
+def test_svs_metadata(cmu_svs, backend):
+    slide = _available(backend, cmu_svs)
+    assert slide.backend == backend
+    assert slide.level_dimensions[0] == (2220, 2967)
+    assert slide.mpp == pytest.approx(0.499)
+
+
+@pytest.mark.parametrize("backend", ["cucim", "tiffslide"])
+def test_backends_decode_the_same_pixels_as_openslide(cmu_svs, backend):
+    ref = open_slide(cmu_svs, reader="openslide")
+    slide = _available(backend, cmu_svs)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x, y = int(rng.integers(0, 2000)), int(rng.integers(0, 2700))
+        a, b = slide.read_region(x, y, 200, 200), ref.read_region(x, y, 200, 200)
+        assert a.shape == b.shape == (200, 200, 3) and a.dtype == np.uint8
+        # same libjpeg-turbo decode in all three here; allow +-2 for IDCT differences between decoder builds
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("backend", SVS_BACKENDS)
+def test_regions_outside_the_slide_are_white(cmu_svs, backend):
+    slide = _available(backend, cmu_svs)
+    region = slide.read_region(2200, 2950, 40, 40)
+    inside = slide.read_region(2200, 2950, 20, 17)
+    np.testing.assert_array_equal(region[:17, :20], inside)
+    assert (region[17:] == 255).all() and (region[:, 20:] == 255).all()
+    assert (slide.read_region(-50, -50, 10, 10) == 255).all()
+
+
+def test_png_has_no_mpp_unless_given(brca_dir):
+    path = next((brca_dir / "images").glob("*.png"))
+    slide = open_slide(path)
+    assert slide.backend == "image" and slide.mpp is None
+    assert open_slide(path, mpp=0.5).mpp == 0.5
+    w, h = slide.level_dimensions[0]
+    np.testing.assert_array_equal(slide.read_region(0, 0, w, h), np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_png_with_dpi_gives_mpp(tmp_path):
+    path = tmp_path / "tile.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, dpi=(50800, 50800))
+    assert open_slide(path).mpp == pytest.approx(0.5)
+
+
+def test_read_at_scale_resamples_to_the_requested_size(cmu_svs):
+    slide = open_slide(cmu_svs)
+    assert read_at_scale(slide, 100, 100, 64, 1.0).shape == (64, 64, 3)
+    assert read_at_scale(slide, 100, 100, 64, 2.0).shape == (64, 64, 3)
+    assert choose_level([1.0, 4.0, 16.0], 5.0) == 1 and choose_level([1.0, 4.0], 0.5) == 0
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    cases = {
+        "missing": (tmp_path / "nope.svs", "not found"),
+        "empty": (tmp_path / "empty.svs", "0 bytes"),
+        "text": (tmp_path / "notes.svs", "cannot read"),
+        "suffix": (tmp_path / "slide.xyz", "unsupported"),
+    }
+    (tmp_path / "empty.svs").touch()
+    (tmp_path / "notes.svs").write_text("this is not a slide\n" * 20)
+    (tmp_path / "slide.xyz").write_text("x")
+    for path, message in cases.values():
+        with pytest.raises(InputError, match=message) as info:
+            open_slide(path)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="choose one of"):
+        open_slide(tmp_path / "notes.svs", reader="bioformats")
+    assert set(READERS) == {"cucim", "openslide", "tiffslide", "image"}

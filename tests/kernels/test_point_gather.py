@@ -1,0 +1,57 @@
+"""Point gather: the official grid_sample convention, exact bilinear values, zeros outside, gradients."""
+
+import torch
+
+from kernels.point_gather import gather_points
+
+
+def test_official_convention_at_corners_and_centre():
+    fmap = torch.arange(2 * 5 * 5, dtype=torch.float64).reshape(1, 2, 5, 5)
+    size = 20  # input pixels; feature map is 5x5 (stride 4)
+    xy = torch.tensor([[[0.0, 0.0], [20.0, 20.0], [10.0, 10.0], [5.0, 0.0]]], dtype=torch.float64)
+    out = gather_points(fmap, xy, (size, size))
+    # align_corners=True: input pixel x maps to feature coordinate x * (5 - 1) / 20
+    assert out.shape == (1, 4, 2)
+    assert torch.allclose(out[0, 0], fmap[0, :, 0, 0])
+    assert torch.allclose(out[0, 1], fmap[0, :, 4, 4])
+    assert torch.allclose(out[0, 2], fmap[0, :, 2, 2])
+    assert torch.allclose(out[0, 3], fmap[0, :, 0, 1])  # x=5 -> feature x=1.0
+
+
+def test_bilinear_between_cells_and_zero_padding_outside():
+    fmap = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    fmap[0, 0, 1, 1] = 1.0
+    size = 12  # feature coordinate = x * 2 / 12
+    xy = torch.tensor([[[4.5, 6.0], [6.0, 6.0], [-30.0, 6.0], [6.0, 40.0]]], dtype=torch.float64)
+    out = gather_points(fmap, xy, (size, size))[0, :, 0]
+    assert torch.allclose(out[0], torch.tensor(0.75, dtype=torch.float64))  # 0.75 of the way to cell 1
+    assert out[1] == 1.0 and out[2] == 0.0 and out[3] == 0.0
+
+
+def test_non_square_inputs_scale_each_axis():
+    fmap = torch.randn(1, 3, 4, 8, dtype=torch.float64)
+    xy = torch.tensor([[[32.0, 16.0]]], dtype=torch.float64)  # right edge, bottom edge of a 16x32 input
+    out = gather_points(fmap, xy, (16, 32))
+    assert torch.allclose(out[0, 0], fmap[0, :, 3, 7])
+
+
+def test_empty_point_set():
+    out = gather_points(torch.randn(2, 5, 6, 6), torch.zeros(2, 0, 2), (24, 24))
+    assert out.shape == (2, 0, 5)
+
+
+def test_gradcheck_reference():
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    xy = torch.rand(2, 7, 2, dtype=torch.float64, generator=g) * torch.tensor([24.0, 20.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: gather_points(f, xy, (20, 24)), (fmap,))
+
+
+def test_dtypes_follow_the_feature_map():
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        fmap = torch.randn(1, 4, 6, 6).to(dtype)
+        out = gather_points(fmap, torch.tensor([[[3.0, 7.0]]]), (24, 24))
+        assert out.dtype == dtype
+        ref = gather_points(fmap.double(), torch.tensor([[[3.0, 7.0]]]), (24, 24))
+        tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+        assert torch.allclose(out.double(), ref, atol=tol)

@@ -1,0 +1,107 @@
+"""``muse-fast infer`` end to end on real data, and its behaviour on bad input (exit 2, nothing written)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from muse_fast.cli import main
+from muse_fast.model import create_model
+from muse_fast.model.weights import DEFAULT_WEIGHTS, WeightsMeta, load_weights, save_weights
+
+
+def _read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_infer_on_the_real_svs(cmu_svs, tmp_path):
+    assert main(["infer", str(cmu_svs), "--out", str(tmp_path), "--quiet"]) == 0
+    rows = _read_csv(tmp_path / "CMU-1-Small-Region.csv")
+    geo = json.loads((tmp_path / "CMU-1-Small-Region.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(rows)
+    # A 1.1 x 1.5 mm tissue region at 20x holds well over a thousand nuclei.
+    assert len(rows) > 500
+    xy = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    assert (xy >= 0).all() and (xy[:, 0] < 2220).all() and (xy[:, 1] < 2967).all()
+    # No duplicates from overlapping tiles: no two nuclei closer than 2 px.
+    from scipy.spatial import cKDTree
+
+    assert len(cKDTree(xy).query_pairs(2.0)) == 0
+    feat = geo["features"][0]
+    assert feat["geometry"]["type"] == "Point"
+    assert feat["properties"]["objectType"] == "detection"
+    assert feat["properties"]["classification"]["name"] in {"lymphocyte", "tumor", "stromal"}
+    assert {r["class_name"] for r in rows} <= {"lymphocyte", "tumor", "stromal"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CMU-1-Small-Region.csv", "CMU-1-Small-Region.geojson"]
+
+
+def test_infer_on_a_png_tile_needs_mpp(brca_dir, tmp_path, capsys):
+    png = sorted((brca_dir / "images").glob("*.png"))[0]
+    assert main(["infer", str(png), "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--mpp" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    assert main(["infer", str(png), "--out", str(tmp_path / "b"), "--mpp", "0.5", "--quiet"]) == 0
+    rows = _read_csv(tmp_path / "b" / f"{png.stem}.csv")
+    assert len(rows) > 20
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "empty", "suffix"])
+def test_bad_slides_exit_2_and_write_nothing(tmp_path, capsys, case):
+    path = {
+        "missing": tmp_path / "no.svs",
+        "text": tmp_path / "t.svs",
+        "empty": tmp_path / "e.svs",
+        "suffix": tmp_path / "s.docx",
+    }[case]
+    if case == "text":
+        path.write_text("hello\n" * 100)
+    elif case != "missing":
+        path.write_bytes(b"" if case == "empty" else b"PK\x03\x04")
+    out = tmp_path / "out"
+    assert main(["infer", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("muse-fast: error:") and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_weights_that_do_not_fit_exit_2(cmu_svs, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    assert main(["infer", str(cmu_svs), "--out", str(tmp_path / "o"), "--weights", str(bad), "--quiet"]) == 2
+    assert "weights" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    _, meta = load_weights()
+    torch.save(
+        {
+            "model": "muse_vit_t16",
+            "classes": ["a", "b"],
+            "mpp": 0.5,
+            "tile_size": 224,
+            "state_dict": {"backbone.encoder.encoder.cls_token": torch.zeros(1, 1, 8)},
+        },
+        other,
+    )
+    assert main(["infer", str(cmu_svs), "--out", str(tmp_path / "o"), "--weights", str(other), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_weights_round_trip(tmp_path):
+    model = create_model("muse_vit_t16", num_classes=2)
+    meta = WeightsMeta("muse_vit_t16", ("a", "b"), 0.25, 224, {"lr": 1.0})
+    save_weights(tmp_path / "w.pt", model, meta, half=True)
+    loaded, meta2 = load_weights(tmp_path / "w.pt")
+    assert meta2 == meta
+    for (k, v), v2 in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.allclose(v.float(), v2.float(), atol=1e-2, rtol=1e-3), k
+
+
+def test_default_weights_ship_with_the_package():
+    assert DEFAULT_WEIGHTS.is_file()
+    _, meta = load_weights()
+    assert meta.classes == ("lymphocyte", "tumor", "stromal") and meta.mpp == 0.5

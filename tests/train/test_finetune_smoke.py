@@ -1,0 +1,54 @@
+"""3-step runs of the training and evaluation entry points on real BRCA-M2C images."""
+
+import json
+
+import numpy as np
+import pytest
+
+from muse_fast.errors import ConfigError
+from muse_fast.model.weights import load_weights
+from train import evaluate
+from train.config import build_config
+from train.data.brca import load_split, read_labels
+from train.finetune import FinetuneConfig, finetune, lr_schedule
+
+
+def test_labels_are_read_as_xy_and_zero_based(brca_dir):
+    name = (brca_dir / "brca_ds_test.txt").read_text().split()[0][:-4]
+    xy, labels = read_labels(brca_dir / "labels" / f"{name}_gt_class_coords.txt")
+    raw = np.loadtxt(brca_dir / "labels" / f"{name}_gt_class_coords.txt", dtype=int)
+    np.testing.assert_array_equal(xy[:, 0], raw[:, 1])  # file rows are "Y X class"
+    assert set(labels) <= {0, 1, 2}
+
+
+def test_finetune_three_steps_then_evaluate(brca_dir, tmp_path):
+    train = load_split("train")[:2]
+    val = load_split("val")[:1]
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=3, batch_size=2, eval_every=3, warmup_steps=1)
+    best = finetune(cfg, train, val)
+    assert best["step"] == 2 and 0 <= best["det_f1"] <= 1
+    model, meta = load_weights(tmp_path / "run" / "weights.pt")
+    assert meta.classes == ("lymphocyte", "tumor", "stromal")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["steps"] == 3
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
+    scores = evaluate.evaluate_images(model, val, evaluate.EvalConfig(), with_accuracy=True)
+    assert set(scores) >= {"mcspatnet", "hungarian", "accuracy_at_gt"}
+    assert 0 <= scores["accuracy_at_gt"] <= 1
+
+
+def test_evaluate_cli_prints_both_matchers(brca_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_split", lambda split: load_split(split)[:2])
+    assert evaluate.main(["--split", "test", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "mcspatnet" in out and "hungarian" in out and "accuracy" in out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["mcspatnet"]["det_f1"] > 0.3  # the shipped weights find nuclei on real test tiles
+
+
+def test_schedule_and_config_validation():
+    lrs = lr_schedule(FinetuneConfig(steps=50, warmup_steps=10, lr=1e-3, min_lr=1e-5))
+    assert len(lrs) == 50 and lrs[9] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    assert lrs[0] < lrs[5] < lrs[9] and lrs[20] > lrs[40]
+    with pytest.raises(ConfigError, match="unknown config key"):
+        build_config(FinetuneConfig, {"stepz": 3})
