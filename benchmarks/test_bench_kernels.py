@@ -1,4 +1,10 @@
-"""Kernels: peak finding (reference vs scipy's maximum_filter approach) and the point gather, on CPU."""
+"""Kernels: peak finding (reference, numba, scipy's maximum_filter approach; Triton on GPU) and the point gather.
+
+Realistic sizes: a batch of 64 heatmaps of 224x224 with ~150 nuclei each, features C=384 at stride 4 (56x56).
+``MUSE_BENCH_QUICK=1`` uses 4 maps.
+"""
+
+import importlib.util
 
 import numpy as np
 import pytest
@@ -8,27 +14,37 @@ from scipy.ndimage import maximum_filter
 from kernels.peaks import find_peaks
 from kernels.point_gather import gather_points
 
+CUDA = torch.cuda.is_available()
 
-def _heatmaps(quick):
-    """A batch of 224x224 maps with ~150 Gaussian nuclei each (64 maps; 4 when quick)."""
-    b = 4 if quick else 64
+
+def _heatmaps(batch: int, device: str = "cpu") -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
-    maps = 0.05 * torch.rand(b, 224, 224, generator=g)
-    centres = torch.rand(b, 150, 2, generator=g) * 224
-    for i in range(b):
-        for cy, cx in centres[i]:
-            maps[i] = torch.maximum(maps[i], torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0))
-    return maps
+    maps = 0.05 * torch.rand(batch, 224, 224, generator=g)
+    centres = torch.rand(batch, 150, 2, generator=g) * 224
+    for i in range(batch):
+        d2 = (yy[None] - centres[i, :, 0, None, None]) ** 2 + (xx[None] - centres[i, :, 1, None, None]) ** 2
+        maps[i] = torch.maximum(maps[i], torch.exp(-d2 / 8.0).amax(0))
+    return maps.to(device)
 
 
 @pytest.fixture(scope="module")
 def heatmaps(quick):
-    return _heatmaps(quick)
+    return _heatmaps(4 if quick else 64)
 
 
-def test_peaks_reference(benchmark, heatmaps):
-    out = benchmark(find_peaks, heatmaps, 0.3, 2, 1024)
+def _need(module):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not installed")
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_peaks_cpu(benchmark, heatmaps, impl):
+    if impl == "numba":
+        _need("numba")
+        find_peaks(heatmaps[:1], 0.3, 2, 1024, impl=impl)  # compile outside the timing
+    out = benchmark(find_peaks, heatmaps, 0.3, 2, 1024, impl=impl)
+    benchmark.extra_info["maps"] = len(heatmaps)
     assert int(out.counts.sum()) > 0
 
 
@@ -41,10 +57,36 @@ def test_peaks_scipy_maximum_filter(benchmark, heatmaps):
     assert sum(len(p) for p in benchmark(scipy_peaks)) > 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_point_gather_reference(benchmark, quick, dtype):
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_point_gather_cpu(benchmark, quick, impl):
+    if impl == "numba":
+        _need("numba")
     b = 4 if quick else 64
-    fmap = torch.randn(b, 384, 56, 56).to(dtype)
+    fmap = torch.randn(b, 384, 56, 56)
     xy = torch.rand(b, 150, 2) * 224
-    out = benchmark(gather_points, fmap, xy, (224, 224))
+    gather_points(fmap[:1], xy[:1], (224, 224), impl=impl)
+    out = benchmark(gather_points, fmap, xy, (224, 224), impl=impl)
     assert out.shape == (b, 150, 384)
+
+
+def _peaks_then_gather(heat, fmap, impl):
+    peaks = find_peaks(heat, 0.3, 1, 512, impl=impl)
+    xy = 4.0 * peaks.yx.flip(-1).float()
+    out = gather_points(fmap, xy, (224, 224), peaks.counts, impl=impl)
+    if heat.is_cuda:
+        torch.cuda.synchronize()
+    return out
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_peaks_and_gather_gpu(benchmark, impl, dtype):
+    """Heatmap -> points -> point features on the GPU (the inference path after the network)."""
+    if impl == "triton":
+        _need("triton")
+    heat = _heatmaps(64, "cuda")[:, ::4, ::4].contiguous()  # stride-4 maps, as the network produces
+    fmap = torch.randn(64, 384, 56, 56, device="cuda", dtype=dtype)
+    _peaks_then_gather(heat, fmap, impl)
+    out = benchmark(_peaks_then_gather, heat, fmap, impl)
+    assert out.shape[0] == 64

@@ -1,13 +1,13 @@
-"""Peak-finding NMS with compaction. Call :func:`find_peaks`; implementations are picked in one place."""
+"""Peak-finding NMS with compaction. Call :func:`find_peaks`; the implementation is chosen in ``kernels.registry``."""
 
 from __future__ import annotations
 
 import torch
 
-from . import reference
+from ..registry import implementations, select
 from .types import Peaks
 
-IMPLEMENTATIONS = ("reference",)
+IMPLEMENTATIONS = implementations(__name__)
 
 
 def find_peaks(
@@ -18,10 +18,11 @@ def find_peaks(
     exclude_border: int = 0,
     impl: str = "auto",
 ) -> Peaks:
-    """Local maxima of ``heatmap [B, H, W]`` above ``threshold``, compacted per image (see ``reference``)."""
-    if impl not in ("auto", *IMPLEMENTATIONS):
-        raise ValueError(f"unknown peaks implementation '{impl}'; choose one of: auto, {', '.join(IMPLEMENTATIONS)}")
-    return reference.find_peaks(heatmap, threshold, min_distance, max_points, exclude_border)
+    """Local maxima of ``heatmap [B, H, W]`` above ``threshold``, compacted per image (semantics: ``reference``)."""
+    if heatmap.dim() != 3:
+        raise ValueError(f"heatmap must be [B, H, W], got {tuple(heatmap.shape)}")
+    fn = select(IMPLEMENTATIONS, impl, heatmap).function("find_peaks")
+    return fn(heatmap, threshold, min_distance, max_points, exclude_border)
 
 
-__all__ = ["Peaks", "find_peaks"]
+__all__ = ["IMPLEMENTATIONS", "Peaks", "find_peaks"]

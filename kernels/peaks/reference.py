@@ -27,8 +27,6 @@ def find_peaks(
     heatmap: torch.Tensor, threshold: float, min_distance: int = 1, max_points: int = 1024, exclude_border: int = 0
 ) -> Peaks:
     """Peaks of ``heatmap [B, H, W]``; see the module docstring for the exact semantics."""
-    if heatmap.dim() != 3:
-        raise ValueError(f"heatmap must be [B, H, W], got {tuple(heatmap.shape)}")
     b, h, w = heatmap.shape
     r = int(min_distance)
     x = heatmap.float()

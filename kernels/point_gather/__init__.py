@@ -1,19 +1,30 @@
-"""Point-feature gather (bilinear, official MUSE convention). Call :func:`gather_points`."""
+"""Point-feature gather (bilinear, official MUSE convention). Call :func:`gather_points`; the implementation is
+chosen in ``kernels.registry``. All implementations are differentiable in the feature map."""
 
 from __future__ import annotations
 
 import torch
 
-from . import reference
+from ..registry import implementations, select
 
-IMPLEMENTATIONS = ("reference",)
-
-
-def gather_points(fmap: torch.Tensor, xy: torch.Tensor, input_hw: tuple[int, int], impl: str = "auto") -> torch.Tensor:
-    """Bilinear features of ``fmap [B,C,H,W]`` at ``xy [B,K,2]`` (x, y in input pixels) -> ``[B, K, C]``."""
-    if impl not in ("auto", *IMPLEMENTATIONS):
-        raise ValueError(f"unknown gather implementation '{impl}'; choose one of: auto, {', '.join(IMPLEMENTATIONS)}")
-    return reference.gather_points(fmap, xy, input_hw)
+IMPLEMENTATIONS = implementations(__name__)
 
 
-__all__ = ["gather_points"]
+def gather_points(
+    fmap: torch.Tensor,
+    xy: torch.Tensor,
+    input_hw: tuple[int, int],
+    counts: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Bilinear features of ``fmap [B,C,H,W]`` at ``xy [B,K,2]`` (x, y in input pixels) -> ``[B, K, C]``.
+
+    ``counts [B]`` (the peaks layout) marks rows ``k >= counts[b]`` as padding: they come out as zeros.
+    """
+    if fmap.dim() != 4 or xy.dim() != 3 or xy.shape[-1] != 2 or xy.shape[0] != fmap.shape[0]:
+        raise ValueError(f"expected fmap [B,C,H,W] and xy [B,K,2], got {tuple(fmap.shape)} and {tuple(xy.shape)}")
+    fn = select(IMPLEMENTATIONS, impl, fmap).function("gather_points")
+    return fn(fmap, xy, (int(input_hw[0]), int(input_hw[1])), counts)
+
+
+__all__ = ["IMPLEMENTATIONS", "gather_points"]

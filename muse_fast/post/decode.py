@@ -43,7 +43,7 @@ def decode_batch(
     batch_idx = torch.arange(b, device=centre.device)[:, None].expand(b, k)
     offsets = centre[batch_idx, 1:3, rows, cols].float()  # [B, K, 2] (dx, dy) in cells
     xy = stride * (torch.stack([cols, rows], dim=-1).float() + offsets.clamp(0.0, 1.0))
-    feats = gather_points(fmap, xy, input_hw)
+    feats = gather_points(fmap, xy, input_hw, peaks.counts)
     probs = torch.softmax(classifier(feats).float(), dim=-1)
     class_prob, class_id = probs.max(dim=-1)
     out = []

@@ -1,5 +1,6 @@
 """Point gather: the official grid_sample convention, exact bilinear values, zeros outside, gradients."""
 
+import pytest
 import torch
 
 from kernels.point_gather import gather_points
@@ -44,14 +45,45 @@ def test_gradcheck_reference():
     g = torch.Generator().manual_seed(0)
     fmap = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
     xy = torch.rand(2, 7, 2, dtype=torch.float64, generator=g) * torch.tensor([24.0, 20.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda f: gather_points(f, xy, (20, 24)), (fmap,))
+    assert torch.autograd.gradcheck(lambda f: gather_points(f, xy, (20, 24), impl="reference"), (fmap,))
 
 
-def test_dtypes_follow_the_feature_map():
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float64: 1e-5}
+
+
+def test_dtypes_follow_the_feature_map(impl):
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         fmap = torch.randn(1, 4, 6, 6).to(dtype)
-        out = gather_points(fmap, torch.tensor([[[3.0, 7.0]]]), (24, 24))
+        out = gather_points(fmap, torch.tensor([[[3.0, 7.0]]]), (24, 24), impl=impl)
         assert out.dtype == dtype
-        ref = gather_points(fmap.double(), torch.tensor([[[3.0, 7.0]]]), (24, 24))
-        tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
-        assert torch.allclose(out.double(), ref, atol=tol)
+        ref = gather_points(fmap.double(), torch.tensor([[[3.0, 7.0]]]), (24, 24), impl="reference")
+        assert torch.allclose(out.double(), ref, atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("b,c,h,w,k", [(1, 1, 1, 1, 1), (2, 5, 7, 9, 13), (3, 70, 14, 14, 33), (1, 130, 9, 5, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_implementations_match_the_reference(fast_impl, b, c, h, w, k, dtype):
+    g = torch.Generator().manual_seed(b * 1000 + c + k)
+    in_h, in_w = 4 * h, 4 * w
+    fmap = torch.randn(b, c, h, w, generator=g).to(dtype).requires_grad_(True)
+    xy = torch.rand(b, k, 2, generator=g) * torch.tensor([in_w + 8.0, in_h + 8.0]) - 4.0  # some outside
+    xy[:, 0] = torch.tensor([0.0, 0.0])
+    if k > 1:
+        xy[:, 1] = torch.tensor([float(in_w), float(in_h)])  # far corner, exactly on the border
+    counts = torch.randint(0, k + 1, (b,), generator=g, dtype=torch.int32)
+    ref = gather_points(fmap, xy, (in_h, in_w), counts, impl="reference")
+    got = gather_points(fmap, xy, (in_h, in_w), counts, impl=fast_impl)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert torch.allclose(got.float(), ref.float(), atol=TOL[dtype], rtol=TOL[dtype])
+    grad_out = torch.randn(ref.shape, generator=g).to(dtype)
+    (g_ref,) = torch.autograd.grad(ref, fmap, grad_out)
+    (g_got,) = torch.autograd.grad(got, fmap, grad_out)
+    assert g_got.dtype == dtype
+    assert torch.allclose(g_got.float(), g_ref.float(), atol=4 * TOL[dtype], rtol=4 * TOL[dtype])
+
+
+def test_padding_rows_are_zero(impl):
+    fmap = torch.randn(2, 3, 4, 4)
+    xy = torch.full((2, 5, 2), 6.0)
+    out = gather_points(fmap, xy, (16, 16), torch.tensor([2, 0], dtype=torch.int32), impl=impl)
+    assert (out[0, 2:] == 0).all() and (out[1] == 0).all() and (out[0, :2] != 0).any()

@@ -1,0 +1,74 @@
+"""One registry per kernel: implementations as frozen entries, chosen in one place.
+
+``auto`` picks Triton for CUDA tensors, numba for CPU tensors, and falls back to the plain-PyTorch reference when
+the preferred one is unavailable (the reason is logged once). An explicit request that cannot run raises one line
+with the reason and the choices. Triton also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from muse_fast.errors import BackendUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _missing(module: str) -> str | None:
+    return None if importlib.util.find_spec(module) else f"python package '{module}' is not installed"
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    name: str
+    module: str  # "kernels.peaks.cpu", ...; imported on first use
+    requires: str | None  # third-party package the implementation needs
+    device: str  # "cpu", "cuda" or "any"
+
+    def unavailable_reason(self, tensor: torch.Tensor) -> str | None:
+        if self.requires and (reason := _missing(self.requires)):
+            return reason
+        if self.name == "triton" and tensor.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            return "Triton needs a CUDA tensor (or TRITON_INTERPRET=1 for the CPU interpreter)"
+        if self.device == "cpu" and tensor.device.type != "cpu":
+            return f"{self.name} runs on CPU tensors only"
+        return None
+
+    def function(self, name: str) -> Callable:
+        return getattr(importlib.import_module(self.module), name)
+
+
+def implementations(package: str) -> dict[str, KernelImpl]:
+    return {
+        "reference": KernelImpl("reference", f"{package}.reference", None, "any"),
+        "numba": KernelImpl("numba", f"{package}.cpu", "numba", "cpu"),
+        "triton": KernelImpl("triton", f"{package}.triton", "triton", "any"),
+    }
+
+
+def select(impls: dict[str, KernelImpl], impl: str, tensor: torch.Tensor) -> KernelImpl:
+    """The implementation to run for ``tensor``: ``impl`` if given, else the preferred available one."""
+    if impl != "auto":
+        if impl not in impls:
+            raise ConfigError(f"unknown kernel implementation '{impl}'; choose one of: auto, {', '.join(impls)}")
+        reason = impls[impl].unavailable_reason(tensor)
+        if reason:
+            raise BackendUnavailable(f"kernel implementation '{impl}' cannot run here: {reason}")
+        return impls[impl]
+    preferred = impls["triton"] if tensor.device.type == "cuda" else impls["numba"]
+    reason = preferred.unavailable_reason(tensor)
+    if reason is None:
+        return preferred
+    key = f"{preferred.module}:{reason}"
+    if key not in _warned:
+        _warned.add(key)
+        log.info("using the reference kernel instead of %s: %s", preferred.name, reason)
+    return impls["reference"]

@@ -1,0 +1,22 @@
+import importlib.util
+
+import pytest
+
+ALL_IMPLS = ["reference", "numba", "triton"]
+
+
+def impl_or_skip(name: str) -> str:
+    needs = {"numba": "numba", "triton": "triton"}.get(name)
+    if needs and importlib.util.find_spec(needs) is None:
+        pytest.skip(f"{needs} is not installed (pip install -e .[dev])")
+    return name
+
+
+@pytest.fixture(params=ALL_IMPLS)
+def impl(request) -> str:
+    return impl_or_skip(request.param)
+
+
+@pytest.fixture(params=["numba", "triton"])
+def fast_impl(request) -> str:
+    return impl_or_skip(request.param)
