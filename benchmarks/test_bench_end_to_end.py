@@ -6,8 +6,8 @@ import torch
 
 from muse_fast.config import InferConfig
 from muse_fast.io.readers import open_slide
-from muse_fast.model.weights import load_weights
-from muse_fast.runtime.engines import create_engine
+from muse_fast.model.weights import DEFAULT_WEIGHTS, file_sha256, load_weights
+from muse_fast.runtime.engines import ENGINES, EngineInputs, TorchEngine, create_engine
 from muse_fast.runtime.pipeline import predict_slide
 
 
@@ -29,16 +29,38 @@ def test_read_region(benchmark, cmu_svs, backend, size):
 
 @pytest.fixture(scope="module")
 def engine():
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model, meta = load_weights()
-    return create_engine("torch", model, "cpu"), meta
+    return TorchEngine(model, "cpu"), meta
 
 
-def test_model_only_tiles_per_second(benchmark, engine, quick):
-    eng, meta = engine
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """Every engine available here, on the shipped weights (export cache in a temporary folder)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MUSE_FAST_CACHE", str(tmp_path_factory.mktemp("cache")))
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), "cuda" if torch.cuda.is_available() else "cpu")
+    built = {name: create_engine(name, inputs) for name, e in ENGINES.items() if e.unavailable_reason() is None}
+    yield built
+    mp.undo()
+
+
+@pytest.mark.parametrize("name", list(ENGINES))
+def test_model_only_tiles_per_second(benchmark, engines, quick, name):
+    """Model-only throughput per engine on the same batches (tiles/s = tiles_per_call / mean)."""
+    if name not in engines:
+        pytest.skip(f"engine {name} unavailable: {ENGINES[name].unavailable_reason()}")
     batch = np.random.default_rng(0).integers(0, 255, size=(4 if quick else 16, 224, 224, 3), dtype=np.uint8)
-    benchmark.pedantic(eng.run, args=(batch,), rounds=2 if quick else 5, warmup_rounds=1)
+
+    def run():
+        out = engines[name].run(batch)
+        if out.fmap.is_cuda:
+            torch.cuda.synchronize()
+        return out
+
+    benchmark.pedantic(run, rounds=2 if quick else 5, warmup_rounds=1)
     benchmark.extra_info["tiles_per_call"] = len(batch)
+    benchmark.extra_info["tiles_per_second"] = len(batch) / benchmark.stats.stats.mean
 
 
 def test_pipeline_on_cmu_svs(benchmark, engine, cmu_svs, tmp_path, quick):

@@ -16,7 +16,7 @@ def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="detect and classify nuclei in slides or images")
     p.add_argument("slides", nargs="+", type=Path, help="SVS/TIFF/NDPI/... slides or PNG/JPEG/TIFF images")
     p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson and <stem>.csv per slide)")
-    p.add_argument("--engine", default="torch", help="inference engine (default: torch)")
+    p.add_argument("--engine", default="torch", help="inference engine: torch, onnx, trt or auto (default: torch)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped BRCA-M2C model)")
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the file)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for the torch engine")
@@ -29,9 +29,7 @@ def _add_infer(sub) -> None:
 def _infer(args) -> int:
     from .config import InferConfig
     from .errors import ConfigError
-    from .model.weights import load_weights
     from .post.decode import DecodeConfig
-    from .runtime.engines import create_engine
     from .runtime.pipeline import output_stem, run_slide
 
     if args.batch_size < 1:
@@ -54,8 +52,7 @@ def _infer(args) -> int:
         decode=decode,
         quiet=args.quiet,
     )
-    model, meta = load_weights(cfg.weights)
-    engine = create_engine(cfg.engine, model, cfg.device)
+    engine, meta = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size)
     for slide in args.slides:
         summary = run_slide(slide, engine, meta, cfg)
         counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
@@ -67,10 +64,59 @@ def _infer(args) -> int:
     return 0
 
 
+def _build_engine(name: str, weights: Path | None, device: str, batch_size: int):
+    from .model.weights import file_sha256, load_weights, resolve_weights
+    from .runtime.engines import EngineInputs, create_engine
+
+    model, meta = load_weights(weights)
+    inputs = EngineInputs(model, meta, file_sha256(resolve_weights(weights)), device, batch_size)
+    return create_engine(name, inputs), meta
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the network to ONNX or build a TensorRT engine")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
+    p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
+    p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
+    p.add_argument("--opt-batch", type=int, default=16, help="TensorRT profile: batch to tune for")
+
+
+def _export(args) -> int:
+    import shutil
+
+    from export.onnx import export_onnx
+
+    if args.format == "onnx":
+        result = export_onnx(args.weights, args.out)
+        print(f"wrote {result.path} (ONNX Runtime parity max |diff|: {result.max_abs_diff})", file=sys.stderr)
+        return 0
+    from export.onnx import INPUT_NAME
+    from export.tensorrt import BuildSpec, build_engine, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        from .errors import BackendUnavailable
+
+        raise BackendUnavailable(reason)
+    onnx_path = args.out.with_suffix(".onnx")
+    result = export_onnx(args.weights, onnx_path)
+    size = result.meta.tile_size
+    spec = BuildSpec(1, args.opt_batch, args.max_batch, args.precision)
+    data = build_engine(onnx_path, spec, INPUT_NAME, (size, size, 3))
+    tmp = args.out.with_name(f".{args.out.name}.partial")
+    tmp.write_bytes(data)
+    shutil.move(tmp, args.out)
+    print(f"wrote {args.out} (TensorRT {args.precision}, batch profile {spec.profile})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-fast", description="MUSE nucleus detection and classification on WSIs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_infer(sub)
+    _add_export(sub)
     sub.add_parser("models", help="list the registered model architectures")
     return parser
 
@@ -80,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "infer":
             return _infer(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "models":
             from .model.registry import MODELS
 

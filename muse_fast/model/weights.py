@@ -65,9 +65,14 @@ def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool
     os.replace(tmp, path)
 
 
+def resolve_weights(path: str | Path | None) -> Path:
+    """The weights file to use: ``path``, or the shipped default."""
+    return Path(path) if path is not None else DEFAULT_WEIGHTS
+
+
 def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
     """Load a weights file (default: the shipped BRCA-M2C model) into a float32 ``MuseNet`` in eval mode."""
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    path = resolve_weights(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; pass --weights PATH to a file written by train.finetune")
     try:

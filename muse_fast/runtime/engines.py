@@ -1,11 +1,16 @@
 """Inference engines behind one interface, chosen in one registry.
 
-An engine turns a batch of RGB tiles (``uint8 [B, H, W, 3]``) into the dense outputs (``centre``, ``fmap``) and
-classifies point features. Only the PyTorch engine exists so far; ONNX Runtime and TensorRT join this registry.
+An engine turns a batch of RGB tiles (``uint8 [B, H, W, 3]``) into the dense outputs (``centre``, ``fmap``) as torch
+tensors on ``engine.device``, and classifies point features. Engines: ``torch`` (eager, CPU or CUDA), ``onnx``
+(ONNX Runtime: CUDA execution provider when present, else CPU), ``trt`` (TensorRT, fp16, CUDA only). ``auto`` tries
+trt -> onnx -> torch and logs why it skipped any. ONNX models and TensorRT engines are built on first use and
+cached (see ``export.cache``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +20,9 @@ import torch
 
 from ..errors import BackendUnavailable, ConfigError
 from ..model.registry import DenseOutputs, MuseNet
+from ..model.weights import WeightsMeta
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -26,7 +34,27 @@ class Engine(Protocol):
     def classify(self, feats: torch.Tensor) -> torch.Tensor: ...
 
 
-class TorchEngine:
+@dataclass(frozen=True)
+class EngineInputs:
+    model: MuseNet
+    meta: WeightsMeta
+    weights_sha256: str  # identifies the weights for the export/engine caches
+    device: str = "cpu"
+    batch_size: int = 16
+
+
+class _PointClassifier:
+    """Shared by every engine: the tiny point MLP runs in torch on the engine's device."""
+
+    def __init__(self, model: MuseNet, device: torch.device) -> None:
+        self.classifier = model.classifier.to(device).eval()
+
+    @torch.inference_mode()
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.classifier(feats.float())
+
+
+class TorchEngine(_PointClassifier):
     """Eager PyTorch on CPU or CUDA; fp16 autocast on CUDA."""
 
     name = "torch"
@@ -36,6 +64,7 @@ class TorchEngine:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("--device cuda requested but CUDA is not available here; use --device cpu")
         self.model = model.to(self.device).eval()
+        super().__init__(model, self.device)
 
     @torch.inference_mode()
     def run(self, tiles: np.ndarray) -> DenseOutputs:
@@ -45,29 +74,114 @@ class TorchEngine:
             out = self.model(x)
         return DenseOutputs(out.centre.float(), out.fmap)
 
-    @torch.inference_mode()
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.model.classifier(feats.float())
+
+def _cached_onnx(inputs: EngineInputs):
+    from export.cache import cache_dir, onnx_cache_key
+    from export.onnx import export_model
+
+    key = onnx_cache_key(inputs.weights_sha256, torch.__version__, inputs.meta.tile_size)
+    path = cache_dir() / "onnx" / f"{inputs.meta.model}-{key}.onnx"
+    if not path.exists():
+        log.info("exporting the network to ONNX (once per weights file): %s", path)
+        export_model(inputs.model, inputs.meta, inputs.weights_sha256, path)
+    return path
+
+
+class OnnxEngine(_PointClassifier):
+    """ONNX Runtime: CUDA execution provider when onnxruntime-gpu and a GPU are present, else CPU."""
+
+    name = "onnx"
+
+    def __init__(self, inputs: EngineInputs) -> None:
+        import onnxruntime as ort
+
+        from export.onnx import INPUT_NAME, OUTPUT_NAMES
+
+        path = _cached_onnx(inputs)
+        wanted = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+            wanted.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        except Exception as exc:  # noqa: BLE001 - a corrupt cache entry or an incompatible file
+            path.unlink(missing_ok=True)
+            raise BackendUnavailable(
+                f"cannot load the cached ONNX model ({type(exc).__name__}); it was removed, run again to re-export it"
+            ) from None
+        got = self.session.get_providers()
+        log.info("onnx engine running on %s", got[0])
+        self.provider = got[0]
+        self.device = torch.device("cuda" if got[0] == "CUDAExecutionProvider" else "cpu")
+        self.input_name, self.output_names = INPUT_NAME, list(OUTPUT_NAMES)
+        super().__init__(inputs.model, self.device)
+
+    def run(self, tiles: np.ndarray) -> DenseOutputs:
+        centre, fmap = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(tiles)})
+        return DenseOutputs(torch.from_numpy(centre).to(self.device), torch.from_numpy(fmap).to(self.device))
+
+
+class TensorRTEngine(_PointClassifier):
+    """TensorRT fp16 engine from the cached ONNX, built once per (ONNX, profile, precision, TRT, GPU)."""
+
+    name = "trt"
+
+    def __init__(self, inputs: EngineInputs, precision: str = "fp16") -> None:
+        from export.onnx import INPUT_NAME, OUTPUT_NAMES
+        from export.tensorrt import BuildSpec, TensorRTRunner
+
+        size = inputs.meta.tile_size
+        spec = BuildSpec(1, inputs.batch_size, max(64, inputs.batch_size), precision)
+        self.runner = TensorRTRunner(_cached_onnx(inputs), spec, INPUT_NAME, OUTPUT_NAMES, (size, size, 3))
+        self.device = torch.device("cuda")
+        super().__init__(inputs.model, self.device)
+
+    def run(self, tiles: np.ndarray) -> DenseOutputs:
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).pin_memory().to(self.device, non_blocking=True)
+        centre, fmap = self.runner.run(x)
+        return DenseOutputs(centre.float(), fmap)
+
+
+def _onnx_reason() -> str | None:
+    for module in ("onnxruntime", "onnx", "onnxscript"):
+        if importlib.util.find_spec(module) is None:
+            return f"python package '{module}' is not installed (pip install -e .[cpu] or .[gpu])"
+    return None
+
+
+def _trt_reason() -> str | None:
+    from export.tensorrt import tensorrt_unavailable_reason
+
+    return tensorrt_unavailable_reason() or _onnx_reason()
 
 
 @dataclass(frozen=True)
 class EngineEntry:
     name: str
     unavailable_reason: Callable[[], str | None]
-    build: Callable[[MuseNet, str], Engine]
+    build: Callable[[EngineInputs], Engine]
 
 
 ENGINES: dict[str, EngineEntry] = {
-    "torch": EngineEntry("torch", lambda: None, TorchEngine),
+    "torch": EngineEntry("torch", lambda: None, lambda i: TorchEngine(i.model, i.device)),
+    "onnx": EngineEntry("onnx", _onnx_reason, OnnxEngine),
+    "trt": EngineEntry("trt", _trt_reason, TensorRTEngine),
 }
+AUTO_ORDER = ("trt", "onnx", "torch")
 
 
-def create_engine(name: str, model: MuseNet, device: str = "cpu") -> Engine:
-    """Build engine ``name``; an unknown or unavailable engine raises one line with the choices and the reason."""
+def create_engine(name: str, inputs: EngineInputs) -> Engine:
+    """Build engine ``name`` (or the first available for ``auto``); unavailable requests raise one line."""
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            reason = ENGINES[candidate].unavailable_reason()
+            if reason is None:
+                return ENGINES[candidate].build(inputs)
+            log.info("engine auto: skipping %s (%s)", candidate, reason)
     if name not in ENGINES:
-        raise ConfigError(f"unknown engine '{name}'; choose one of: {', '.join(ENGINES)}")
-    entry = ENGINES[name]
-    reason = entry.unavailable_reason()
+        raise ConfigError(f"unknown engine '{name}'; choose one of: auto, {', '.join(ENGINES)}")
+    reason = ENGINES[name].unavailable_reason()
     if reason:
-        raise BackendUnavailable(f"engine '{name}' is unavailable: {reason}")
-    return entry.build(model, device)
+        raise BackendUnavailable(f"engine '{name}' is unavailable: {reason}; try --engine torch")
+    return ENGINES[name].build(inputs)

@@ -1,0 +1,141 @@
+"""ONNX export of the dense network (uint8 NHWC tiles -> centre map, feature map) with a dynamic batch.
+
+The graph takes tiles exactly as the runtime holds them (``uint8 [B, T, T, 3]``), so engines copy a quarter of the
+bytes of a float input; normalisation happens inside. The point classifier is not in the graph: it is a tiny MLP on
+point features and runs after the point gather (it stays in the weights file). Export uses the reference ops, then
+``onnx.checker`` and an onnxruntime parity check run as part of the export. Metadata (model, mpp, tile size,
+classes, weights hash) is stored in the model's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from muse_fast.errors import BackendUnavailable, WeightsError
+from muse_fast.model.registry import MuseNet
+from muse_fast.model.weights import DEFAULT_WEIGHTS, WeightsMeta, file_sha256, load_weights
+
+INPUT_NAME = "tiles"
+OUTPUT_NAMES = ("centre", "fmap")
+PARITY_ATOL = 1e-3  # fp32 ORT vs eager PyTorch on the dense outputs (observed ~1e-5; see tests)
+
+
+class DenseGraph(nn.Module):
+    """``uint8 [B, T, T, 3]`` -> ``(centre [B,3,T/4,T/4], fmap [B,D,T/4,T/4])``."""
+
+    def __init__(self, model: MuseNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tiles: torch.Tensor):
+        out = self.model(tiles.permute(0, 3, 1, 2).float())
+        return out.centre, out.fmap
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    path: Path
+    meta: WeightsMeta
+    weights_sha256: str
+    max_abs_diff: dict[str, float]
+
+
+def onnx_metadata(meta: WeightsMeta, weights_sha256: str) -> dict[str, str]:
+    return {
+        "muse_fast.model": meta.model,
+        "muse_fast.mpp": str(meta.mpp),
+        "muse_fast.tile_size": str(meta.tile_size),
+        "muse_fast.classes": json.dumps(list(meta.classes)),
+        "muse_fast.weights_sha256": weights_sha256,
+    }
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _require(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailable(f"ONNX export needs '{module}'; pip install onnx onnxscript onnxruntime")
+
+
+def export_onnx(weights: str | Path | None, out: str | Path, parity_batch: int = 2, check: bool = True) -> OnnxExport:
+    """Export ``weights`` (default: shipped) to ``out``, then check it (onnx.checker, onnxruntime parity)."""
+    model, meta = load_weights(weights)
+    return export_model(
+        model, meta, file_sha256(weights if weights is not None else DEFAULT_WEIGHTS), out, parity_batch, check
+    )
+
+
+def export_model(
+    model: MuseNet, meta: WeightsMeta, weights_sha256: str, out: str | Path, parity_batch: int = 2, check: bool = True
+) -> OnnxExport:
+    """Export an in-memory model (see :func:`export_onnx`)."""
+    for module in ("onnx", "onnxscript"):
+        _require(module)
+    import onnx
+
+    sha = weights_sha256
+    graph = DenseGraph(model.cpu().float()).eval()
+    size = meta.tile_size
+    example = torch.randint(
+        0, 256, (parity_batch, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"tiles": {0: torch.export.Dim("batch", min=1, max=1024)}},
+        )
+    proto = program.model_proto
+    for key, value in onnx_metadata(meta, sha).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
+    try:
+        diffs = {}
+        if check:
+            onnx.checker.check_model(str(tmp), full_check=True)
+            diffs = onnxruntime_parity(tmp, graph, example)
+            bad = {k: v for k, v in diffs.items() if v > PARITY_ATOL}
+            if bad:
+                raise WeightsError(f"ONNX export does not match PyTorch (max |diff| {bad}); report this model")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return OnnxExport(out, meta, sha, diffs)
+
+
+def onnxruntime_parity(path: str | Path, graph: DenseGraph, tiles: torch.Tensor) -> dict[str, float]:
+    """Max |ORT - PyTorch| per output on ``tiles`` (CPU execution provider, fp32)."""
+    _require("onnxruntime")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles.numpy()})
+    with torch.no_grad():
+        ref = graph(tiles)
+    return {name: float(np.abs(g - r.numpy()).max()) for name, g, r in zip(OUTPUT_NAMES, got, ref)}

@@ -1,0 +1,145 @@
+"""ONNX export, ONNX Runtime parity with PyTorch on real tiles, metadata, cache keys, engine registry."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from export.cache import engine_cache_key, onnx_cache_key
+from muse_fast.cli import main
+from muse_fast.errors import BackendUnavailable, ConfigError
+from muse_fast.model.weights import DEFAULT_WEIGHTS, file_sha256, load_weights
+from muse_fast.post.decode import DecodeConfig
+from muse_fast.runtime.engines import ENGINES, EngineInputs, TorchEngine, create_engine
+from muse_fast.runtime.predict import predict_image
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
+    reason="onnx, onnxscript and onnxruntime are needed (pip install -e .[cpu,dev])",
+)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """The torch and onnx engines on the shipped weights, with the export cache in a temporary folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MUSE_FAST_CACHE", str(tmp_path_factory.mktemp("cache")))
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS))
+    yield TorchEngine(model), create_engine("onnx", inputs), meta
+    mp.undo()
+
+
+def test_onnx_engine_reports_its_provider(engines):
+    _, onnx_engine, _ = engines
+    assert onnx_engine.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert onnx_engine.session.get_providers()[0] == onnx_engine.provider
+
+
+def test_dense_outputs_match_pytorch_on_real_tiles(engines, brca_dir):
+    torch_engine, onnx_engine, meta = engines
+    from train.data.brca import load_split
+
+    images = load_split("test")[:2]
+    tiles = np.stack([im.image[:224, :224] for im in images] + [im.image[-224:, -224:] for im in images])
+    ref, got = torch_engine.run(tiles), onnx_engine.run(tiles)
+    assert got.centre.shape == ref.centre.shape and got.fmap.shape == ref.fmap.shape
+    # fp32 on both sides; observed max |diff| ~1e-5, bound set at 1e-3 for other CPUs / ORT versions
+    assert (got.centre - ref.centre).abs().max() < 1e-3
+    assert (got.fmap - ref.fmap).abs().max() < 1e-3
+
+
+def test_same_nuclei_from_both_engines(engines, brca_dir):
+    torch_engine, onnx_engine, meta = engines
+    from train.data.brca import load_split
+
+    image = load_split("test")[0].image
+    a = predict_image(torch_engine, image, meta.tile_size, 32, DecodeConfig())
+    b = predict_image(onnx_engine, image, meta.tile_size, 32, DecodeConfig())
+    assert len(a) > 50 and len(a) == len(b)
+    assert np.abs(a.xy - b.xy).max() < 0.5
+    assert (a.class_id == b.class_id).all()
+
+
+def test_export_cli_writes_metadata(tmp_path):
+    from export.onnx import read_onnx_metadata
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--format", "onnx", "--out", str(out)]) == 0
+    meta = read_onnx_metadata(out)
+    _, wmeta = load_weights()
+    assert meta["muse_fast.model"] == wmeta.model
+    assert float(meta["muse_fast.mpp"]) == wmeta.mpp and int(meta["muse_fast.tile_size"]) == wmeta.tile_size
+    assert meta["muse_fast.weights_sha256"] == file_sha256(DEFAULT_WEIGHTS)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_of_bad_weights_exits_2(tmp_path, capsys):
+    bad = tmp_path / "w.pt"
+    bad.write_text("nope")
+    assert main(["export", "--weights", str(bad), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert not (tmp_path / "m.onnx").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_corrupt_cached_onnx_is_removed_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSE_FAST_CACHE", str(tmp_path))
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, "0" * 64)
+    key = onnx_cache_key(inputs.weights_sha256, torch.__version__, meta.tile_size)
+    path = tmp_path / "onnx" / f"{meta.model}-{key}.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage")
+    with pytest.raises(BackendUnavailable, match="run again"):
+        create_engine("onnx", inputs)
+    assert not path.exists()
+
+
+def test_engine_cache_key_changes_with_every_input():
+    base = dict(
+        onnx_sha256="a" * 64,
+        profile=(1, 16, 64),
+        precision="fp16",
+        builder_flags=["FP16"],
+        trt_version="10.13.0",
+        compute_capability="9.0",
+    )
+    key = engine_cache_key(**base)
+    changes = dict(
+        onnx_sha256="b" * 64,
+        profile=(1, 32, 64),
+        precision="fp32",
+        builder_flags=[],
+        trt_version="10.14.0",
+        compute_capability="8.0",
+    )
+    for field, value in changes.items():
+        assert engine_cache_key(**{**base, field: value}) != key, field
+    assert engine_cache_key(**base) == key
+    assert onnx_cache_key("a", "2.13.0", 224) != onnx_cache_key("a", "2.13.0", 512)
+
+
+def test_trt_and_unknown_engines_fail_clearly():
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, "0" * 64)
+    with pytest.raises(ConfigError, match="choose one of"):
+        create_engine("openvino", inputs)
+    reason = ENGINES["trt"].unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT is available here; its parity runs in benchmarks/gpu_check.sh")
+    with pytest.raises(BackendUnavailable, match="TensorRT"):
+        create_engine("trt", inputs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trt_engine_matches_pytorch_fp16(engines, tmp_path, monkeypatch):
+    if ENGINES["trt"].unavailable_reason():
+        pytest.skip(ENGINES["trt"].unavailable_reason())
+    monkeypatch.setenv("MUSE_FAST_CACHE", str(tmp_path))
+    torch_engine, _, meta = engines
+    model, _ = load_weights()
+    trt_engine = create_engine("trt", EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), "cuda"))
+    tiles = np.random.default_rng(0).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
+    ref, got = torch_engine.run(tiles), trt_engine.run(tiles)
+    assert (got.centre.cpu() - ref.centre).abs().max() < 5e-2  # fp16 engine vs fp32 eager
