@@ -23,6 +23,8 @@ def _add_infer(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="tiles per network batch (default: 16)")
     p.add_argument("--reader", default="auto", help="slide reader: auto, cucim, openslide, tiffslide, image")
     p.add_argument("--threshold", type=float, default=None, help="minimum nucleus score (default: 0.3)")
+    p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
+    p.add_argument("--workers", type=int, default=2, help="threads reading tiles (default: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

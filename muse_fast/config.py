@@ -20,5 +20,6 @@ class InferConfig:
     overlap: int = 32  # model pixels shared by neighbouring tiles (each side keeps overlap/2 of context)
     workers: int = 2  # threads reading tiles ahead of the engine
     skip_background: bool = True  # do not run the network on tiles that are blank glass
+    tissue_mask: bool = True  # slides (not plain images): only tile where tissue is detected
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     quiet: bool = False

@@ -17,16 +17,36 @@ def choose_level(downsamples: list[float], target_downsample: float) -> int:
     return best
 
 
+def read_plan(slide: SlideReader, size: int, scale: float) -> tuple[int, int]:
+    """(level, side in level pixels) to read for a ``size`` output tile at ``scale`` level-0 pixels per pixel."""
+    level = choose_level(slide.level_downsamples, scale)
+    return level, max(1, round(size * scale / slide.level_downsamples[level]))
+
+
+def to_size(region: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square region to ``size`` (bilinear, antialiased when shrinking); no-op at the right size."""
+    if region.shape[0] == size and region.shape[1] == size:
+        return region
+    return np.asarray(Image.fromarray(region).resize((size, size), Image.BILINEAR))
+
+
+def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool) -> list[np.ndarray]:
+    """Tiles at level-0 ``origins``, each ``size`` px at ``scale``; batched in the backend when it can, else threaded.
+
+    The result is identical to calling :func:`read_at_scale` for each origin.
+    """
+    level, read = read_plan(slide, size, scale)
+    if hasattr(slide, "read_regions") and len(origins) > 1:
+        regions = slide.read_regions(origins, read, level, getattr(pool, "_max_workers", 1))
+        return [to_size(r, size) for r in regions]
+    return list(pool.map(lambda o: read_at_scale(slide, o[0], o[1], size, scale), origins))
+
+
 def read_at_scale(slide: SlideReader, x0: int, y0: int, size: int, scale: float) -> np.ndarray:
     """Read a ``size x size`` RGB tile whose level-0 footprint is ``size * scale`` pixels square at (x0, y0).
 
     ``scale`` is level-0 pixels per output pixel (model mpp / slide mpp). Shrinking is antialiased (PIL's
     bilinear filter widens its support when downscaling); an exact-size read is returned as is.
     """
-    level = choose_level(slide.level_downsamples, scale)
-    d = slide.level_downsamples[level]
-    read = max(1, round(size * scale / d))
-    region = slide.read_region(x0, y0, read, read, level)
-    if read == size:
-        return region
-    return np.asarray(Image.fromarray(region).resize((size, size), Image.BILINEAR))
+    level, read = read_plan(slide, size, scale)
+    return to_size(slide.read_region(x0, y0, read, read, level), size)

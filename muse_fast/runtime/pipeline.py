@@ -1,4 +1,4 @@
-"""Slide -> nuclei -> files: tiles at the model's mpp, threaded reads ahead of the engine, decode, write."""
+"""Slide -> nuclei -> files: tissue mask, tiles at the model's mpp, batched reads ahead of the engine, decode, write."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import numpy as np
 from ..config import InferConfig
 from ..errors import InputError
 from ..io.readers import SlideReader, open_slide
-from ..io.resample import read_at_scale
+from ..io.resample import read_tiles
 from ..io.tiling import Tile, tile_grid
+from ..io.tissue import TissueMask, detect_tissue
 from ..model.weights import WeightsMeta
+from ..output.atomic import atomic_write
 from ..output.geojson import write_geojson
 from ..output.table import write_csv
 from .engines import Engine
@@ -24,6 +26,7 @@ from .predict import Nuclei, decode_tiles
 
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
+PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
 
 
 @dataclass
@@ -52,32 +55,43 @@ def slide_scale(slide: SlideReader, model_mpp: float) -> float:
     return model_mpp / slide.mpp
 
 
-def predict_slide(
-    slide: SlideReader, engine: Engine, meta: WeightsMeta, cfg: InferConfig, progress=None
-) -> tuple[Nuclei, int, int]:
-    """All nuclei of a slide in level-0 pixels; returns (nuclei, tiles run, tiles skipped)."""
+def plan_tiles(slide: SlideReader, meta: WeightsMeta, cfg: InferConfig, mask: TissueMask | None) -> list[Tile]:
+    """The tile grid at the model's mpp, restricted to tiles that touch tissue when a mask is given."""
     scale = slide_scale(slide, meta.mpp)
     w0, h0 = slide.level_dimensions[0]
     size = meta.tile_size
     tiles = tile_grid(math.ceil(w0 / scale), math.ceil(h0 / scale), size, cfg.overlap)
+    if mask is None:
+        return tiles
+    return [t for t in tiles if mask.fraction_in(t.x * scale, t.y * scale, (t.x + size) * scale, (t.y + size) * scale)]
+
+
+def predict_slide(
+    slide: SlideReader,
+    engine: Engine,
+    meta: WeightsMeta,
+    cfg: InferConfig,
+    tiles: list[Tile] | None = None,
+    progress=None,
+) -> tuple[Nuclei, int, int]:
+    """Nuclei of a slide in level-0 pixels; returns (nuclei, tiles run, tiles skipped as blank)."""
+    scale = slide_scale(slide, meta.mpp)
+    tiles = plan_tiles(slide, meta, cfg, None) if tiles is None else tiles
+    size = meta.tile_size
     batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
-
-    def read(tile: Tile) -> np.ndarray:
-        return read_at_scale(slide, round(tile.x * scale), round(tile.y * scale), size, scale)
-
     parts, skipped = [], 0
-    with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
-        pending: deque = deque()
-        for batch in batches[:2]:
-            pending.append((batch, [pool.submit(read, t) for t in batch]))
-        next_batch = 2
-        while pending:
-            batch, futures = pending.popleft()
-            if next_batch < len(batches):  # keep at most two batches of reads in flight (bounded memory)
-                nb = batches[next_batch]
-                pending.append((nb, [pool.submit(read, t) for t in nb]))
-                next_batch += 1
-            images = [f.result() for f in futures]
+    with ThreadPoolExecutor(max(1, cfg.workers)) as pool, ThreadPoolExecutor(1) as reader:
+
+        def submit(batch: list[Tile]):
+            origins = [(round(t.x * scale), round(t.y * scale)) for t in batch]
+            return batch, reader.submit(read_tiles, slide, origins, size, scale, pool)
+
+        pending = deque(submit(b) for b in batches[:PREFETCH_BATCHES])
+        for next_batch in batches[PREFETCH_BATCHES:] + [None] * PREFETCH_BATCHES:
+            batch, future = pending.popleft()
+            if next_batch is not None:
+                pending.append(submit(next_batch))
+            images = future.result()
             keep = [i for i, im in enumerate(images) if not (cfg.skip_background and is_blank(im))]
             skipped += len(images) - len(keep)
             if keep:
@@ -89,6 +103,8 @@ def predict_slide(
             if progress is not None:
                 progress.update(len(batch))
                 progress.set_postfix(nuclei=sum(len(p) for p in parts), refresh=False)
+            if not pending:
+                break
     return Nuclei.concat(parts), len(tiles) - skipped, skipped
 
 
@@ -102,25 +118,33 @@ def output_stem(path: Path) -> str:
 
 
 def run_slide(path: Path, engine: Engine, meta: WeightsMeta, cfg: InferConfig) -> SlideSummary:
-    """Predict one slide and write ``<stem>.geojson`` and ``<stem>.csv`` into ``cfg.out_dir``."""
+    """Predict one slide and write ``<stem>.geojson``, ``<stem>.csv`` (and ``<stem>.tissue.png``) into ``out_dir``."""
     from tqdm import tqdm
 
     start = time.time()
+    stem = output_stem(path)
     slide = open_slide(path, cfg.reader, cfg.mpp)
     try:
-        scale = slide_scale(slide, meta.mpp)
-        w0, h0 = slide.level_dimensions[0]
-        n_tiles = len(tile_grid(math.ceil(w0 / scale), math.ceil(h0 / scale), meta.tile_size, cfg.overlap))
-        with tqdm(total=n_tiles, desc=Path(path).name, unit="tile", disable=cfg.quiet, leave=False) as bar:
-            nuclei, run, skipped = predict_slide(slide, engine, meta, cfg, bar)
+        slide_scale(slide, meta.mpp)  # fail early on a missing mpp
+        mask = detect_tissue(slide, slide.mpp) if cfg.tissue_mask and slide.backend != "image" else None
+        tiles = plan_tiles(slide, meta, cfg, mask)
+        if not tiles:
+            raise InputError(
+                f"no tissue found in {Path(path).name}; check the slide, or pass --no-tissue-mask to process every tile"
+            )
+        with tqdm(total=len(tiles), desc=Path(path).name, unit="tile", disable=cfg.quiet, leave=False) as bar:
+            nuclei, run, skipped = predict_slide(slide, engine, meta, cfg, tiles, bar)
     finally:
         slide.close()
     order = np.lexsort((nuclei.xy[:, 0], nuclei.xy[:, 1]))  # deterministic raster order in the outputs
     nuclei = Nuclei(nuclei.xy[order], nuclei.score[order], nuclei.class_id[order], nuclei.class_prob[order])
-    stem = output_stem(path)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     outputs = [cfg.out_dir / f"{stem}.geojson", cfg.out_dir / f"{stem}.csv"]
     write_geojson(outputs[0], nuclei, meta.classes)
     write_csv(outputs[1], nuclei, meta.classes)
+    if mask is not None:
+        outputs.append(cfg.out_dir / f"{stem}.tissue.png")
+        with atomic_write(outputs[-1], "wb") as fh:
+            mask.to_png().save(fh, format="PNG")
     per_class = {name: int((nuclei.class_id == i).sum()) for i, name in enumerate(meta.classes)}
     return SlideSummary(str(path), len(nuclei), per_class, run, skipped, time.time() - start, [str(o) for o in outputs])

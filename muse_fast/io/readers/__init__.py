@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError, InputError
+from ..metadata import file_resolution
 from .base import SlideReader
 from .cucim_reader import CuCIMReader
 from .image_reader import ImageReader
@@ -19,8 +20,21 @@ READERS = {r.backend: r for r in (CuCIMReader, OpenSlideReader, TiffSlideReader,
 SUPPORTED_SUFFIXES = sorted({s for r in READERS.values() for s in r.suffixes})
 
 
+def resolve_mpp(slide: SlideReader, path: Path, override: float | None) -> float | None:
+    """``--mpp`` override, else the backend's metadata, else the file's own tags; non-square pixels are refused."""
+    if override is not None:
+        if not override > 0:
+            raise ConfigError(f"--mpp must be a positive number of microns per pixel, got {override}")
+        return float(override)
+    resolution = slide.resolution or file_resolution(path)
+    return resolution.square_mpp(path.name) if resolution else None
+
+
 def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None) -> SlideReader:
-    """Open ``path`` with ``reader`` (or the first backend that works); ``mpp`` overrides the file's resolution."""
+    """Open ``path`` with ``reader`` (or the first backend that works); ``mpp`` overrides the file's resolution.
+
+    The returned reader's ``mpp`` is None when neither the backend nor the file's tags record a resolution.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"slide not found: {path}; check the path")
@@ -45,10 +59,7 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
                 f"{cls.backend}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             )
             continue
-        if mpp is not None:
-            if mpp <= 0:
-                raise ConfigError(f"--mpp must be positive, got {mpp}")
-            slide.mpp = float(mpp)
+        slide.mpp = resolve_mpp(slide, path, mpp)
         return slide
     raise InputError(f"cannot read {path.name} ({'; '.join(reasons)}); check the file is a complete slide or image")
 

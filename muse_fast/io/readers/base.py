@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..metadata import Resolution
+
 BACKGROUND = 255  # value of pixels outside the slide (white glass)
 
 
@@ -19,7 +21,8 @@ class SlideReader(Protocol):
     backend: str
     level_dimensions: list[tuple[int, int]]  # (width, height) per level
     level_downsamples: list[float]
-    mpp: float | None  # level-0 microns per pixel (x); None when the file does not say
+    resolution: Resolution | None  # what the backend's library reports (x and y), if anything
+    mpp: float | None  # resolved level-0 microns per pixel (set by open_slide); None when unknown
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
         """RGB ``uint8 [height, width, 3]`` at ``level``, origin (x, y) in level 0; outside the slide is white."""

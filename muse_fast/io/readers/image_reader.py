@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..metadata import Resolution
 from .base import read_padded
 
 Image.MAX_IMAGE_PIXELS = 1_000_000_000  # large tiles are legitimate here
@@ -24,8 +25,10 @@ class ImageReader:
         h, w = self._pixels.shape[:2]
         self.level_dimensions = [(w, h)]
         self.level_downsamples = [1.0]
-        # PIL reports resolution as dots per inch; 25400 um per inch. Values of 1 or 72 dpi are placeholders.
-        self.mpp = 25400.0 / float(dpi[0]) if dpi and float(dpi[0]) > 100 else None
+        # PIL reports resolution as dots per inch (25400 um per inch); 1, 72, 96 or 300 dpi are software defaults.
+        real = dpi and all(float(d) > 300 for d in dpi[:2])
+        self.resolution = Resolution(25400.0 / float(dpi[0]), 25400.0 / float(dpi[1]), "image dpi") if real else None
+        self.mpp = None
 
     def _read_inside(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         return self._pixels[y : y + h, x : x + w]

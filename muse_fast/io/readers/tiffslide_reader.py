@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metadata import from_properties
 from .base import read_padded
 
 
@@ -20,8 +21,8 @@ class TiffSlideReader:
         self._slide = tiffslide.TiffSlide(str(path))
         self.level_dimensions = [tuple(d) for d in self._slide.level_dimensions]
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
-        mpp = self._slide.properties.get("tiffslide.mpp-x")
-        self.mpp = float(mpp) if mpp else None
+        self.resolution = from_properties(self._slide.properties, "tiffslide", "tiffslide mpp-x/y")
+        self.mpp = None
 
     def _read_inside(self, x: int, y: int, w: int, h: int, level: int) -> np.ndarray:
         return np.asarray(self._slide.read_region((x, y), level, (w, h), as_array=True))[..., :3]
