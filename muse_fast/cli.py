@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -14,8 +15,14 @@ EXIT_USER_ERROR = 2
 
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="detect and classify nuclei in slides or images")
-    p.add_argument("slides", nargs="+", type=Path, help="SVS/TIFF/NDPI/... slides or PNG/JPEG/TIFF images")
-    p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson and <stem>.csv per slide)")
+    p.add_argument(
+        "slides",
+        nargs="+",
+        type=Path,
+        help="slides (SVS/TIFF/NDPI/MRXS/...), images (PNG/JPEG/TIFF), folders of them, or CSV lists "
+        "with a 'path' column and an optional 'mpp' column",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson, .csv, ... per slide)")
     p.add_argument("--engine", default="torch", help="inference engine: torch, onnx, trt or auto (default: torch)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped BRCA-M2C model)")
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the file)")
@@ -25,18 +32,55 @@ def _add_infer(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help="minimum nucleus score (default: 0.3)")
     p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
     p.add_argument("--workers", type=int, default=2, help="threads reading tiles (default: 2)")
+    p.add_argument("--overwrite", action="store_true", help="recompute slides whose outputs already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the network to ONNX or build a TensorRT engine")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
+    p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
+    p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
+    p.add_argument("--opt-batch", type=int, default=16, help="TensorRT profile: batch to tune for")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="end-to-end vs model-only throughput on one slide, as JSON")
+    p.add_argument("slide", type=Path)
+    p.add_argument("--engine", default="torch")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--mpp", type=float, default=None)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-batches", type=int, default=0, help="only the first N batches (0 = all)")
+
+
+def _build_engine(name: str, weights: Path | None, device: str, batch_size: int):
+    from .model.weights import file_sha256, load_weights, resolve_weights
+    from .runtime.engines import EngineInputs, create_engine
+
+    if batch_size < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    model, meta = load_weights(weights)
+    sha = file_sha256(resolve_weights(weights))
+    return create_engine(name, EngineInputs(model, meta, sha, device, batch_size)), meta, sha
+
+
 def _infer(args) -> int:
+    from dataclasses import asdict
+
     from .config import InferConfig
     from .errors import ConfigError
     from .post.decode import DecodeConfig
-    from .runtime.pipeline import output_stem, run_slide
+    from .runtime.cohort import collect_jobs
+    from .runtime.pipeline import SlideSummary, output_stem, run_slide, write_run_summary
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    stems = [output_stem(s) for s in args.slides]
+    jobs = collect_jobs(args.slides)
+    stems = [output_stem(j.path) for j in jobs]
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
         raise ConfigError(
@@ -53,54 +97,53 @@ def _infer(args) -> int:
         batch_size=args.batch_size,
         decode=decode,
         quiet=args.quiet,
+        tissue_mask=not args.no_tissue_mask,
+        workers=args.workers,
+        overwrite=args.overwrite,
     )
-    engine, meta = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size)
-    for slide in args.slides:
-        summary = run_slide(slide, engine, meta, cfg)
-        counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
-        print(
-            f"{Path(summary.slide).name}: {summary.nuclei} nuclei ({counts}); {summary.tiles} tiles "
-            f"(+{summary.tiles_skipped} blank) in {summary.seconds:.1f} s -> {', '.join(summary.outputs)}",
-            file=sys.stderr,
-        )
+    engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size)
+    fingerprint = {
+        "weights": sha,
+        "engine": engine.name,
+        "decode": asdict(cfg.decode),
+        "overlap": cfg.overlap,
+        "batch_size": cfg.batch_size,
+        "tissue_mask": cfg.tissue_mask,
+        "skip_background": cfg.skip_background,
+    }
+    summaries = []
+    for job in jobs:
+        try:
+            summary = run_slide(job.path, engine, meta, cfg, fingerprint, job.mpp)
+        except MuseError as exc:
+            if len(jobs) == 1:
+                raise
+            summary = SlideSummary(str(job.path), "failed", error=str(exc))
+        summaries.append(summary)
+        print(summary.line(), file=sys.stderr)
+    if len(jobs) > 1:
+        path = write_run_summary(cfg.out_dir, summaries, {**fingerprint, "engine": cfg.engine, "device": cfg.device})
+        failed = sum(s.status == "failed" for s in summaries)
+        print(f"{len(jobs) - failed}/{len(jobs)} slides done; summary: {path}", file=sys.stderr)
+        return EXIT_USER_ERROR if failed else 0
     return 0
-
-
-def _build_engine(name: str, weights: Path | None, device: str, batch_size: int):
-    from .model.weights import file_sha256, load_weights, resolve_weights
-    from .runtime.engines import EngineInputs, create_engine
-
-    model, meta = load_weights(weights)
-    inputs = EngineInputs(model, meta, file_sha256(resolve_weights(weights)), device, batch_size)
-    return create_engine(name, inputs), meta
-
-
-def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export the network to ONNX or build a TensorRT engine")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
-    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
-    p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
-    p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
-    p.add_argument("--opt-batch", type=int, default=16, help="TensorRT profile: batch to tune for")
 
 
 def _export(args) -> int:
     import shutil
 
-    from export.onnx import export_onnx
+    from export.onnx import INPUT_NAME, export_onnx
 
     if args.format == "onnx":
         result = export_onnx(args.weights, args.out)
         print(f"wrote {result.path} (ONNX Runtime parity max |diff|: {result.max_abs_diff})", file=sys.stderr)
         return 0
-    from export.onnx import INPUT_NAME
     from export.tensorrt import BuildSpec, build_engine, tensorrt_unavailable_reason
+
+    from .errors import BackendUnavailable
 
     reason = tensorrt_unavailable_reason()
     if reason:
-        from .errors import BackendUnavailable
-
         raise BackendUnavailable(reason)
     onnx_path = args.out.with_suffix(".onnx")
     result = export_onnx(args.weights, onnx_path)
@@ -114,34 +157,42 @@ def _export(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .runtime.bench import bench_slide
+
+    engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size)
+    result = bench_slide(args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-fast", description="MUSE nucleus detection and classification on WSIs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_infer(sub)
     _add_export(sub)
+    _add_bench(sub)
     sub.add_parser("models", help="list the registered model architectures")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="muse-fast: %(message)s")
+    commands = {"infer": _infer, "export": _export, "bench": _bench}
     try:
-        if args.command == "infer":
-            return _infer(args)
-        if args.command == "export":
-            return _export(args)
-        if args.command == "models":
-            from .model.registry import MODELS
+        if args.command in commands:
+            return commands[args.command](args)
+        from .model.registry import MODELS
 
-            print(json.dumps({name: spec.description for name, spec in MODELS.items()}, indent=2))
-            return 0
+        print(json.dumps({name: spec.description for name, spec in MODELS.items()}, indent=2))
+        return 0
     except MuseError as exc:
         print(f"muse-fast: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("muse-fast: interrupted; no partial outputs were written", file=sys.stderr)
+        print("muse-fast: interrupted; finished batches are kept and a rerun continues from them", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

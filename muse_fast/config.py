@@ -22,4 +22,5 @@ class InferConfig:
     skip_background: bool = True  # do not run the network on tiles that are blank glass
     tissue_mask: bool = True  # slides (not plain images): only tile where tissue is detected
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    overwrite: bool = False  # recompute slides whose outputs exist
     quiet: bool = False

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..io.tiling import Tile, tile_grid
 from ..post.decode import DecodeConfig, decode_batch
+from ..post.merge import MergeConfig, duplicates, in_halo, inside_core
 from .engines import Engine
 
 
@@ -20,19 +21,28 @@ class Nuclei:
     score: np.ndarray  # [N] float32
     class_id: np.ndarray  # [N] int64
     class_prob: np.ndarray  # [N] float32
+    tile: np.ndarray | None = None  # [N] int64 index of the tile that produced each nucleus (before merging)
+
+    FIELDS = ("xy", "score", "class_id", "class_prob", "tile")
 
     @staticmethod
     def empty() -> Nuclei:
-        return Nuclei(np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return Nuclei(
+            np.zeros((0, 2)),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+        )
 
     @staticmethod
     def concat(parts: Iterable[Nuclei]) -> Nuclei:
-        parts = list(parts)
-        if not parts:
-            return Nuclei.empty()
-        return Nuclei(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("xy", "score", "class_id", "class_prob"))
-        )
+        parts = [p for p in parts if len(p)] or [Nuclei.empty()]
+        tiles = None if any(p.tile is None for p in parts) else np.concatenate([p.tile for p in parts])
+        return Nuclei(*(np.concatenate([getattr(p, f) for p in parts]) for f in Nuclei.FIELDS[:4]), tiles)
+
+    def select(self, mask: np.ndarray) -> Nuclei:
+        return Nuclei(*(None if getattr(self, f) is None else getattr(self, f)[mask] for f in Nuclei.FIELDS))
 
     def __len__(self) -> int:
         return len(self.score)
@@ -46,23 +56,43 @@ def crop_tile(image: np.ndarray, tile: Tile, size: int, pad_value: int = 255) ->
     return out
 
 
-def decode_tiles(engine: Engine, tiles: list[Tile], batch: np.ndarray, cfg: DecodeConfig, stride: int) -> Nuclei:
-    """Run one batch of tiles and keep each tile's nuclei inside its core, in model pixels of the whole image."""
+def decode_tiles(
+    engine: Engine,
+    tiles: list[Tile],
+    tile_ids: list[int],
+    batch: np.ndarray,
+    cfg: DecodeConfig,
+    stride: int = 4,
+    merge: MergeConfig = MergeConfig(),
+) -> Nuclei:
+    """Run one batch of tiles; keep each tile's nuclei in its core plus the merge margin (model pixels, whole image).
+
+    The result still holds the duplicates of the overlap strips; :mod:`muse_fast.post.merge` resolves them.
+    """
     dense = engine.run(batch)
     per_tile = decode_batch(dense.centre, dense.fmap, engine.classify, batch.shape[1:3], stride, cfg)
     kept = []
-    for tile, nuc in zip(tiles, per_tile):
+    for tile, tile_id, nuc in zip(tiles, tile_ids, per_tile):
         xy = nuc.xy.cpu().numpy().astype(np.float64) + (tile.x, tile.y)
-        own = tile.owns(xy)
+        keep = inside_core(tile, xy, merge.margin)
         kept.append(
             Nuclei(
-                xy[own],
-                nuc.score.cpu().numpy()[own],
-                nuc.class_id.cpu().numpy()[own],
-                nuc.class_prob.cpu().numpy()[own],
+                xy[keep],
+                nuc.score.cpu().numpy()[keep],
+                nuc.class_id.cpu().numpy()[keep],
+                nuc.class_prob.cpu().numpy()[keep],
+                np.full(int(keep.sum()), tile_id, np.int64),
             )
         )
     return Nuclei.concat(kept)
+
+
+def merge_in_memory(nuclei: Nuclei, tiles: list[Tile], merge: MergeConfig = MergeConfig()) -> Nuclei:
+    """Resolve the overlap duplicates of nuclei that are all in memory (see :mod:`muse_fast.post.merge`)."""
+    halo = np.flatnonzero(in_halo(tiles, nuclei.tile, nuclei.xy, merge))
+    drop = np.zeros(len(nuclei), bool)
+    drop[halo] = duplicates(tiles, nuclei.tile[halo], nuclei.xy[halo], nuclei.score[halo], merge)
+    return nuclei.select(~drop)
 
 
 def predict_image(
@@ -81,5 +111,5 @@ def predict_image(
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
         batch = np.stack([crop_tile(image, t, tile_size) for t in chunk])
-        parts.append(decode_tiles(engine, chunk, batch, cfg, stride))
-    return Nuclei.concat(parts)
+        parts.append(decode_tiles(engine, chunk, list(range(i, i + len(chunk))), batch, cfg, stride))
+    return merge_in_memory(Nuclei.concat(parts), tiles)

@@ -1,0 +1,35 @@
+"""Overlay PNG: a slide thumbnail with each nucleus drawn as a dot in its class colour."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..io.readers.base import SlideReader
+from ..io.resample import choose_level
+from ..post.classes import class_colour
+from ..runtime.predict import Nuclei
+
+
+class Overlay:
+    def __init__(self, slide: SlideReader, classes: tuple[str, ...], max_side: int = 1024) -> None:
+        w0, h0 = slide.level_dimensions[0]
+        self.scale = max(w0, h0) / max_side if max(w0, h0) > max_side else 1.0  # level-0 px per overlay px
+        level = choose_level(slide.level_downsamples, self.scale)
+        w, h = slide.level_dimensions[level]
+        view = slide.read_region(0, 0, w, h, level)
+        size = (max(1, round(w0 / self.scale)), max(1, round(h0 / self.scale)))
+        self.image = (
+            Image.fromarray(view).resize(size, Image.BILINEAR) if view.shape[1::-1] != size else Image.fromarray(view)
+        )
+        self.draw = ImageDraw.Draw(self.image)
+        self.colours = [class_colour(name, i) for i, name in enumerate(classes)]
+        self.radius = max(1.5, 3.0 / self.scale)
+
+    def add(self, nuclei: Nuclei) -> None:
+        r = self.radius
+        for (x, y), c in zip(nuclei.xy / self.scale, nuclei.class_id):
+            self.draw.ellipse((x - r, y - r, x + r, y + r), fill=self.colours[int(c)])
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.image)

@@ -1,0 +1,158 @@
+"""Streaming writers for nuclei: QuPath GeoJSON, CSV, and Parquet when pyarrow is installed.
+
+Each writer takes chunks of nuclei as they are produced, writes to a hidden temporary file, and only an explicit
+``commit()`` renames it to the final name; ``abort()`` (or an exception inside ``NucleiWriters``) removes it, so a
+crash never leaves a half-written output under its final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from ..post.classes import class_colour
+from ..runtime.predict import Nuclei
+
+CSV_COLUMNS = ("x", "y", "class_id", "class_name", "score", "class_probability")
+
+
+class _TempFile:
+    def __init__(self, path: Path, mode: str = "w") -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.fh = open(self.tmp, mode, newline="" if "b" not in mode else None)
+
+    def commit(self) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class GeoJSONWriter(_TempFile):
+    """A FeatureCollection of Point detections (level-0 pixels) with ``classification`` and score."""
+
+    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
+        super().__init__(path)
+        self.classes = classes
+        self.colours = [list(class_colour(name, i)) for i, name in enumerate(classes)]
+        self.count = 0
+        self.fh.write('{"type": "FeatureCollection", "features": [')
+
+    def write(self, nuclei: Nuclei) -> None:
+        for (x, y), c, s, p in zip(nuclei.xy, nuclei.class_id, nuclei.score, nuclei.class_prob):
+            c = int(c)
+            feature = {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [round(float(x), 2), round(float(y), 2)]},
+                "properties": {
+                    "objectType": "detection",
+                    "classification": {"name": self.classes[c], "color": self.colours[c]},
+                    "score": round(float(s), 4),
+                    "measurements": {"score": round(float(s), 4), "class_probability": round(float(p), 4)},
+                },
+            }
+            self.fh.write(("," if self.count else "") + "\n" + json.dumps(feature))
+            self.count += 1
+
+    def commit(self) -> None:
+        self.fh.write("\n]}\n")
+        super().commit()
+
+
+class CSVWriter(_TempFile):
+    """``x,y`` in level-0 pixels, ``class_id,class_name,score,class_probability``."""
+
+    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
+        super().__init__(path)
+        self.classes = classes
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(CSV_COLUMNS)
+
+    def write(self, nuclei: Nuclei) -> None:
+        for (x, y), c, s, p in zip(nuclei.xy, nuclei.class_id, nuclei.score, nuclei.class_prob):
+            self.writer.writerow((f"{x:.2f}", f"{y:.2f}", int(c), self.classes[int(c)], f"{s:.4f}", f"{p:.4f}"))
+
+
+class ParquetWriter:
+    """The same table as the CSV, as Parquet row groups (only when pyarrow is installed)."""
+
+    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa, self.classes = pa, classes
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        schema = pa.schema(
+            [
+                ("x", pa.float64()),
+                ("y", pa.float64()),
+                ("class_id", pa.int64()),
+                ("class_name", pa.string()),
+                ("score", pa.float32()),
+                ("class_probability", pa.float32()),
+            ]
+        )
+        self.writer = pq.ParquetWriter(str(self.tmp), schema)
+
+    def write(self, nuclei: Nuclei) -> None:
+        if len(nuclei):
+            names = [self.classes[int(c)] for c in nuclei.class_id]
+            self.writer.write_table(
+                self.pa.table(
+                    {
+                        "x": nuclei.xy[:, 0],
+                        "y": nuclei.xy[:, 1],
+                        "class_id": nuclei.class_id,
+                        "class_name": names,
+                        "score": nuclei.score,
+                        "class_probability": nuclei.class_prob,
+                    },
+                    schema=self.writer.schema,
+                )
+            )
+
+    def commit(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def parquet_available() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+class NucleiWriters:
+    """All table outputs of one slide; a context manager that commits on success and aborts on any exception."""
+
+    def __init__(self, out_dir: Path, stem: str, classes: tuple[str, ...]) -> None:
+        self.writers = [
+            GeoJSONWriter(out_dir / f"{stem}.geojson", classes),
+            CSVWriter(out_dir / f"{stem}.csv", classes),
+        ]
+        if parquet_available():
+            self.writers.append(ParquetWriter(out_dir / f"{stem}.parquet", classes))
+
+    @property
+    def paths(self) -> list[Path]:
+        return [w.path for w in self.writers]
+
+    def write(self, nuclei: Nuclei) -> None:
+        for w in self.writers:
+            w.write(nuclei)
+
+    def __enter__(self) -> NucleiWriters:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for w in self.writers:
+            w.abort() if exc_type else w.commit()

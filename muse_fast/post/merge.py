@@ -1,0 +1,76 @@
+"""Removing duplicates where tiles overlap.
+
+Every tile keeps the nuclei in its *core* (cores partition the slide, see ``io.tiling``) plus a thin ``margin``
+outside it. A nucleus near a core boundary can then be reported by two tiles at slightly different positions
+(each tile sees other context). Detections from different tiles closer than ``dup_radius`` are one nucleus: the
+detection inside its own tile's core wins, then the higher score, then the lower tile index (deterministic).
+A detection outside its core with no partner is kept (the owning tile missed it), so nothing is lost at borders.
+
+Only detections within ``margin + dup_radius`` of a core boundary can have partners (the halo strips), so only
+those are ever held in memory for the resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..io.tiling import Tile
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    margin: float = 8.0  # model pixels kept outside a tile's core (two tiles can disagree by a cell or more)
+    dup_radius: float = 6.0  # model pixels (3 um at 0.5 um/px): closer detections from different tiles are one
+
+
+def inside_core(tile: Tile, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    """Points (model pixels) inside the tile's core grown (or shrunk, if negative) by ``grow``."""
+    x0, y0, x1, y1 = tile.core
+    x, y = xy[:, 0], xy[:, 1]
+    return (x >= x0 - grow) & (x < x1 + grow) & (y >= y0 - grow) & (y < y1 + grow)
+
+
+def in_halo(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, cfg: MergeConfig) -> np.ndarray:
+    """Detections that could have a partner in another tile (not deep inside their own core)."""
+    out = np.zeros(len(xy), bool)
+    for t in np.unique(tile_ids):
+        sel = tile_ids == t
+        out[sel] = ~inside_core(tiles[t], xy[sel], -(cfg.margin + cfg.dup_radius))
+    return out
+
+
+def duplicates(
+    tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, score: np.ndarray, cfg: MergeConfig
+) -> np.ndarray:
+    """Bool mask of the detections to drop among halo detections (model-pixel ``xy``, their tiles and scores)."""
+    drop = np.zeros(len(xy), bool)
+    if len(xy) < 2:
+        return drop
+    pairs = cKDTree(xy).query_pairs(cfg.dup_radius, output_type="ndarray")
+    pairs = pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+    if len(pairs) == 0:
+        return drop
+    parent = np.arange(len(xy))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    own = np.array([inside_core(tiles[t], xy[i : i + 1])[0] for i, t in enumerate(tile_ids)])
+    members: dict[int, list[int]] = {}
+    for i in np.unique(pairs):
+        members.setdefault(find(int(i)), []).append(int(i))
+    for group in members.values():
+        best = min(group, key=lambda i: (not own[i], -float(score[i]), int(tile_ids[i]), i))
+        for i in group:
+            drop[i] = i != best
+    return drop

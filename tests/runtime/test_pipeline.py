@@ -1,0 +1,146 @@
+"""The runtime on a synthetic dot slide: merge correctness, determinism, resume, cohorts, bounded memory."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dots import META, DotEngine, dot_positions, write_dot_slide
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from muse_fast.config import InferConfig
+from muse_fast.errors import InputError
+from muse_fast.runtime.cohort import collect_jobs
+from muse_fast.runtime.pipeline import run_slide
+
+FINGERPRINT = {"engine": "dots"}
+
+
+def _cfg(out: Path, **kw) -> InferConfig:
+    return InferConfig(out_dir=out, quiet=True, tissue_mask=False, batch_size=4, **kw)
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding=None)
+    return np.stack([data["x"], data["y"]], 1), np.asarray(data["class_id"])
+
+
+def test_every_dot_found_once_across_tile_borders(dot_slide, tmp_path):
+    path, xy, cls = dot_slide
+    summary = run_slide(path, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    got_xy, got_cls = _read_csv(tmp_path / "dots.csv")
+    d = cdist(xy, got_xy)
+    rows, cols = linear_sum_assignment(np.where(d < 3, d, 1e6))
+    matched = d[rows, cols] < 3
+    assert matched.sum() == len(xy), f"{len(xy) - matched.sum()} dots lost"
+    assert len(got_xy) == len(xy), f"{len(got_xy) - len(xy)} duplicates or false detections"
+    assert (got_cls[cols[matched]] == cls[rows[matched]]).all()
+    assert summary.nuclei == len(xy) and summary.status == "done"
+    assert summary.per_class == {n: int((cls == i).sum()) for i, n in enumerate(META.classes)}
+
+
+def test_outputs_are_deterministic_and_complete(dot_slide, tmp_path):
+    path, _, _ = dot_slide
+    for run in ("a", "b"):
+        run_slide(path, DotEngine(), META, _cfg(tmp_path / run), FINGERPRINT)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["dots.csv", "dots.geojson", "dots.overlay.png"] or "dots.parquet" in names
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    geo = json.loads((tmp_path / "a" / "dots.geojson").read_text())
+    assert len(geo["features"]) == len(_read_csv(tmp_path / "a" / "dots.csv")[0])
+
+
+def test_resume_after_a_crash_gives_identical_outputs(dot_slide, tmp_path):
+    path, _, _ = dot_slide
+    run_slide(path, DotEngine(), META, _cfg(tmp_path / "clean"), FINGERPRINT)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_slide(path, DotEngine(fail_at_call=5), META, _cfg(tmp_path / "crash"), FINGERPRINT)
+    left = sorted(p.name for p in (tmp_path / "crash").iterdir())
+    assert left == [".dots.partial"]  # no output under a final name, only the checkpoint shards
+    shards = list((tmp_path / "crash" / ".dots.partial").glob("batch_*.npz"))
+    assert len(shards) == 4  # 4 batches finished before the crash (prefetch does not write shards)
+    engine = DotEngine()
+    summary = run_slide(path, engine, META, _cfg(tmp_path / "crash"), FINGERPRINT)
+    assert summary.resumed_batches == 4
+    for name in ("dots.csv", "dots.geojson", "dots.overlay.png"):
+        assert (tmp_path / "crash" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+    assert not (tmp_path / "crash" / ".dots.partial").exists()
+
+
+def test_finished_slides_are_skipped_unless_overwrite(dot_slide, tmp_path):
+    path, _, _ = dot_slide
+    run_slide(path, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    engine = DotEngine()
+    assert run_slide(path, engine, META, _cfg(tmp_path), FINGERPRINT).status == "skipped" and engine.calls == 0
+    assert run_slide(path, engine, META, _cfg(tmp_path, overwrite=True), FINGERPRINT).status == "done"
+    assert engine.calls > 0
+
+
+def test_a_changed_config_does_not_reuse_old_shards(dot_slide, tmp_path):
+    path, _, _ = dot_slide
+    with pytest.raises(RuntimeError):
+        run_slide(path, DotEngine(fail_at_call=3), META, _cfg(tmp_path), FINGERPRINT)
+    summary = run_slide(path, DotEngine(), META, _cfg(tmp_path), {"engine": "other"})
+    assert summary.resumed_batches == 0
+
+
+def test_cohort_lists_and_folders(dot_slide, tmp_path):
+    path, _, _ = dot_slide
+    listing = tmp_path / "slides.csv"
+    listing.write_text(f"path,mpp\n{path},0.5\nmissing.svs,\n")
+    jobs = collect_jobs([listing, path.parent])
+    assert [j.path for j in jobs] == [path, tmp_path / "missing.svs", path]
+    assert jobs[0].mpp == 0.5 and jobs[1].mpp is None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file\nx.svs\n")
+    with pytest.raises(InputError, match="'path' column"):
+        collect_jobs([bad])
+
+
+def test_cli_cohort_skips_bad_slides_and_reports_them(brca_dir, tmp_path):
+    from muse_fast.cli import main
+
+    png = sorted((brca_dir / "images").glob("*.png"))[0]
+    broken = tmp_path / "broken.svs"
+    broken.write_text("not a slide")
+    listing = tmp_path / "cohort.csv"
+    listing.write_text(f"path,mpp\n{broken},\n{png},0.5\n")
+    assert main(["infer", str(listing), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    status = {Path(s["slide"]).name: s["status"] for s in summary["slides"]}
+    assert status == {"broken.svs": "failed", png.name: "done"} and summary["failed"] == 1
+    assert "cannot read" in summary["slides"][0]["error"]
+    assert (tmp_path / "out" / f"{png.stem}.geojson").exists()
+    assert not (tmp_path / "out" / "broken.geojson").exists()
+
+
+PEAK_RSS_SCRIPT = """
+import resource, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from dots import META, DotEngine
+from muse_fast.config import InferConfig
+from muse_fast.runtime.pipeline import run_slide
+cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8)
+summary = run_slide(Path({slide!r}), DotEngine(), META, cfg, {{}})
+print(summary.nuclei, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
+    """Peak RSS of a 9x larger slide (9x the tiles and nuclei) stays within 15% of the small one's."""
+    results = {}
+    for name, side in (("small", 1500), ("large", 4500)):
+        slide = tmp_path / f"{name}.tif"
+        xy, cls = dot_positions(side, side, 24, seed=1)
+        write_dot_slide(slide, side, side, xy, cls)
+        script = PEAK_RSS_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / name), slide=str(slide))
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        nuclei, rss_kib = map(int, out.stdout.split())
+        results[name] = (nuclei, rss_kib)
+    assert results["large"][0] > 8 * results["small"][0]
+    assert results["large"][1] < 1.15 * results["small"][1], results
