@@ -109,3 +109,46 @@ def test_pipeline_on_cmu_svs(benchmark, engine, cmu_svs, tmp_path, quick):
     benchmark.extra_info["tiles"] = tiles
     benchmark.extra_info["nuclei"] = len(nuclei)
     assert len(nuclei) > 0
+
+
+def _synthetic_tissue_slide(path, side: int) -> None:
+    """A large JPEG-tiled pyramid-free TIFF at 0.5 um/px with H&E-like blobs, generated tile by tile."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+
+    def tiles():
+        yy, xx = np.mgrid[0:256, 0:256]
+        for _ in range((side // 256) ** 2):
+            tile = np.full((256, 256, 3), 235, np.uint8)
+            for cy, cx in rng.uniform(0, 256, size=(60, 2)):
+                dot = (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+                tile[dot] = (120, 60, 150)
+            yield tile
+
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=(side, side, 3),
+        dtype=np.uint8,
+        tile=(256, 256),
+        compression="jpeg",
+        resolution=(20000.0, 20000.0),
+        resolutionunit="CENTIMETER",
+        metadata=None,
+    )
+
+
+@pytest.mark.parametrize("source", ["cmu_svs", "synthetic_large"])
+def test_pipeline_efficiency(benchmark, engine, cmu_svs, tmp_path, quick, source):
+    """End-to-end vs model-only tiles/s on the same batches (``muse-fast bench``), and peak RSS."""
+    from muse_fast.runtime.bench import bench_slide
+
+    eng, meta = engine
+    path = cmu_svs
+    if source == "synthetic_large":
+        path = tmp_path / "large.tif"
+        _synthetic_tissue_slide(path, 2048 if quick else 8192)
+    result = benchmark.pedantic(bench_slide, args=(path, eng, meta, 16, None, 2 if quick else 0), rounds=1)
+    benchmark.extra_info.update({k: v for k, v in result.items() if k != "slide"})
+    assert result["pipeline_efficiency"] > 0

@@ -38,14 +38,19 @@ def decode_batch(
     """Decode ``centre [B,3,h,w]`` (logit, dx, dy) and ``fmap [B,D,h,w]`` into nuclei for each tile."""
     heat = torch.sigmoid(centre[:, 0].float())
     peaks = find_peaks(heat, cfg.threshold, cfg.min_distance, cfg.max_points)
-    b, k = peaks.scores.shape
-    rows, cols = peaks.yx[..., 0].long(), peaks.yx[..., 1].long()
+    b = peaks.scores.shape[0]
+    k = int(peaks.counts.max()) if b else 0  # only the filled part of the compacted layout is decoded
+    valid = torch.arange(k, device=centre.device)[None, :] < peaks.counts[:, None].to(centre.device)
+    rows, cols = peaks.yx[:, :k, 0].long().clamp(min=0), peaks.yx[:, :k, 1].long().clamp(min=0)
     batch_idx = torch.arange(b, device=centre.device)[:, None].expand(b, k)
     offsets = centre[batch_idx, 1:3, rows, cols].float()  # [B, K, 2] (dx, dy) in cells
     xy = stride * (torch.stack([cols, rows], dim=-1).float() + offsets.clamp(0.0, 1.0))
     feats = gather_points(fmap, xy, input_hw, peaks.counts)
-    probs = torch.softmax(classifier(feats).float(), dim=-1)
-    class_prob, class_id = probs.max(dim=-1)
+    logits = classifier(feats[valid])  # padding rows are never classified
+    probs = torch.softmax(logits.float(), dim=-1)
+    class_prob = torch.zeros(b, k, device=centre.device)
+    class_id = torch.zeros(b, k, dtype=torch.long, device=centre.device)
+    class_prob[valid], class_id[valid] = probs.max(dim=-1)
     out = []
     for i in range(b):
         n = int(peaks.counts[i])
