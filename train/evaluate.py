@@ -95,14 +95,82 @@ def format_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def load_probe_backbone(spec: str, model: str):
+    """``random`` (seeded init), an official-layout ``.pth`` (e.g. train.pretrain's backbone.pth), or our weights."""
+    from muse_fast.model import create_backbone, load_official_checkpoint
+
+    if spec == "random":
+        torch.manual_seed(2025)
+        return create_backbone(model).eval()
+    if spec.endswith(".pth"):
+        return load_official_checkpoint(spec, model).eval()
+    return load_weights(spec)[0].backbone.eval()
+
+
+def run_probes(backbones: dict[str, str], model: str, probes: list[str], finetune_epochs: int = 10) -> dict:
+    """Probe results per backbone: kNN (per k and best), linear, and optionally fine-tune accuracy."""
+    from .probes import finetune_probe, knn_accuracy, linear_probe, point_features
+
+    splits = {s: load_split(s) for s in ("train", "val", "test")}
+    results = {}
+    for name, spec in backbones.items():
+        backbone = load_probe_backbone(spec, model)
+        points = {s: point_features(backbone, images) for s, images in splits.items()}
+        res: dict = {}
+        if "knn" in probes:
+            res["knn"] = knn_accuracy(points["train"], points["test"], len(CLASSES))
+        if "linear" in probes or "finetune" in probes:
+            res["linear"], head = linear_probe(points["train"], points["val"], points["test"], len(CLASSES))
+        if "finetune" in probes:
+            res["finetune"] = finetune_probe(
+                backbone, head, splits["train"], splits["val"], splits["test"], len(CLASSES), epochs=finetune_epochs
+            )
+        results[name] = res
+        print(f"{name}: {json.dumps(res)}", flush=True)
+    return results
+
+
+def format_probe_table(results: dict) -> str:
+    lines = [
+        "| backbone | kNN best | "
+        + " | ".join(f"kNN k={k}" for k in (10, 20, 100, 200, 500))
+        + " | linear | fine-tune |",
+        "|---|" + "---|" * 8,
+    ]
+    for name, r in results.items():
+        knn = r.get("knn", {"best": float("nan"), "per_k": {}})
+        per_k = " | ".join(f"{100 * knn['per_k'].get(k, float('nan')):.2f}" for k in (10, 20, 100, 200, 500))
+        lines.append(
+            f"| {name} | {100 * knn['best']:.2f} | {per_k} | {100 * r.get('linear', float('nan')):.2f} | "
+            f"{100 * r.get('finetune', float('nan')):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    parser.add_argument("--probes", default="", help="run probes instead: comma list of knn, linear, finetune")
+    parser.add_argument(
+        "--backbone",
+        action="append",
+        default=[],
+        help="NAME=SPEC to probe (SPEC: random, a backbone .pth, or a weights file); repeatable",
+    )
+    parser.add_argument("--model", default="muse_vit_t16", help="architecture of the probed backbones")
+    parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--threshold", type=float, default=DecodeConfig.threshold)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
+    if args.probes:
+        specs = dict(b.split("=", 1) for b in args.backbone) or {"random": "random"}
+        results = run_probes(specs, args.model, args.probes.split(","), args.finetune_epochs)
+        print(format_probe_table(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     model, meta = load_weights(args.weights)
     cfg = EvalConfig(tile_size=meta.tile_size, decode=DecodeConfig(threshold=args.threshold))
     scores = evaluate_images(model, load_split(args.split), cfg, device=args.device, with_accuracy=True)

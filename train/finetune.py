@@ -5,11 +5,14 @@
 Trains the centre heatmap + offsets (focal + L1) and the point classifier (cross-entropy on features sampled at the
 ground-truth nuclei) on random 224-px views of the official train split, evaluates on the val split every
 ``eval_every`` steps with the inference path, and keeps the best weights by val macro F1. Writes
-``OUT/weights.pt``, ``OUT/config.json`` and ``OUT/log.jsonl``.
+``OUT/weights.pt``, ``OUT/config.json`` and ``OUT/log.jsonl``. ``--init`` starts from our weights or a backbone
+in the official layout (an official MUSE ``.pth`` or ``train.pretrain``'s ``backbone.pth``). ``--pseudo-rois``
+adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.semi``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -29,8 +32,10 @@ from muse_fast.model.weights import WeightsMeta, load_weights, save_weights
 from .config import parse_config, save_config
 from .data.augment import colour_jitter, random_crop, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
+from .data.rois import RoiStore
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
+from .semi import ema_, pseudo_label_loss, unlabelled_batch
 from .targets import centre_targets
 
 
@@ -54,6 +59,11 @@ class FinetuneConfig:
     half: bool = True  # store the final weights in fp16
     device: str = "cpu"
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); the best weights so far are kept
+    pseudo_rois: str = ""  # semi-supervised: a ROI store of unlabelled context (train.detect_nuclei output)
+    pseudo_weight: float = 0.5  # weight of the pseudo-label loss
+    pseudo_threshold: float = 0.7  # teacher class probability needed for a class pseudo-label
+    pseudo_batch: int = 8  # unlabelled tiles per step
+    teacher_momentum: float = 0.999  # EMA of the mean teacher
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
@@ -149,6 +159,8 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     lrs = lr_schedule(cfg)
+    pseudo_store = RoiStore(Path(cfg.pseudo_rois)) if cfg.pseudo_rois else None
+    teacher = copy.deepcopy(model).eval() if pseudo_store is not None else None
     meta = WeightsMeta(cfg.model, CLASSES, BRCA_MPP, cfg.tile_size, asdict(cfg))
     best = {"macro_f1": -1.0}
     start = time.time()
@@ -158,10 +170,17 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
                 group["lr"] = float(lrs[step])
             batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
             loss, parts = training_loss(model, batch, cfg)
+            if pseudo_store is not None:
+                unlabelled = unlabelled_batch(pseudo_store, cfg.tile_size, cfg.pseudo_batch, rng).to(device)
+                pseudo, pseudo_parts = pseudo_label_loss(model, teacher, unlabelled, cfg.pseudo_threshold)
+                loss = loss + cfg.pseudo_weight * pseudo
+                parts.update(pseudo_parts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
             opt.step()
+            if teacher is not None:
+                ema_(teacher, model, cfg.teacher_momentum)
             minutes = (time.time() - start) / 60
             last = step == cfg.steps - 1 or (cfg.max_minutes and minutes > cfg.max_minutes)
             record = {"step": step, "loss": loss.item(), **parts, "lr": float(lrs[step]), "minutes": round(minutes, 2)}

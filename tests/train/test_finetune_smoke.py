@@ -52,3 +52,38 @@ def test_schedule_and_config_validation():
     assert lrs[0] < lrs[5] < lrs[9] and lrs[20] > lrs[40]
     with pytest.raises(ConfigError, match="unknown config key"):
         build_config(FinetuneConfig, {"stepz": 3})
+
+
+def test_semi_supervised_finetune_three_steps(brca_dir, tmp_path):
+    from train.data.rois import Roi, RoiWriter
+
+    train = load_split("train")[:2]
+    writer = RoiWriter(tmp_path / "rois", 0.5, 256)
+    for im in train:
+        writer.add(Roi(np.ascontiguousarray(im.image[:256, :256]), np.zeros((0, 2), np.float32)), im.name)
+    writer.close()
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=3, batch_size=2, eval_every=3, warmup_steps=1,
+                         pseudo_rois=str(tmp_path / "rois"), pseudo_batch=2, pseudo_threshold=0.0)
+    finetune(cfg, train, load_split("val")[:1])
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("pseudo_centre" in r and np.isfinite(r["pseudo_centre"]) for r in records)
+    load_weights(tmp_path / "run" / "weights.pt")
+
+
+def test_finetune_from_a_pretrained_backbone(brca_dir, tmp_path):
+    import torch
+
+    from muse_fast.model import create_backbone
+    from train.pretrain import Branch, PretrainConfig, official_backbone_state
+
+    branch = Branch(PretrainConfig(view_size=224))
+    torch.save(official_backbone_state(branch), tmp_path / "backbone.pth")
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=1, batch_size=2, eval_every=1, warmup_steps=1,
+                         init=str(tmp_path / "backbone.pth"), half=False)
+    from train.finetune import build_model
+
+    model = build_model(cfg)
+    reference = branch.backbone.state_dict()
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    assert create_backbone("muse_vit_t16") is not None

@@ -1,0 +1,66 @@
+"""Probes: kNN and linear on hand-made features; the probe CLI and ROI preparation on real images (smoke)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from train.probes import PointSet, knn_accuracy, linear_probe
+
+
+def _clusters(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.eye(3, 8) * 5
+    return PointSet(centres[labels] + torch.randn(n, 8, generator=g), labels)
+
+
+def test_knn_on_separable_and_random_features():
+    train, test = _clusters(600, 0), _clusters(200, 1)
+    res = knn_accuracy(train, test, 3, ks=(1, 10, 20))
+    assert res["best"] > 0.95 and set(res["per_k"]) == {1, 10, 20}
+    noise = PointSet(torch.randn(600, 8), train.labels)
+    assert knn_accuracy(noise, PointSet(torch.randn(200, 8), test.labels), 3, ks=(10,))["best"] < 0.6
+
+
+def test_knn_weighting_follows_the_dino_rule():
+    # two near neighbours of class 0 against one much closer neighbour of class 1: exp(sim / 0.07) decides
+    gallery = PointSet(torch.tensor([[1.0, 0.0], [0.9, 0.45], [0.8, 0.6]]), torch.tensor([1, 0, 0]))
+    query = PointSet(torch.tensor([[1.0, 0.02]]), torch.tensor([1]))
+    assert knn_accuracy(gallery, query, 2, ks=(3,))["best"] == 1.0
+
+
+def test_linear_probe_learns_separable_classes():
+    acc, head = linear_probe(_clusters(600, 0), _clusters(100, 2), _clusters(200, 1), 3, epochs=10)
+    assert acc > 0.95 and head.weight.shape == (3, 8)
+
+
+def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
+    from train import evaluate
+    from train.data.brca import load_split
+
+    monkeypatch.setattr(evaluate, "load_split", lambda split: load_split(split)[:1])
+    assert evaluate.main(["--probes", "knn,linear", "--backbone", "random=random", "--json",
+                          str(tmp_path / "p.json")]) == 0
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert 0 <= result["random"]["knn"]["best"] <= 1 and 0 <= result["random"]["linear"] <= 1
+    assert "| random |" in capsys.readouterr().out
+
+
+def test_detect_nuclei_builds_a_store(brca_dir, cmu_svs, tmp_path, monkeypatch):
+    from train import detect_nuclei
+    from train.data.brca import load_split
+    from train.data.rois import RoiStore
+
+    monkeypatch.setattr(detect_nuclei, "load_split", lambda split: load_split(split)[:1])
+    assert detect_nuclei.main(["--out", str(tmp_path / "rois"), "--wsi", str(cmu_svs), "--rois-per-wsi", "2",
+                               "--size", "224"]) == 0
+    store = RoiStore(tmp_path / "rois")
+    assert len(store) >= 3
+    roi = store[0]
+    assert roi.image.shape == (224, 224, 3) and len(roi.xy) >= 8
+    assert ((roi.xy >= 0) & (roi.xy < 224)).all()
+    pytest.importorskip("skimage")
+    blobs = detect_nuclei.blob_detector(load_split("train")[0].image, 0.5)
+    assert len(blobs) > 20

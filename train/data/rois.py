@@ -1,0 +1,113 @@
+"""Unlabelled ROIs with nucleus coordinates, stored in chunks that stream (one ``.npz`` per chunk + an index).
+
+Layout of a store folder::
+
+    index.json            {"mpp": 0.5, "size": 448, "chunks": ["chunk_00000.npz", ...], "count": N, "sources": [...]}
+    chunk_00000.npz       images uint8 [n, size, size, 3]; xy float32 [total, 2]; offsets int64 [n + 1]
+
+Nucleus ``i`` of ROI ``j`` is ``xy[offsets[j] + i]`` in ROI pixels (x, y).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from muse_fast.errors import InputError
+
+
+@dataclass
+class Roi:
+    image: np.ndarray  # uint8 [S, S, 3] at the store's mpp
+    xy: np.ndarray  # float32 [N, 2] nucleus positions (x, y) in ROI pixels
+
+
+class RoiWriter:
+    def __init__(self, folder: Path, mpp: float, size: int, chunk: int = 64) -> None:
+        self.folder, self.mpp, self.size, self.chunk = Path(folder), mpp, size, chunk
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.pending: list[Roi] = []
+        self.chunks: list[str] = []
+        self.count = 0
+        self.sources: list[str] = []
+
+    def add(self, roi: Roi, source: str) -> None:
+        if roi.image.shape != (self.size, self.size, 3):
+            raise ValueError(f"ROI must be {self.size}x{self.size}x3, got {roi.image.shape}")
+        self.pending.append(roi)
+        self.sources.append(source)
+        if len(self.pending) == self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        name = f"chunk_{len(self.chunks):05d}.npz"
+        offsets = np.cumsum([0] + [len(r.xy) for r in self.pending]).astype(np.int64)
+        xy = np.concatenate([r.xy for r in self.pending]).astype(np.float32).reshape(-1, 2)
+        tmp = self.folder / f".{name}.partial"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, images=np.stack([r.image for r in self.pending]), xy=xy, offsets=offsets)
+        os.replace(tmp, self.folder / name)
+        self.chunks.append(name)
+        self.count += len(self.pending)
+        self.pending = []
+
+    def close(self) -> Path:
+        self._flush()
+        index = {
+            "mpp": self.mpp,
+            "size": self.size,
+            "chunks": self.chunks,
+            "count": self.count,
+            "sources": self.sources,
+        }
+        path = self.folder / "index.json"
+        path.write_text(json.dumps(index, indent=1))
+        return path
+
+
+class RoiStore:
+    """Read side: ``len(store)``, random access by index (one chunk cached), iteration in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        index_path = self.folder / "index.json"
+        if not index_path.is_file():
+            raise InputError(
+                f"no ROI store at {self.folder} (index.json missing); build one with python -m train.detect_nuclei"
+            )
+        self.index = json.loads(index_path.read_text())
+        self.mpp, self.size = float(self.index["mpp"]), int(self.index["size"])
+        sizes = []
+        for name in self.index["chunks"]:
+            with np.load(self.folder / name) as z:
+                sizes.append(len(z["offsets"]) - 1)
+        self.starts = np.cumsum([0] + sizes)
+        self._cache: tuple[int, dict] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _chunk(self, c: int) -> dict:
+        if self._cache is None or self._cache[0] != c:
+            with np.load(self.folder / self.index["chunks"][c]) as z:
+                self._cache = (c, {k: z[k] for k in z.files})
+        return self._cache[1]
+
+    def __getitem__(self, i: int) -> Roi:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        c = int(np.searchsorted(self.starts, i, side="right") - 1)
+        z = self._chunk(c)
+        j = i - int(self.starts[c])
+        return Roi(z["images"][j], z["xy"][z["offsets"][j] : z["offsets"][j + 1]])
+
+    def __iter__(self) -> Iterator[Roi]:
+        for i in range(len(self)):
+            yield self[i]

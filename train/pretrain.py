@@ -1,0 +1,304 @@
+"""MUSE self-supervised pretraining: NuLo (nucleus-level) + image-level self-distillation across scales.
+
+    python -m train.pretrain --rois runs/rois --out runs/pretrain [--steps 1000] [--lambda-nu 1.0]
+    python -m train.pretrain --stage lfov --init runs/pretrain/backbone.pth --out runs/lfov   # 512-px views
+    torchrun --nproc_per_node 2 -m train.pretrain ...                                         # DDP (gloo on CPU)
+
+Student and EMA teacher come from the same constructor. Every step, each ROI gives a teacher-scale and a
+student-scale view (separate MPPs, overlapping crops, flips/rotations, colour jitter). Both views go through both
+networks (symmetric, as in DINO). Point features at the nuclei visible in both views are sampled with
+``kernels.point_gather`` (with gradients) and projected by the nucleus head; the cls token by the image head.
+Loss: ``L = L_image + lambda_nu * L_nu`` (DINO cross-entropy with centering); ``lambda_nu = 0`` is the image-only
+DINO baseline. Outputs: ``OUT/checkpoint.pt`` (exact resume) and ``OUT/backbone.pth`` (teacher backbone in the
+official MUSE layout, loadable with ``load_official_checkpoint`` and ``train.finetune --init``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kernels.point_gather import gather_points
+from muse_fast.errors import ConfigError
+from muse_fast.model import create_backbone, load_official_checkpoint
+
+from .config import parse_config, save_config
+from .data.augment import colour_jitter
+from .data.rois import RoiStore
+from .data.views import ViewConfig, view_pair
+from .heads import DINOHead
+from .losses.dino_ce import dino_cross_entropy, update_center
+from .schedules import cosine, linear_then_constant
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    rois: str = "runs/rois"
+    out: str = "runs/pretrain"
+    model: str = "muse_vit_t16"
+    stage: str = "muse"  # "muse" (224-px views) or "lfov" (512-px views, continued from --init)
+    init: str = ""  # backbone checkpoint in the official layout (e.g. OUT/backbone.pth of an earlier stage)
+    view_size: int = 0  # 0 = 224 for muse, 512 for lfov
+    mpp_min: float = 0.5
+    mpp_max: float = 1.0
+    batch_size: int = 8  # ROIs per step and process (two views each)
+    steps: int = 1000
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_steps: int = 50
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.996
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_steps: int = 300
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    out_dim: int = 4096  # prototypes of each head (image and nucleus)
+    head_hidden: int = 1024
+    head_bottleneck: int = 256
+    lambda_nu: float = 1.0
+    max_matched: int = 128
+    clip_grad: float = 3.0
+    checkpoint_every: int = 100
+    seed: int = 2025
+    threads: int = 0
+    device: str = "cpu"
+    amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
+
+    def resolved(self) -> PretrainConfig:
+        if self.stage not in ("muse", "lfov"):
+            raise ConfigError(f"unknown stage '{self.stage}'; choose muse or lfov")
+        if self.stage == "lfov" and not self.init:
+            raise ConfigError("--stage lfov continues from 224-px weights: pass --init OUT/backbone.pth")
+        size = self.view_size or (512 if self.stage == "lfov" else 224)
+        if size % 32:
+            raise ConfigError(f"--view-size must be a multiple of 32, got {size}")
+        return replace(self, view_size=size)
+
+
+class Branch(nn.Module):
+    """Backbone + image head + nucleus head; student and teacher are two instances."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.backbone = create_backbone(cfg.model, cfg.view_size)
+        dim, cls_dim = self.backbone.out_dim, _cls_dim(self.backbone)
+        self.image_head = DINOHead(cls_dim, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
+        self.nucleus_head = DINOHead(dim, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
+
+    def forward(self, images: torch.Tensor, xy: torch.Tensor, counts: torch.Tensor):
+        out = self.backbone(images)
+        image_logits = self.image_head(out.cls.flatten(1))
+        feats = gather_points(out.fmap, xy, images.shape[-2:], counts)  # [N_views, M, D]
+        valid = torch.arange(xy.shape[1], device=xy.device)[None, :] < counts[:, None]
+        return image_logits, self.nucleus_head(feats[valid])
+
+
+def _cls_dim(backbone) -> int:
+    channels = getattr(backbone.encoder, "channels", [backbone.out_dim])
+    return channels[-1]
+
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+
+
+def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
+    """The views of one step, drawn from RNGs seeded by (seed, rank, step): resuming needs no RNG state."""
+    rng = np.random.default_rng([cfg.seed, rank, step])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    vcfg = ViewConfig(cfg.view_size, cfg.mpp_min, cfg.mpp_max, max_matched=cfg.max_matched)
+    views_a, views_b, pts_a, pts_b = [], [], [], []
+    for i in rng.integers(0, len(store), cfg.batch_size):
+        a, b, matched = view_pair(store[int(i)], store.mpp, vcfg, rng)
+        views_a.append(a.image)
+        views_b.append(b.image)
+        pts_a.append(a.xy[matched])
+        pts_b.append(b.xy[matched])
+    m = max(1, max(len(p) for p in pts_a))
+    xy = np.zeros((2 * cfg.batch_size, m, 2), np.float32)
+    for i, p in enumerate(pts_a + pts_b):
+        xy[i, : len(p)] = p
+    counts = torch.tensor([len(p) for p in pts_a + pts_b], dtype=torch.int32)
+    images = torch.from_numpy(np.stack(views_a + views_b)).permute(0, 3, 1, 2).float()
+    images = colour_jitter(images, gen)
+    return (images - IMAGENET_MEAN) / IMAGENET_STD, torch.from_numpy(xy), counts
+
+
+def muse_loss(student: nn.Module, teacher: nn.Module, batch, centers: dict, cfg: PretrainConfig, temp_t: float):
+    """Symmetric image + nucleus self-distillation for one step; returns (loss, parts, teacher logits)."""
+    images, xy, counts = batch
+    b = images.shape[0] // 2
+    s_img, s_nu = student(images, xy, counts)
+    with torch.no_grad():
+        t_img, t_nu = teacher(images, xy, counts)
+    swap = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)])  # view A <-> view B of the same ROI
+    l_image = dino_cross_entropy(s_img, t_img[swap], centers["image"], cfg.student_temp, temp_t)
+    # nuclei rows are laid out view by view; the same nucleus sits at the same row of views A and B
+    n_a = int(counts[:b].sum())
+    t_nu_swapped = torch.cat([t_nu[n_a:], t_nu[:n_a]])
+    l_nu = dino_cross_entropy(s_nu, t_nu_swapped, centers["nucleus"], cfg.student_temp, temp_t)
+    loss = l_image + cfg.lambda_nu * l_nu
+    return loss, {"image": l_image.item(), "nucleus": l_nu.item()}, (t_img, t_nu)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher = m * teacher + (1 - m) * student (parameters); buffers (BN statistics) copied."""
+    t_params = [p for p in teacher.parameters()]
+    s_params = [p.detach() for p in student.parameters()]
+    torch._foreach_mul_(t_params, momentum)
+    torch._foreach_add_(t_params, s_params, alpha=1 - momentum)
+    for tb, sb in zip(teacher.buffers(), student.buffers()):
+        tb.copy_(sb)
+
+
+def schedules(cfg: PretrainConfig) -> dict[str, np.ndarray]:
+    return {
+        "lr": cosine(cfg.lr, cfg.min_lr, cfg.steps, cfg.warmup_steps),
+        "wd": cosine(cfg.weight_decay, cfg.weight_decay_end, cfg.steps),
+        "momentum": cosine(cfg.momentum_teacher, 1.0, cfg.steps),
+        "teacher_temp": linear_then_constant(
+            cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.steps, cfg.warmup_teacher_temp_steps
+        ),
+    }
+
+
+def official_backbone_state(branch: Branch) -> dict:
+    """The teacher backbone as the official checkpoints store it: ``{'teacher': {'module.backbone.' + key: ...}}``."""
+    return {"teacher": {f"module.backbone.{k}": v.detach().cpu() for k, v in branch.backbone.state_dict().items()}}
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run (or resume) pretraining; returns the last step's losses."""
+    cfg = cfg.resolved()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        backend = "nccl" if cfg.device == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        rank = torch.distributed.get_rank()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = RoiStore(Path(cfg.rois))
+    student, teacher = Branch(cfg).to(device), Branch(cfg).to(device)
+    if cfg.init:
+        backbone = load_official_checkpoint(cfg.init, cfg.model, cfg.view_size)
+        student.backbone.load_state_dict(backbone.state_dict())
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    regularised = [p for p in params if p.ndim > 1]
+    others = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": regularised}, {"params": others, "weight_decay": 0.0}], lr=cfg.lr)
+    centers = {k: torch.zeros(1, cfg.out_dim, device=device) for k in ("image", "nucleus")}
+    start_step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        student.load_state_dict(ckpt["student"])
+        teacher.load_state_dict(ckpt["teacher"])
+        opt.load_state_dict(ckpt["optimizer"])
+        centers = {k: v.to(device) for k, v in ckpt["centers"].items()}
+        start_step = int(ckpt["step"]) + 1
+    model = student
+    if distributed:
+        model = nn.parallel.DistributedDataParallel(student, find_unused_parameters=cfg.lambda_nu == 0)
+    if rank == 0:
+        save_config(cfg, out / "config.json")
+    sched = schedules(cfg)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
+    parts: dict = {}
+    started = time.time()
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    for step in range(start_step, cfg.steps):
+        opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = float(sched["lr"][step])
+        opt.param_groups[0]["weight_decay"] = float(sched["wd"][step])
+        batch = [t.to(device) for t in make_step_batch(store, cfg, step, rank)]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+            loss, parts, (t_img, t_nu) = muse_loss(
+                model, teacher, batch, centers, cfg, float(sched["teacher_temp"][step])
+            )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+        scaler.step(opt)
+        scaler.update()
+        ema_update(teacher, student, float(sched["momentum"][step]))
+        centers["image"] = update_center(centers["image"], t_img, cfg.center_momentum)
+        centers["nucleus"] = update_center(centers["nucleus"], t_nu, cfg.center_momentum)
+        parts = {
+            "step": step,
+            "loss": loss.item(),
+            **parts,
+            "matched": int(batch[2].sum()) // 2,
+            "minutes": round((time.time() - started) / 60, 2),
+        }
+        if log:
+            log.write(json.dumps(parts) + "\n")
+            log.flush()
+            if step % 20 == 0:
+                print(json.dumps(parts), file=sys.stderr, flush=True)
+        last = step == cfg.steps - 1
+        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or last):
+            _save(
+                ckpt_path,
+                {
+                    "step": step,
+                    "student": student.state_dict(),
+                    "teacher": teacher.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "centers": centers,
+                    "config": asdict(cfg),
+                },
+            )
+            _save(
+                out / "backbone.pth",
+                {
+                    **official_backbone_state(teacher),
+                    "muse_fast": {
+                        "model": cfg.model,
+                        "step": step,
+                        "view_size": cfg.view_size,
+                        "lambda_nu": cfg.lambda_nu,
+                    },
+                },
+            )
+    if log:
+        log.close()
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(PretrainConfig, argv, __doc__.splitlines()[0])
+    print(json.dumps(pretrain(cfg)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
