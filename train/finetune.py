@@ -33,9 +33,10 @@ from .config import parse_config, save_config
 from .data.augment import colour_jitter, random_crop, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .data.rois import RoiStore
+from .ema import ema_update
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
-from .semi import ema_, pseudo_label_loss, unlabelled_batch
+from .semi import pseudo_label_loss, unlabelled_batch
 from .targets import centre_targets
 
 
@@ -180,7 +181,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
             opt.step()
             if teacher is not None:
-                ema_(teacher, model, cfg.teacher_momentum)
+                ema_update(teacher, model, cfg.teacher_momentum)
             minutes = (time.time() - start) / 60
             last = step == cfg.steps - 1 or (cfg.max_minutes and minutes > cfg.max_minutes)
             record = {"step": step, "loss": loss.item(), **parts, "lr": float(lrs[step]), "minutes": round(minutes, 2)}

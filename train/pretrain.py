@@ -34,6 +34,7 @@ from .config import parse_config, save_config
 from .data.augment import colour_jitter
 from .data.rois import RoiStore
 from .data.views import ViewConfig, view_pair
+from .ema import ema_update
 from .heads import DINOHead
 from .losses.dino_ce import dino_cross_entropy, update_center
 from .schedules import cosine, linear_then_constant
@@ -149,17 +150,6 @@ def muse_loss(student: nn.Module, teacher: nn.Module, batch, centers: dict, cfg:
     l_nu = dino_cross_entropy(s_nu, t_nu_swapped, centers["nucleus"], cfg.student_temp, temp_t)
     loss = l_image + cfg.lambda_nu * l_nu
     return loss, {"image": l_image.item(), "nucleus": l_nu.item()}, (t_img, t_nu)
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher = m * teacher + (1 - m) * student (parameters); buffers (BN statistics) copied."""
-    t_params = [p for p in teacher.parameters()]
-    s_params = [p.detach() for p in student.parameters()]
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, s_params, alpha=1 - momentum)
-    for tb, sb in zip(teacher.buffers(), student.buffers()):
-        tb.copy_(sb)
 
 
 def schedules(cfg: PretrainConfig) -> dict[str, np.ndarray]:

@@ -51,12 +51,3 @@ def pseudo_label_loss(student, teacher, images: torch.Tensor, threshold: float) 
         labels = torch.cat([c[1] for c in confident]).to(images.device)
         cls = F.cross_entropy(student.classifier(feats[valid.to(images.device)]), labels)
     return centre + cls, {"pseudo_centre": centre.item(), "pseudo_cls": cls.item(), "pseudo_n": int(counts.sum())}
-
-
-@torch.no_grad()
-def ema_(teacher, student, momentum: float) -> None:
-    t_params = list(teacher.parameters())
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, [p.detach() for p in student.parameters()], alpha=1 - momentum)
-    for tb, sb in zip(teacher.buffers(), student.buffers()):
-        tb.copy_(sb)

@@ -62,8 +62,16 @@ def test_semi_supervised_finetune_three_steps(brca_dir, tmp_path):
     for im in train:
         writer.add(Roi(np.ascontiguousarray(im.image[:256, :256]), np.zeros((0, 2), np.float32)), im.name)
     writer.close()
-    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=3, batch_size=2, eval_every=3, warmup_steps=1,
-                         pseudo_rois=str(tmp_path / "rois"), pseudo_batch=2, pseudo_threshold=0.0)
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"),
+        steps=3,
+        batch_size=2,
+        eval_every=3,
+        warmup_steps=1,
+        pseudo_rois=str(tmp_path / "rois"),
+        pseudo_batch=2,
+        pseudo_threshold=0.0,
+    )
     finetune(cfg, train, load_split("val")[:1])
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all("pseudo_centre" in r and np.isfinite(r["pseudo_centre"]) for r in records)
@@ -78,8 +86,15 @@ def test_finetune_from_a_pretrained_backbone(brca_dir, tmp_path):
 
     branch = Branch(PretrainConfig(view_size=224))
     torch.save(official_backbone_state(branch), tmp_path / "backbone.pth")
-    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=1, batch_size=2, eval_every=1, warmup_steps=1,
-                         init=str(tmp_path / "backbone.pth"), half=False)
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"),
+        steps=1,
+        batch_size=2,
+        eval_every=1,
+        warmup_steps=1,
+        init=str(tmp_path / "backbone.pth"),
+        half=False,
+    )
     from train.finetune import build_model
 
     model = build_model(cfg)

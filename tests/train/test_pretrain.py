@@ -12,8 +12,9 @@ import torch
 
 from train.data.rois import Roi, RoiStore, RoiWriter
 from train.data.views import ViewConfig, crop_view, view_pair
+from train.ema import ema_update
 from train.losses.dino_ce import dino_cross_entropy, update_center
-from train.pretrain import PretrainConfig, ema_update, pretrain
+from train.pretrain import PretrainConfig, pretrain
 from train.schedules import cosine, linear_then_constant
 
 TINY = dict(

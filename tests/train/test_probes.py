@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -41,8 +40,10 @@ def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
     from train.data.brca import load_split
 
     monkeypatch.setattr(evaluate, "load_split", lambda split: load_split(split)[:1])
-    assert evaluate.main(["--probes", "knn,linear", "--backbone", "random=random", "--json",
-                          str(tmp_path / "p.json")]) == 0
+    assert (
+        evaluate.main(["--probes", "knn,linear", "--backbone", "random=random", "--json", str(tmp_path / "p.json")])
+        == 0
+    )
     result = json.loads((tmp_path / "p.json").read_text())
     assert 0 <= result["random"]["knn"]["best"] <= 1 and 0 <= result["random"]["linear"] <= 1
     assert "| random |" in capsys.readouterr().out
@@ -54,8 +55,12 @@ def test_detect_nuclei_builds_a_store(brca_dir, cmu_svs, tmp_path, monkeypatch):
     from train.data.rois import RoiStore
 
     monkeypatch.setattr(detect_nuclei, "load_split", lambda split: load_split(split)[:1])
-    assert detect_nuclei.main(["--out", str(tmp_path / "rois"), "--wsi", str(cmu_svs), "--rois-per-wsi", "2",
-                               "--size", "224"]) == 0
+    assert (
+        detect_nuclei.main(
+            ["--out", str(tmp_path / "rois"), "--wsi", str(cmu_svs), "--rois-per-wsi", "2", "--size", "224"]
+        )
+        == 0
+    )
     store = RoiStore(tmp_path / "rois")
     assert len(store) >= 3
     roi = store[0]
