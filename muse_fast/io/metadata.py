@@ -118,3 +118,31 @@ def file_resolution(path: str | Path) -> Resolution | None:
             return tiff_tag_mpp(page)
     except Exception:  # noqa: BLE001 - not a TIFF, or unreadable: no resolution from tags
         return None
+
+
+TIFF_FAMILY = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif")
+
+
+def truncation_problem(path: str | Path) -> str | None:
+    """For TIFF-family files: a description of tile or strip data that lies past the end of the file, else None.
+
+    Some backends decode missing tiles as black or grey without any error, so a cut-off copy would silently give
+    wrong nuclei; comparing the recorded data offsets with the file size catches it before any pixel is read.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_FAMILY:
+        return None
+    size = path.stat().st_size
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            for index, page in enumerate(tif.pages):
+                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+                if ends and max(ends) > size:
+                    return f"page {index} needs {max(ends)} bytes but the file has {size}"
+    except Exception as exc:  # noqa: BLE001 - an unreadable directory chain is truncation too, if the backends agree
+        text = str(exc).lower()
+        if "offset" in text or "truncat" in text or "eof" in text:
+            return f"its TIFF directory is cut off ({type(exc).__name__})"
+    return None

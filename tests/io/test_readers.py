@@ -88,3 +88,48 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="choose one of"):
         open_slide(tmp_path / "notes.svs", reader="bioformats")
     assert set(READERS) == {"cucim", "openslide", "tiffslide", "image"}
+
+
+def test_truncated_svs_is_refused(cmu_svs, tmp_path):
+    from muse_fast.cli import main
+
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(cmu_svs.read_bytes()[:1_000_000])
+    with pytest.raises(InputError) as info:
+        open_slide(cut)
+    assert "\n" not in str(info.value)
+    assert main(["infer", str(cut), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_tile_data_past_the_end_is_reported(tmp_path):
+    import tifffile
+
+    from muse_fast.io.metadata import truncation_problem
+
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.zeros((512, 512, 3), np.uint8), tile=(256, 256), compression="zlib")
+    assert truncation_problem(path) is None
+    with tifffile.TiffFile(path) as tif:
+        end = max(o + n for o, n in zip(tif.pages[0].dataoffsets, tif.pages[0].databytecounts))
+        ifd = tif.pages[0].offset
+    if ifd < end - 10:  # the directory precedes the last tile: cut inside the tile data
+        data = path.read_bytes()
+        path.write_bytes(data[: end - 10])
+        assert "needs" in truncation_problem(path)
+
+
+def test_non_square_pixels_are_refused(tmp_path):
+    import tifffile
+
+    path = tmp_path / "aniso.tif"
+    tifffile.imwrite(
+        path,
+        np.full((64, 64, 3), 200, np.uint8),
+        resolution=(20000.0, 10000.0),
+        resolutionunit="CENTIMETER",
+        metadata=None,
+    )
+    with pytest.raises(InputError, match="non-square"):
+        open_slide(path)
+    assert open_slide(path, mpp=0.5).mpp == 0.5  # an explicit --mpp overrides

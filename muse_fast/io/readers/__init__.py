@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ConfigError, InputError
-from ..metadata import file_resolution
+from ..metadata import file_resolution, truncation_problem
 from .base import SlideReader
 from .cucim_reader import CuCIMReader
 from .image_reader import ImageReader
@@ -44,6 +44,9 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
         raise InputError(f"empty file (0 bytes): {path}; re-copy or re-export the slide")
     if reader != "auto" and reader not in READERS:
         raise ConfigError(f"unknown reader '{reader}'; choose one of: auto, {', '.join(READERS)}")
+    problem = truncation_problem(path)
+    if problem:
+        raise InputError(f"{path.name} is truncated ({problem}); re-copy or re-download the slide")
     suffix = path.suffix.lower()
     candidates = [READERS[reader]] if reader != "auto" else [r for r in READERS.values() if suffix in r.suffixes]
     if not candidates:
