@@ -68,8 +68,10 @@ class TorchEngine(_PointClassifier):
 
     @torch.inference_mode()
     def run(self, tiles: np.ndarray) -> DenseOutputs:
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":  # pinned host memory lets the copy overlap with work already queued
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             out = self.model(x)
         return DenseOutputs(out.centre.float(), out.fmap)
