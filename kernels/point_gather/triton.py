@@ -28,6 +28,16 @@ def _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w):
 
 
 @triton.jit
+def _corner(dy: tl.constexpr, dx: tl.constexpr, x0, y0, ax, ay, kmask, H, W):
+    """Flat offset, bilinear weight and in-map mask of corner (dy, dx) of every point."""
+    yy = y0 + dy
+    xx = x0 + dx
+    wgt = (ay if dy == 1 else 1.0 - ay) * (ax if dx == 1 else 1.0 - ax)
+    inside = kmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    return yy * W + xx, wgt, inside
+
+
+@triton.jit
 def _gather_fwd(
     fmap_ptr, xy_ptr, counts_ptr, out_ptr, K, C, H, W, in_h, in_w, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr
 ):
@@ -40,12 +50,9 @@ def _gather_fwd(
     base = fmap_ptr + b * C * H * W + c_offs[None, :] * H * W
     for dy in tl.static_range(2):
         for dx in tl.static_range(2):
-            yy = y0 + dy
-            xx = x0 + dx
-            wgt = (ay if dy == 1 else 1.0 - ay) * (ax if dx == 1 else 1.0 - ax)
-            inside = kmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W)
             m = inside[:, None] & cmask[None, :]
-            v = tl.load(base + (yy * W + xx)[:, None], mask=m, other=0.0).to(tl.float32)
+            v = tl.load(base + offset[:, None], mask=m, other=0.0).to(tl.float32)
             acc += wgt[:, None] * v
     out_offs = (b * K + k_offs)[:, None] * C + c_offs[None, :]
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=(k_offs < K)[:, None] & cmask[None, :])
@@ -77,12 +84,9 @@ def _gather_bwd(
     base = grad_fmap_ptr + b * C * H * W + c_offs[None, :] * H * W
     for dy in tl.static_range(2):
         for dx in tl.static_range(2):
-            yy = y0 + dy
-            xx = x0 + dx
-            wgt = (ay if dy == 1 else 1.0 - ay) * (ax if dx == 1 else 1.0 - ax)
-            inside = kmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W)
             m = inside[:, None] & cmask[None, :]
-            tl.atomic_add(base + (yy * W + xx)[:, None], wgt[:, None] * g, mask=m)
+            tl.atomic_add(base + offset[:, None], wgt[:, None] * g, mask=m)
 
 
 def _launch_args(fmap, xy, counts, input_hw, block_k, block_c):

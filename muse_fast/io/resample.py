@@ -50,3 +50,28 @@ def read_at_scale(slide: SlideReader, x0: int, y0: int, size: int, scale: float)
     """
     level, read = read_plan(slide, size, scale)
     return to_size(slide.read_region(x0, y0, read, read, level), size)
+
+
+THUMBNAIL_BAND_BYTES = 64 << 20  # read budget per band when a thumbnail must come from a large level
+
+
+def read_thumbnail(slide: SlideReader, downsample: float) -> np.ndarray:
+    """The whole slide at ``downsample`` level-0 pixels per pixel, with bounded memory.
+
+    Reads the coarsest level fine enough; when that level is much larger than the thumbnail (a slide without a
+    pyramid), it is read and shrunk in horizontal bands, so memory never holds more than a band of the level.
+    """
+    level = choose_level(slide.level_downsamples, downsample)
+    w, h = slide.level_dimensions[level]
+    w0, h0 = slide.level_dimensions[0]
+    out_w, out_h = max(1, round(w0 / downsample)), max(1, round(h0 / downsample))
+    rows_per_out = h / out_h  # level rows per thumbnail row
+    band_out = max(1, int(THUMBNAIL_BAND_BYTES / (3 * w * max(rows_per_out, 1.0))))
+    d = slide.level_downsamples[level]
+    bands = []
+    for r0 in range(0, out_h, band_out):
+        r1 = min(out_h, r0 + band_out)
+        y0, y1 = round(r0 * rows_per_out), round(r1 * rows_per_out)
+        region = slide.read_region(0, round(y0 * d), w, max(1, y1 - y0), level)
+        bands.append(np.asarray(Image.fromarray(region).resize((out_w, r1 - r0), Image.BILINEAR)))
+    return np.concatenate(bands, axis=0)

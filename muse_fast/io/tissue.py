@@ -81,14 +81,8 @@ def tissue_from_rgb(rgb: np.ndarray, um_per_px: float, cfg: TissueConfig = Tissu
 
 def detect_tissue(slide: SlideReader, mpp: float, cfg: TissueConfig = TissueConfig()) -> TissueMask:
     """Read a low-resolution view (the coarsest level fine enough, resized to ``mask_mpp``) and segment tissue."""
-    from .resample import choose_level
+    from .resample import read_thumbnail
 
     target = max(cfg.mask_mpp / mpp, 1.0)  # level-0 pixels per mask pixel
-    level = choose_level(slide.level_downsamples, target)
-    w, h = slide.level_dimensions[level]
-    view = slide.read_region(0, 0, w, h, level)
-    w0, h0 = slide.level_dimensions[0]
-    out_w, out_h = max(1, round(w0 / target)), max(1, round(h0 / target))
-    if (out_w, out_h) != (w, h):
-        view = np.asarray(Image.fromarray(view).resize((out_w, out_h), Image.BILINEAR))
-    return TissueMask(tissue_from_rgb(view, cfg.mask_mpp, cfg), w0 / out_w)
+    view = read_thumbnail(slide, target)
+    return TissueMask(tissue_from_rgb(view, cfg.mask_mpp, cfg), slide.level_dimensions[0][0] / view.shape[1])

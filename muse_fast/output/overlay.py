@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..io.readers.base import SlideReader
-from ..io.resample import choose_level
+from ..io.resample import read_thumbnail
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
 
@@ -15,13 +15,7 @@ class Overlay:
     def __init__(self, slide: SlideReader, classes: tuple[str, ...], max_side: int = 1024) -> None:
         w0, h0 = slide.level_dimensions[0]
         self.scale = max(w0, h0) / max_side if max(w0, h0) > max_side else 1.0  # level-0 px per overlay px
-        level = choose_level(slide.level_downsamples, self.scale)
-        w, h = slide.level_dimensions[level]
-        view = slide.read_region(0, 0, w, h, level)
-        size = (max(1, round(w0 / self.scale)), max(1, round(h0 / self.scale)))
-        self.image = (
-            Image.fromarray(view).resize(size, Image.BILINEAR) if view.shape[1::-1] != size else Image.fromarray(view)
-        )
+        self.image = Image.fromarray(read_thumbnail(slide, self.scale))
         self.draw = ImageDraw.Draw(self.image)
         self.colours = [class_colour(name, i) for i, name in enumerate(classes)]
         self.radius = max(1.5, 3.0 / self.scale)

@@ -142,3 +142,15 @@ def test_ome_tiff_resolution_comes_from_ome_metadata(ome_tif):
     assert slide.level_dimensions[0] == (1101, 1101)
     region = slide.read_region(500, 500, 64, 64)
     assert region.shape == (64, 64, 3) and region.std() > 5  # real tissue, not a blank decode
+
+
+def test_thumbnail_is_read_in_bands_with_bounded_memory(cmu_svs, monkeypatch):
+    import muse_fast.io.resample as resample
+
+    slide = open_slide(cmu_svs)
+    whole = resample.read_thumbnail(slide, 8.0)
+    assert whole.shape == (round(2967 / 8), round(2220 / 8), 3)
+    monkeypatch.setattr(resample, "THUMBNAIL_BAND_BYTES", 2220 * 3 * 8 * 10)  # bands of 10 thumbnail rows
+    banded = resample.read_thumbnail(slide, 8.0)
+    assert banded.shape == whole.shape
+    assert np.abs(banded.astype(int) - whole).mean() < 2  # only the rows at band seams differ slightly
