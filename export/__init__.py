@@ -1,1 +1,2 @@
-"""Model export: ONNX and TensorRT engines (built in their own modules, see the open export issue)."""
+"""Model export: ONNX (:mod:`export.onnx`), TensorRT engines (:mod:`export.tensorrt`), and the artifact cache
+(:mod:`export.cache`)."""
