@@ -144,3 +144,14 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
         results[name] = (nuclei, rss_kib)
     assert results["large"][0] > 8 * results["small"][0]
     assert results["large"][1] < 1.15 * results["small"][1], results
+
+
+def test_parquet_table_matches_the_csv(dot_slide, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow not installed (pip install -e .[dev])")
+    path, _, _ = dot_slide
+    run_slide(path, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    table = pq.read_table(tmp_path / "dots.parquet").to_pydict()
+    xy, cls = _read_csv(tmp_path / "dots.csv")
+    np.testing.assert_allclose(np.stack([table["x"], table["y"]], 1), xy, atol=0.006)  # CSV rounds to 0.01 px
+    assert list(table["class_id"]) == list(cls)
+    assert set(table["class_name"]) <= set(META.classes)
