@@ -115,10 +115,11 @@ def _infer(args) -> int:
     for job in jobs:
         try:
             summary = run_slide(job.path, engine, meta, cfg, fingerprint, job.mpp)
-        except MuseError as exc:
-            if len(jobs) == 1:
+        except Exception as exc:  # noqa: BLE001 - in a cohort one bad slide must not stop the others
+            if len(jobs) == 1 or isinstance(exc, KeyboardInterrupt):
                 raise
-            summary = SlideSummary(str(job.path), "failed", error=str(exc))
+            message = str(exc) if isinstance(exc, MuseError) else f"{type(exc).__name__}: {exc}"
+            summary = SlideSummary(str(job.path), "failed", error=message.splitlines()[0] if message else "")
         summaries.append(summary)
         print(summary.line(), file=sys.stderr)
     if len(jobs) > 1:
