@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,14 +28,6 @@ class SlideReader(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Region:
-    x: int
-    y: int
-    width: int
-    height: int
 
 
 def read_padded(
