@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kernels.point_gather import gather_points
-from muse_fast.io.tiling import tile_grid
 from muse_fast.model.weights import load_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
-from muse_fast.runtime.predict import crop_tile, predict_image
+from muse_fast.runtime.predict import predict_image
 
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .metrics import score_detections
@@ -41,19 +39,14 @@ class EvalConfig:
 
 
 @torch.no_grad()
-def accuracy_at_points(engine: TorchEngine, image: LabelledImage, cfg: EvalConfig) -> tuple[int, int]:
-    """Classify the feature at every GT point (each point read from the tile that owns it); (correct, total)."""
-    h, w = image.image.shape[:2]
-    correct = 0
-    for tile in tile_grid(w, h, cfg.tile_size, cfg.overlap):
-        own = tile.owns(image.xy)
-        if not own.any():
-            continue
-        dense = engine.run(crop_tile(image.image, tile, cfg.tile_size)[None])
-        xy = torch.from_numpy(image.xy[own] - (tile.x, tile.y)).float()[None].to(engine.device)
-        pred = engine.classify(gather_points(dense.fmap, xy, (cfg.tile_size, cfg.tile_size))).argmax(-1)[0]
-        correct += int((pred.cpu().numpy() == image.labels[own]).sum())
-    return correct, len(image.labels)
+def accuracy_at_points(model, images: list[LabelledImage], cfg: EvalConfig, device: str = "cpu") -> tuple[int, int]:
+    """Classify the point feature at every GT nucleus (read from the tile that owns it); (correct, total)."""
+    from .probes import point_features
+
+    backbone = model.backbone.to(device).eval()
+    points = point_features(backbone, images, cfg.batch_size, device, tile=cfg.tile_size, overlap=cfg.overlap)
+    pred = model.classifier.to(device)(points.feats.float()).argmax(-1).cpu()
+    return int((pred == points.labels).sum()), len(points.labels)
 
 
 def evaluate_images(
@@ -67,18 +60,15 @@ def evaluate_images(
     """Scores of ``model`` on labelled images; one matcher's flat dict, or all of them nested when ``matcher=None``."""
     engine = TorchEngine(model, device)
     per_image = []
-    correct = total = 0
     for im in images:
         nuc = predict_image(engine, im.image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
         per_image.append((im.xy.astype(np.float64), im.labels, nuc.xy, nuc.class_id))
-        if with_accuracy:
-            c, t = accuracy_at_points(engine, im, cfg)
-            correct, total = correct + c, total + t
     radii = {"mcspatnet": MCSPATNET_RADIUS_PX, "hungarian": HUNGARIAN_RADIUS_UM / BRCA_MPP}
     if matcher is not None:
         return score_detections(per_image, len(CLASSES), radii[matcher], matcher).as_dict()
     out = {m: score_detections(per_image, len(CLASSES), r, m).as_dict() for m, r in radii.items()}
     if with_accuracy:
+        correct, total = accuracy_at_points(model, images, cfg, device)
         out["accuracy_at_gt"] = correct / max(total, 1)
         out["n_gt"] = total
     return out

@@ -29,6 +29,7 @@ from torch import nn
 from kernels.point_gather import gather_points
 from muse_fast.errors import ConfigError
 from muse_fast.model import create_backbone, load_official_checkpoint
+from muse_fast.model.registry import imagenet_normalise
 
 from .config import parse_config, save_config
 from .data.augment import colour_jitter
@@ -109,10 +110,6 @@ def _cls_dim(backbone) -> int:
     return channels[-1]
 
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
-
-
 def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
     """The views of one step, drawn from RNGs seeded by (seed, rank, step): resuming needs no RNG state."""
     rng = np.random.default_rng([cfg.seed, rank, step])
@@ -132,7 +129,7 @@ def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
     counts = torch.tensor([len(p) for p in pts_a + pts_b], dtype=torch.int32)
     images = torch.from_numpy(np.stack(views_a + views_b)).permute(0, 3, 1, 2).float()
     images = colour_jitter(images, gen)
-    return (images - IMAGENET_MEAN) / IMAGENET_STD, torch.from_numpy(xy), counts
+    return imagenet_normalise(images), torch.from_numpy(xy), counts
 
 
 def muse_loss(student: nn.Module, teacher: nn.Module, batch, centers: dict, cfg: PretrainConfig, temp_t: float):

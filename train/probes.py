@@ -20,7 +20,7 @@ from torch import nn
 from kernels.point_gather import gather_points
 from muse_fast.io.tiling import tile_grid
 from muse_fast.model.backbone import MuseBackbone
-from muse_fast.model.registry import IMAGENET_MEAN, IMAGENET_STD
+from muse_fast.model.registry import imagenet_normalise
 from muse_fast.runtime.predict import crop_tile
 
 from .data.brca import LabelledImage
@@ -35,12 +35,6 @@ class PointSet:
     labels: torch.Tensor  # [N]
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    mean = 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean.to(images.device)) / std.to(images.device)
-
-
 def tile_batches(images: list[LabelledImage], tile: int = 224, overlap: int = 32):
     """(tile pixels uint8 [T,T,3], points in tile pixels [M,2], labels [M]) for every tile owning labelled nuclei."""
     for im in images:
@@ -52,11 +46,17 @@ def tile_batches(images: list[LabelledImage], tile: int = 224, overlap: int = 32
 
 
 def point_features(
-    backbone: MuseBackbone, images: list[LabelledImage], batch: int = 16, device: str = "cpu", grad: bool = False
+    backbone: MuseBackbone,
+    images: list[LabelledImage],
+    batch: int = 16,
+    device: str = "cpu",
+    grad: bool = False,
+    tile: int = 224,
+    overlap: int = 32,
 ) -> PointSet:
     """Features at every GT nucleus (no gradients unless ``grad``)."""
     feats, labels = [], []
-    items = list(tile_batches(images))
+    items = list(tile_batches(images, tile, overlap))
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
         x = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float().to(device)
@@ -66,7 +66,7 @@ def point_features(
             xy[j, : len(c[1])] = torch.from_numpy(c[1].astype(np.float32))
         counts = torch.tensor([len(c[1]) for c in chunk], dtype=torch.int32)
         with torch.set_grad_enabled(grad):
-            fmap = backbone(_normalise(x)).fmap
+            fmap = backbone(imagenet_normalise(x)).fmap
             f = gather_points(fmap, xy.to(device), x.shape[-2:], counts)
         valid = torch.arange(m)[None, :] < counts[:, None]
         feats.append(f[valid.to(device)])

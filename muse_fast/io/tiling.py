@@ -23,11 +23,12 @@ class Tile:
     y: int
     core: tuple[float, float, float, float]  # (x0, y0, x1, y1), half-open, in model pixels
 
-    def owns(self, xy: np.ndarray) -> np.ndarray:
-        """Bool mask of the points ``xy [N, 2]`` (x, y, model pixels) that lie in this tile's core."""
+    def owns(self, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
+        """Bool mask of the points ``xy [N, 2]`` (x, y, model pixels) in this tile's core, grown (or shrunk, when
+        negative) by ``grow`` pixels on every side."""
         x0, y0, x1, y1 = self.core
         x, y = xy[:, 0], xy[:, 1]
-        return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+        return (x >= x0 - grow) & (x < x1 + grow) & (y >= y0 - grow) & (y < y1 + grow)
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:

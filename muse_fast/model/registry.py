@@ -17,6 +17,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """RGB ``[B, 3, H, W]`` in 0..255 -> ImageNet-normalised, as every MUSE backbone expects."""
+    mean = 255.0 * torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = 255.0 * torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 class DenseOutputs(NamedTuple):
     centre: torch.Tensor  # [B, 3, H/4, W/4]: centre logit, dx, dy
     fmap: torch.Tensor  # [B, D, H/4, W/4] point-feature map

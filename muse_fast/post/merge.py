@@ -26,20 +26,18 @@ class MergeConfig:
     dup_radius: float = 6.0  # model pixels (3 um at 0.5 um/px): closer detections from different tiles are one
 
 
-def inside_core(tile: Tile, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
-    """Points (model pixels) inside the tile's core grown (or shrunk, if negative) by ``grow``."""
-    x0, y0, x1, y1 = tile.core
-    x, y = xy[:, 0], xy[:, 1]
-    return (x >= x0 - grow) & (x < x1 + grow) & (y >= y0 - grow) & (y < y1 + grow)
+def in_own_core(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    """For each detection, whether it lies in the (grown or shrunk) core of the tile that produced it."""
+    out = np.zeros(len(xy), bool)
+    for t in np.unique(tile_ids):
+        sel = tile_ids == t
+        out[sel] = tiles[t].owns(xy[sel], grow)
+    return out
 
 
 def in_halo(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, cfg: MergeConfig) -> np.ndarray:
     """Detections that could have a partner in another tile (not deep inside their own core)."""
-    out = np.zeros(len(xy), bool)
-    for t in np.unique(tile_ids):
-        sel = tile_ids == t
-        out[sel] = ~inside_core(tiles[t], xy[sel], -(cfg.margin + cfg.dup_radius))
-    return out
+    return ~in_own_core(tiles, tile_ids, xy, -(cfg.margin + cfg.dup_radius))
 
 
 def duplicates(
@@ -65,7 +63,7 @@ def duplicates(
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    own = np.array([inside_core(tiles[t], xy[i : i + 1])[0] for i, t in enumerate(tile_ids)])
+    own = in_own_core(tiles, tile_ids, xy)
     members: dict[int, list[int]] = {}
     for i in np.unique(pairs):
         members.setdefault(find(int(i)), []).append(int(i))

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..io.tiling import Tile, tile_grid
 from ..post.decode import DecodeConfig, decode_batch
-from ..post.merge import MergeConfig, duplicates, in_halo, inside_core
+from ..post.merge import MergeConfig, duplicates, in_halo
 from .engines import Engine
 
 
@@ -74,7 +74,7 @@ def decode_tiles(
     kept = []
     for tile, tile_id, nuc in zip(tiles, tile_ids, per_tile):
         xy = nuc.xy.cpu().numpy().astype(np.float64) + (tile.x, tile.y)
-        keep = inside_core(tile, xy, merge.margin)
+        keep = tile.owns(xy, merge.margin)
         kept.append(
             Nuclei(
                 xy[keep],
