@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
-EXPORT_FORMAT_VERSION = 1  # bump when the exported graph changes, so old cache entries are not reused
+# Bump when the exported graph changes, so old cache entries are not reused.
+# 2: the uint8 input is cast before the NHWC -> NCHW transpose (TensorRT reads uint8 only through a Cast).
+EXPORT_FORMAT_VERSION = 2
 
 
 def cache_dir() -> Path:

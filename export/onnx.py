@@ -36,7 +36,8 @@ class DenseGraph(nn.Module):
         self.model = model
 
     def forward(self, tiles: torch.Tensor):
-        out = self.model(tiles.permute(0, 3, 1, 2).float())
+        # cast first: TensorRT allows a uint8 input only when a Cast consumes it directly
+        out = self.model(tiles.float().permute(0, 3, 1, 2))
         return out.centre, out.fmap
 
 

@@ -37,7 +37,7 @@ from .data.rois import RoiStore
 from .data.views import ViewConfig, view_pair
 from .ema import ema_update
 from .heads import DINOHead
-from .losses.dino_ce import dino_cross_entropy, update_center
+from .losses.dino_ce import centred_teacher, sinkhorn_knopp, soft_cross_entropy, update_center
 from .schedules import cosine, linear_then_constant
 
 
@@ -64,6 +64,7 @@ class PretrainConfig:
     warmup_teacher_temp_steps: int = 300
     student_temp: float = 0.1
     center_momentum: float = 0.9
+    centering: str = "ema"  # teacher centring: "ema" (DINO) or "sinkhorn" (Sinkhorn-Knopp, DINOv2)
     out_dim: int = 4096  # prototypes of each head (image and nucleus)
     head_hidden: int = 1024
     head_bottleneck: int = 256
@@ -79,6 +80,8 @@ class PretrainConfig:
     def resolved(self) -> PretrainConfig:
         if self.stage not in ("muse", "lfov"):
             raise ConfigError(f"unknown stage '{self.stage}'; choose muse or lfov")
+        if self.centering not in ("ema", "sinkhorn"):
+            raise ConfigError(f"unknown --centering '{self.centering}'; choose ema or sinkhorn")
         if self.stage == "lfov" and not self.init:
             raise ConfigError("--stage lfov continues from 224-px weights: pass --init OUT/backbone.pth")
         size = self.view_size or (512 if self.stage == "lfov" else 224)
@@ -139,12 +142,18 @@ def muse_loss(student: nn.Module, teacher: nn.Module, batch, centers: dict, cfg:
     s_img, s_nu = student(images, xy, counts)
     with torch.no_grad():
         t_img, t_nu = teacher(images, xy, counts)
+
+    def targets(logits: torch.Tensor, head: str) -> torch.Tensor:
+        if cfg.centering == "sinkhorn":
+            return sinkhorn_knopp(logits, temp_t)
+        return centred_teacher(logits, centers[head], temp_t)
+
     swap = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)])  # view A <-> view B of the same ROI
-    l_image = dino_cross_entropy(s_img, t_img[swap], centers["image"], cfg.student_temp, temp_t)
+    l_image = soft_cross_entropy(s_img, targets(t_img, "image")[swap], cfg.student_temp)
     # nuclei rows are laid out view by view; the same nucleus sits at the same row of views A and B
     n_a = int(counts[:b].sum())
-    t_nu_swapped = torch.cat([t_nu[n_a:], t_nu[:n_a]])
-    l_nu = dino_cross_entropy(s_nu, t_nu_swapped, centers["nucleus"], cfg.student_temp, temp_t)
+    q_nu = targets(t_nu, "nucleus")
+    l_nu = soft_cross_entropy(s_nu, torch.cat([q_nu[n_a:], q_nu[:n_a]]), cfg.student_temp)
     loss = l_image + cfg.lambda_nu * l_nu
     return loss, {"image": l_image.item(), "nucleus": l_nu.item()}, (t_img, t_nu)
 

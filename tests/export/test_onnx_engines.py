@@ -73,6 +73,13 @@ def test_export_cli_writes_metadata(tmp_path):
     assert float(meta["muse_fast.mpp"]) == wmeta.mpp and int(meta["muse_fast.tile_size"]) == wmeta.tile_size
     assert meta["muse_fast.weights_sha256"] == file_sha256(DEFAULT_WEIGHTS)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    # TensorRT takes a uint8 input only when a Cast reads its values directly (Shape reads no values)
+    import onnx
+
+    graph = onnx.load(str(out)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    readers = [n.op_type for n in graph.node if graph.input[0].name in n.input and n.op_type != "Shape"]
+    assert readers == ["Cast"]
 
 
 def test_export_of_bad_weights_exits_2(tmp_path, capsys):

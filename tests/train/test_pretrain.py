@@ -13,7 +13,7 @@ import torch
 from train.data.rois import Roi, RoiStore, RoiWriter
 from train.data.views import ViewConfig, crop_view, view_pair
 from train.ema import ema_update
-from train.losses.dino_ce import dino_cross_entropy, update_center
+from train.losses.dino_ce import dino_cross_entropy, sinkhorn_knopp, update_center
 from train.pretrain import PretrainConfig, pretrain
 from train.schedules import cosine, linear_then_constant
 
@@ -121,6 +121,19 @@ def test_dino_cross_entropy_hand_cases():
     assert torch.allclose(new, torch.tensor([[0.2, 0.4]]))
 
 
+def test_sinkhorn_knopp_balances_prototypes():
+    # every row prefers prototype 0; Sinkhorn-Knopp spreads the batch over all prototypes, rows stay distributions
+    logits = torch.tensor([[1.0, 0.5, 0.0, 0.0], [1.0, 0.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.5], [1.0, 0.2, 0.2, 0.2]])
+    q = sinkhorn_knopp(logits, teacher_temp=0.1, iterations=50)
+    assert torch.allclose(q.sum(1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(q.sum(0), torch.ones(4), atol=1e-3)  # 4 rows over 4 prototypes: one each
+    assert q[:3].argmax(1).tolist() == [1, 2, 3]  # each row keeps its own second choice
+    # one row must spread over every prototype alone: uniform; an empty batch stays empty
+    one = sinkhorn_knopp(logits[:1], 0.1, iterations=3)
+    assert torch.allclose(one, torch.full((1, 4), 0.25), atol=1e-5)
+    assert sinkhorn_knopp(torch.zeros(0, 4), 0.1).shape == (0, 4)
+
+
 def test_ema_update():
     teacher, student = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = [p.detach().clone() for p in teacher.parameters()]
@@ -209,6 +222,8 @@ def test_ddp_two_cpu_processes(tiny_store, tmp_path):
         str(tmp_path / "ddp"),
         "--steps",
         "2",
+        "--centering",
+        "sinkhorn",  # its sums are all-reduced across the two ranks
     ]
     for key, value in TINY.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
