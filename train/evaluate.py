@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from muse_fast.errors import ConfigError
 from muse_fast.model.weights import load_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
@@ -97,10 +98,20 @@ def load_probe_backbone(spec: str, model: str):
     return load_weights(spec)[0].backbone.eval()
 
 
-def run_probes(backbones: dict[str, str], model: str, probes: list[str], finetune_epochs: int = 10) -> dict:
-    """Probe results per backbone: kNN (per k and best), linear, and optionally fine-tune accuracy."""
+def run_probes(
+    backbones: dict[str, str], model: str, probes: list[str], finetune_epochs: int = 10, split: str = "test"
+) -> dict:
+    """Probe results per backbone: kNN (per k and best), linear, and optionally fine-tune accuracy.
+
+    kNN queries ``split`` (train is the gallery); the linear and fine-tune probes choose their epoch on val and
+    score test, so they need ``split == "test"``.
+    """
     from .probes import finetune_probe, knn_accuracy, linear_probe, point_features
 
+    if split != "test" and set(probes) - {"knn"}:
+        raise ConfigError("the linear and fine-tune probes choose their epoch on val and score test; use --split test")
+    if split == "train":
+        raise ConfigError("train is the kNN gallery; query val or test")
     splits = {s: load_split(s) for s in ("train", "val", "test")}
     results = {}
     for name, spec in backbones.items():
@@ -108,7 +119,7 @@ def run_probes(backbones: dict[str, str], model: str, probes: list[str], finetun
         points = {s: point_features(backbone, images) for s, images in splits.items()}
         res: dict = {}
         if "knn" in probes:
-            res["knn"] = knn_accuracy(points["train"], points["test"], len(CLASSES))
+            res["knn"] = knn_accuracy(points["train"], points[split], len(CLASSES))
         if "linear" in probes or "finetune" in probes:
             res["linear"], head = linear_probe(points["train"], points["val"], points["test"], len(CLASSES))
         if "finetune" in probes:
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.probes:
         specs = dict(b.split("=", 1) for b in args.backbone) or {"random": "random"}
-        results = run_probes(specs, args.model, args.probes.split(","), args.finetune_epochs)
+        results = run_probes(specs, args.model, args.probes.split(","), args.finetune_epochs, args.split)
         print(format_probe_table(results))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")

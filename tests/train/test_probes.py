@@ -47,6 +47,14 @@ def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
     result = json.loads((tmp_path / "p.json").read_text())
     assert 0 <= result["random"]["knn"]["best"] <= 1 and 0 <= result["random"]["linear"] <= 1
     assert "| random |" in capsys.readouterr().out
+    # kNN can query val (the split that chooses recipes); the epoch-selecting probes cannot
+    assert evaluate.main(["--probes", "knn", "--split", "val", "--json", str(tmp_path / "v.json")]) == 0
+    val = json.loads((tmp_path / "v.json").read_text())["random"]["knn"]
+    assert 0 <= val["best"] <= 1 and val["best"] != result["random"]["knn"]["best"]
+    from muse_fast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--split test"):
+        evaluate.main(["--probes", "linear", "--split", "val"])
 
 
 def test_detect_nuclei_builds_a_store(brca_dir, cmu_svs, tmp_path, monkeypatch):
