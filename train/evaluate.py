@@ -108,10 +108,10 @@ def run_probes(
     """
     from .probes import finetune_probe, knn_accuracy, linear_probe, point_features
 
-    if split != "test" and set(probes) - {"knn"}:
-        raise ConfigError("the linear and fine-tune probes choose their epoch on val and score test; use --split test")
     if split == "train":
         raise ConfigError("train is the kNN gallery; query val or test")
+    if split != "test" and set(probes) - {"knn"}:
+        raise ConfigError("the linear and fine-tune probes choose their epoch on val and score test; use --split test")
     splits = {s: load_split(s) for s in ("train", "val", "test")}
     results = {}
     for name, spec in backbones.items():

@@ -53,7 +53,7 @@ class PretrainConfig:
     mpp_max: float = 1.0
     batch_size: int = 8  # ROIs per step and process (two views each)
     steps: int = 1000
-    lr: float = 5e-4
+    lr: float = 5e-5  # 5e-4 and 1e-3 wrecked ViT-Ti from scratch at 8 ROIs per step (docs/results.md)
     min_lr: float = 1e-6
     warmup_steps: int = 50
     weight_decay: float = 0.04
@@ -64,7 +64,7 @@ class PretrainConfig:
     warmup_teacher_temp_steps: int = 300
     student_temp: float = 0.1
     center_momentum: float = 0.9
-    centering: str = "ema"  # teacher centring: "ema" (DINO) or "sinkhorn" (Sinkhorn-Knopp, DINOv2)
+    centering: str = "sinkhorn"  # teacher centring: "sinkhorn" (Sinkhorn-Knopp, DINOv2) or "ema" (DINO)
     out_dim: int = 4096  # prototypes of each head (image and nucleus)
     head_hidden: int = 1024
     head_bottleneck: int = 256
