@@ -27,5 +27,9 @@ python3 -m pytest -q tests/kernels/test_cuda.py 2>&1 | tee "$out/gpu_tests.txt"
 tests_rc=${PIPESTATUS[0]}
 python3 -m pytest -q benchmarks/test_bench_kernels.py --benchmark-only --benchmark-json="$out/bench_kernels.json" \
     2>&1 | tail -30 | tee "$out/bench_kernels.txt"
+# model-only throughput per engine (torch on CUDA; onnx and trt where their GPU builds are installed, else skipped)
+python3 -m pytest -q benchmarks/test_bench_end_to_end.py -k model_only --benchmark-only \
+    --benchmark-json="$out/bench_engines.json" 2>&1 | tail -10 | tee "$out/bench_engines.txt"
+python3 -m pytest -q tests/export -rs 2>&1 | tail -10 | tee "$out/export_tests.txt"
 echo "gpu tests exit code: $tests_rc"
 exit "$tests_rc"
