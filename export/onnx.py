@@ -22,6 +22,7 @@ from torch import nn
 from muse_fast.errors import BackendUnavailable, WeightsError
 from muse_fast.model.registry import MuseNet
 from muse_fast.model.weights import DEFAULT_WEIGHTS, WeightsMeta, file_sha256, load_weights
+from muse_fast.output.atomic import partial_path
 
 INPUT_NAME = "tiles"
 OUTPUT_NAMES = ("centre", "fmap")
@@ -97,7 +98,7 @@ def export_model(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = partial_path(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

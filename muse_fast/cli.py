@@ -131,14 +131,13 @@ def _infer(args) -> int:
 
 
 def _export(args) -> int:
-    import shutil
-
     from export.onnx import INPUT_NAME, export_onnx
 
     if args.format == "onnx":
         result = export_onnx(args.weights, args.out)
         print(f"wrote {result.path} (ONNX Runtime parity max |diff|: {result.max_abs_diff})", file=sys.stderr)
         return 0
+    from export.cache import write_atomic
     from export.tensorrt import BuildSpec, build_engine, tensorrt_unavailable_reason
 
     from .errors import BackendUnavailable
@@ -151,9 +150,7 @@ def _export(args) -> int:
     size = result.meta.tile_size
     spec = BuildSpec(1, args.opt_batch, args.max_batch, args.precision)
     data = build_engine(onnx_path, spec, INPUT_NAME, (size, size, 3))
-    tmp = args.out.with_name(f".{args.out.name}.partial")
-    tmp.write_bytes(data)
-    shutil.move(tmp, args.out)
+    write_atomic(args.out, data)
     print(f"wrote {args.out} (TensorRT {args.precision}, batch profile {spec.profile})", file=sys.stderr)
     return 0
 

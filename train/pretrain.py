@@ -30,6 +30,7 @@ from kernels.point_gather import gather_points
 from muse_fast.errors import ConfigError
 from muse_fast.model import create_backbone, load_official_checkpoint
 from muse_fast.model.registry import imagenet_normalise
+from muse_fast.output.atomic import atomic_write
 
 from .config import parse_config, save_config
 from .data.augment import colour_jitter
@@ -175,9 +176,8 @@ def official_backbone_state(branch: Branch) -> dict:
 
 
 def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def pretrain(cfg: PretrainConfig) -> dict:

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import IO
 
 
+def partial_path(path: str | Path) -> Path:
+    """The hidden temporary name beside ``path`` (``.NAME.partial``) that is renamed to ``path`` when complete."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     try:
         with open(tmp, mode, newline="" if "b" not in mode else None) as fh:
             yield fh

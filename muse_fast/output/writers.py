@@ -15,23 +15,37 @@ from pathlib import Path
 
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
+from .atomic import partial_path
 
 CSV_COLUMNS = ("x", "y", "class_id", "class_name", "score", "class_probability")
 
 
-class _TempFile:
-    def __init__(self, path: Path, mode: str = "w") -> None:
+class _TempOutput:
+    """Writes to ``partial_path(path)``; ``commit`` closes and renames it, ``abort`` closes and removes it."""
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.fh = open(self.tmp, mode, newline="" if "b" not in mode else None)
+        self.tmp = partial_path(self.path)
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
     def commit(self) -> None:
-        self.fh.close()
+        self._close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.fh.close()
+        self._close()
         self.tmp.unlink(missing_ok=True)
+
+
+class _TempFile(_TempOutput):
+    def __init__(self, path: Path, mode: str = "w") -> None:
+        super().__init__(path)
+        self.fh = open(self.tmp, mode, newline="" if "b" not in mode else None)
+
+    def _close(self) -> None:
+        self.fh.close()
 
 
 class GeoJSONWriter(_TempFile):
@@ -79,16 +93,15 @@ class CSVWriter(_TempFile):
             self.writer.writerow((f"{x:.2f}", f"{y:.2f}", int(c), self.classes[int(c)], f"{s:.4f}", f"{p:.4f}"))
 
 
-class ParquetWriter:
+class ParquetWriter(_TempOutput):
     """The same table as the CSV, as Parquet row groups (only when pyarrow is installed)."""
 
     def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        super().__init__(path)
         self.pa, self.classes = pa, classes
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
         schema = pa.schema(
             [
                 ("x", pa.float64()),
@@ -118,13 +131,8 @@ class ParquetWriter:
                 )
             )
 
-    def commit(self) -> None:
+    def _close(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.writer.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 def parquet_available() -> bool:

@@ -11,7 +11,6 @@ Nucleus ``i`` of ROI ``j`` is ``xy[offsets[j] + i]`` in ROI pixels (x, y).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from muse_fast.errors import InputError
+from muse_fast.output.atomic import atomic_write
 
 
 @dataclass
@@ -50,10 +50,8 @@ class RoiWriter:
         name = f"chunk_{len(self.chunks):05d}.npz"
         offsets = np.cumsum([0] + [len(r.xy) for r in self.pending]).astype(np.int64)
         xy = np.concatenate([r.xy for r in self.pending]).astype(np.float32).reshape(-1, 2)
-        tmp = self.folder / f".{name}.partial"
-        with open(tmp, "wb") as fh:
+        with atomic_write(self.folder / name, "wb") as fh:
             np.savez(fh, images=np.stack([r.image for r in self.pending]), xy=xy, offsets=offsets)
-        os.replace(tmp, self.folder / name)
         self.chunks.append(name)
         self.count += len(self.pending)
         self.pending = []
