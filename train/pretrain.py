@@ -52,6 +52,7 @@ class PretrainConfig:
     view_size: int = 0  # 0 = 224 for muse, 512 for lfov
     mpp_min: float = 0.5
     mpp_max: float = 1.0
+    colour_jitter: float = 1.0  # strength of the per-view brightness/contrast/saturation/stain jitter (0 = off)
     batch_size: int = 8  # ROIs per step and process (two views each)
     steps: int = 1000
     lr: float = 5e-5  # 5e-4 and 1e-3 wrecked ViT-Ti from scratch at 8 ROIs per step (docs/results.md)
@@ -132,7 +133,7 @@ def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
         xy[i, : len(p)] = p
     counts = torch.tensor([len(p) for p in pts_a + pts_b], dtype=torch.int32)
     images = torch.from_numpy(np.stack(views_a + views_b)).permute(0, 3, 1, 2).float()
-    images = colour_jitter(images, gen)
+    images = colour_jitter(images, gen, cfg.colour_jitter)
     return imagenet_normalise(images), torch.from_numpy(xy), counts
 
 

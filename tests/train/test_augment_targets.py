@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from train.data.augment import flip_points, random_crop, rot90_points
+from train.data.augment import colour_jitter, flip_points, random_crop, rot90_points
 from train.targets import centre_targets
 
 
@@ -39,6 +40,14 @@ def test_random_crop_keeps_points_inside():
     assert crop.shape == (224, 224, 3)
     assert ((shifted[keep] >= 0) & (shifted[keep] < 224)).all()
     assert not ((shifted[~keep] >= 0) & (shifted[~keep] < 224)).all(axis=1).any()
+
+
+def test_colour_jitter_strength():
+    batch = torch.randint(0, 256, (4, 3, 16, 16), generator=torch.Generator().manual_seed(1)).float()
+    assert torch.equal(colour_jitter(batch, torch.Generator().manual_seed(0), strength=0.0), batch)
+    jittered = colour_jitter(batch, torch.Generator().manual_seed(0))
+    assert not torch.equal(jittered, batch)
+    assert jittered.min() >= 0 and jittered.max() <= 255
 
 
 def test_centre_targets():

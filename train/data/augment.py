@@ -48,6 +48,8 @@ def random_geometry(image: np.ndarray, xy: np.ndarray, rng: np.random.Generator)
 
 def colour_jitter(batch: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
     """Per-image brightness, contrast, saturation and per-channel (stain-like) gains on ``[B,3,H,W]`` in 0..255."""
+    if strength == 0:
+        return batch
     b = batch.shape[0]
 
     def u(lo: float, hi: float) -> torch.Tensor:
