@@ -13,7 +13,7 @@ import torch
 from train.data.rois import Roi, RoiStore, RoiWriter
 from train.data.views import ViewConfig, crop_view, view_pair
 from train.ema import ema_update
-from train.losses.dino_ce import dino_cross_entropy, sinkhorn_knopp, update_center
+from train.losses.dino_ce import centred_teacher, sinkhorn_knopp, soft_cross_entropy, update_center
 from train.pretrain import PretrainConfig, pretrain
 from train.schedules import cosine, linear_then_constant
 
@@ -101,6 +101,10 @@ def test_view_pairs_overlap_and_match_by_identity():
         a, b, matched = view_pair(roi, 0.5, cfg, rng)
         assert a.visible[matched].all() and b.visible[matched].all() and len(matched) <= 20
         assert 0.5 <= a.mpp <= 0.9 and 0.5 <= b.mpp <= 0.9
+
+
+def dino_cross_entropy(student, teacher, center, student_temp, teacher_temp):
+    return soft_cross_entropy(student, centred_teacher(teacher, center, teacher_temp), student_temp)
 
 
 def test_dino_cross_entropy_hand_cases():

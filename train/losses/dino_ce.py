@@ -52,17 +52,6 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, iterations
     return (q * rows).T
 
 
-def dino_cross_entropy(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    center: torch.Tensor,
-    student_temp: float,
-    teacher_temp: float,
-) -> torch.Tensor:
-    """Mean over rows of ``-sum_k q_k log p_k`` with ``q = softmax((t - center)/T_t)``, ``p = softmax(s/T_s)``."""
-    return soft_cross_entropy(student_logits, centred_teacher(teacher_logits, center, teacher_temp), student_temp)
-
-
 @torch.no_grad()
 def update_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float) -> torch.Tensor:
     """EMA of the teacher's mean logits (all-reduced across processes when distributed)."""
