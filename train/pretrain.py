@@ -245,8 +245,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         scaler.step(opt)
         scaler.update()
         ema_update(teacher, student, float(sched["momentum"][step]))
-        centers["image"] = update_center(centers["image"], t_img, cfg.center_momentum)
-        centers["nucleus"] = update_center(centers["nucleus"], t_nu, cfg.center_momentum)
+        if cfg.centering == "ema":  # Sinkhorn-Knopp needs no centre (and this skips two all-reduces per step)
+            centers["image"] = update_center(centers["image"], t_img, cfg.center_momentum)
+            centers["nucleus"] = update_center(centers["nucleus"], t_nu, cfg.center_momentum)
         parts = {
             "step": step,
             "loss": loss.item(),

@@ -191,6 +191,15 @@ def test_pretrain_smoke_and_exact_resume(tiny_store, tmp_path, monkeypatch):
     load_official_checkpoint(tmp_path / "a" / "backbone.pth", "muse_vit_t16", 224)
 
 
+@pytest.mark.parametrize("centering", ["ema", "sinkhorn"])
+def test_teacher_centre_moves_only_under_ema_centring(tiny_store, tmp_path, centering):
+    cfg = PretrainConfig(rois=str(tiny_store), out=str(tmp_path / centering), steps=2, centering=centering, **TINY)
+    pretrain(cfg)
+    centers = torch.load(tmp_path / centering / "checkpoint.pt", weights_only=True)["centers"]
+    moved = [bool(c.abs().sum() > 0) for c in centers.values()]
+    assert moved == [centering == "ema"] * 2
+
+
 def test_lfov_stage_continues_from_224_weights(tiny_store, tmp_path):
     base = PretrainConfig(rois=str(tiny_store), out=str(tmp_path / "base"), steps=1, **TINY)
     pretrain(base)
