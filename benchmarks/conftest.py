@@ -6,7 +6,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
-from train.data.paths import shared_data_dir  # noqa: E402
+from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
 
 QUICK = os.environ.get("MUSE_BENCH_QUICK") == "1"
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy.ndimage import maximum_filter
 
-from kernels.peaks import find_peaks
-from kernels.point_gather import gather_points
+from muse_fast.kernels.peaks import find_peaks
+from muse_fast.kernels.point_gather import gather_points
 
 CUDA = torch.cuda.is_available()
 

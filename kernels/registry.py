@@ -29,7 +29,7 @@ def _missing(module: str) -> str | None:
 @dataclass(frozen=True)
 class KernelImpl:
     name: str
-    module: str  # "kernels.peaks.cpu", ...; imported on first use
+    module: str  # "muse_fast.kernels.peaks.cpu", ...; imported on first use
     requires: str | None  # third-party package the implementation needs
     device: str  # "cpu", "cuda" or "any"
 

@@ -131,14 +131,14 @@ def _infer(args) -> int:
 
 
 def _export(args) -> int:
-    from export.onnx import INPUT_NAME, export_onnx
+    from muse_fast.export.onnx import INPUT_NAME, export_onnx
 
     if args.format == "onnx":
         result = export_onnx(args.weights, args.out)
         print(f"wrote {result.path} (ONNX Runtime parity max |diff|: {result.max_abs_diff})", file=sys.stderr)
         return 0
-    from export.cache import write_atomic
-    from export.tensorrt import BuildSpec, build_engine, tensorrt_unavailable_reason
+    from muse_fast.export.cache import write_atomic
+    from muse_fast.export.tensorrt import BuildSpec, build_engine, tensorrt_unavailable_reason
 
     from .errors import BackendUnavailable
 

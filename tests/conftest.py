@@ -8,8 +8,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-import kernels.peaks.types as peak_types  # noqa: E402
-from train.data.paths import shared_data_dir  # noqa: E402
+import muse_fast.kernels.peaks.types as peak_types  # noqa: E402
+from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
 
 DATA = shared_data_dir()
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kernels.point_gather import gather_points
+from muse_fast.kernels.point_gather import gather_points
 from muse_fast.model import create_model
 from muse_fast.model.checkpoint import load_official_checkpoint
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights

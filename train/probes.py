@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.point_gather import gather_points
+from muse_fast.kernels.point_gather import gather_points
 from muse_fast.io.tiling import tile_grid
 from muse_fast.model.backbone import MuseBackbone
 from muse_fast.model.registry import imagenet_normalise

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kernels.point_gather import gather_points
+from muse_fast.kernels.point_gather import gather_points
 from muse_fast.post.decode import DecodeConfig, decode_batch
 
 from .data.augment import random_geometry

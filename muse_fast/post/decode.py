@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from kernels.peaks import find_peaks
-from kernels.point_gather import gather_points
+from muse_fast.kernels.peaks import find_peaks
+from muse_fast.kernels.point_gather import gather_points
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ class TorchEngine(_PointClassifier):
 
 
 def _cached_onnx(inputs: EngineInputs):
-    from export.cache import cache_dir, onnx_cache_key
-    from export.onnx import export_model
+    from muse_fast.export.cache import cache_dir, onnx_cache_key
+    from muse_fast.export.onnx import export_model
 
     key = onnx_cache_key(inputs.weights_sha256, torch.__version__, inputs.meta.tile_size)
     path = cache_dir() / "onnx" / f"{inputs.meta.model}-{key}.onnx"
@@ -97,7 +97,7 @@ class OnnxEngine(_PointClassifier):
     def __init__(self, inputs: EngineInputs) -> None:
         import onnxruntime as ort
 
-        from export.onnx import INPUT_NAME, OUTPUT_NAMES
+        from muse_fast.export.onnx import INPUT_NAME, OUTPUT_NAMES
 
         path = _cached_onnx(inputs)
         wanted = ["CPUExecutionProvider"]
@@ -130,8 +130,8 @@ class TensorRTEngine(_PointClassifier):
     name = "trt"
 
     def __init__(self, inputs: EngineInputs, precision: str = "fp16") -> None:
-        from export.onnx import INPUT_NAME, OUTPUT_NAMES
-        from export.tensorrt import BuildSpec, TensorRTRunner
+        from muse_fast.export.onnx import INPUT_NAME, OUTPUT_NAMES
+        from muse_fast.export.tensorrt import BuildSpec, TensorRTRunner
 
         size = inputs.meta.tile_size
         spec = BuildSpec(1, inputs.batch_size, max(64, inputs.batch_size), precision)
@@ -153,7 +153,7 @@ def _onnx_reason() -> str | None:
 
 
 def _trt_reason() -> str | None:
-    from export.tensorrt import tensorrt_unavailable_reason
+    from muse_fast.export.tensorrt import tensorrt_unavailable_reason
 
     return tensorrt_unavailable_reason() or _onnx_reason()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.cache import engine_cache_key, onnx_cache_key
+from muse_fast.export.cache import engine_cache_key, onnx_cache_key
 from muse_fast.cli import main
 from muse_fast.errors import BackendUnavailable, ConfigError
 from muse_fast.model.weights import DEFAULT_WEIGHTS, file_sha256, load_weights
@@ -39,7 +39,7 @@ def test_onnx_engine_reports_its_provider(engines):
 
 def test_dense_outputs_match_pytorch_on_real_tiles(engines, brca_dir):
     torch_engine, onnx_engine, meta = engines
-    from train.data.brca import load_split
+    from muse_fast.train.data.brca import load_split
 
     images = load_split("test")[:2]
     tiles = np.stack([im.image[:224, :224] for im in images] + [im.image[-224:, -224:] for im in images])
@@ -52,7 +52,7 @@ def test_dense_outputs_match_pytorch_on_real_tiles(engines, brca_dir):
 
 def test_same_nuclei_from_both_engines(engines, brca_dir):
     torch_engine, onnx_engine, meta = engines
-    from train.data.brca import load_split
+    from muse_fast.train.data.brca import load_split
 
     image = load_split("test")[0].image
     a = predict_image(torch_engine, image, meta.tile_size, 32, DecodeConfig())
@@ -63,7 +63,7 @@ def test_same_nuclei_from_both_engines(engines, brca_dir):
 
 
 def test_export_cli_writes_metadata(tmp_path):
-    from export.onnx import read_onnx_metadata
+    from muse_fast.export.onnx import read_onnx_metadata
 
     out = tmp_path / "m.onnx"
     assert main(["export", "--format", "onnx", "--out", str(out)]) == 0

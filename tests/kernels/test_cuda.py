@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from kernels.peaks import find_peaks
-from kernels.point_gather import gather_points
+from muse_fast.kernels.peaks import find_peaks
+from muse_fast.kernels.point_gather import gather_points
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",

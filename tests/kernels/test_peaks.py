@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.feature import peak_local_max
 
-from kernels.peaks import find_peaks
+from muse_fast.kernels.peaks import find_peaks
 
 
 def _peaks(x, *args, impl="reference", **kw):

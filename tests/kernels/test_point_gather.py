@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.point_gather import gather_points
+from muse_fast.kernels.point_gather import gather_points
 
 
 def test_official_convention_at_corners_and_centre():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.data.augment import colour_jitter, flip_points, random_crop, rot90_points
-from train.targets import centre_targets
+from muse_fast.train.data.augment import colour_jitter, flip_points, random_crop, rot90_points
+from muse_fast.train.targets import centre_targets
 
 
 def _marked(size, xy):

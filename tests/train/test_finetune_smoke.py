@@ -7,10 +7,10 @@ import pytest
 
 from muse_fast.errors import ConfigError
 from muse_fast.model.weights import load_weights
-from train import evaluate
-from train.config import build_config
-from train.data.brca import load_split, read_labels
-from train.finetune import FinetuneConfig, finetune, lr_schedule
+from muse_fast.train import evaluate
+from muse_fast.train.config import build_config
+from muse_fast.train.data.brca import load_split, read_labels
+from muse_fast.train.finetune import FinetuneConfig, finetune, lr_schedule
 
 
 def test_labels_are_read_as_xy_and_zero_based(brca_dir):
@@ -55,7 +55,7 @@ def test_schedule_and_config_validation():
 
 
 def test_semi_supervised_finetune_three_steps(brca_dir, tmp_path):
-    from train.data.rois import Roi, RoiWriter
+    from muse_fast.train.data.rois import Roi, RoiWriter
 
     train = load_split("train")[:2]
     writer = RoiWriter(tmp_path / "rois", 0.5, 256)
@@ -82,7 +82,7 @@ def test_finetune_from_a_pretrained_backbone(brca_dir, tmp_path):
     import torch
 
     from muse_fast.model import create_backbone
-    from train.pretrain import Branch, PretrainConfig, official_backbone_state
+    from muse_fast.train.pretrain import Branch, PretrainConfig, official_backbone_state
 
     branch = Branch(PretrainConfig(view_size=224))
     torch.save(official_backbone_state(branch), tmp_path / "backbone.pth")
@@ -95,7 +95,7 @@ def test_finetune_from_a_pretrained_backbone(brca_dir, tmp_path):
         init=str(tmp_path / "backbone.pth"),
         half=False,
     )
-    from train.finetune import build_model
+    from muse_fast.train.finetune import build_model
 
     model = build_model(cfg)
     reference = branch.backbone.state_dict()

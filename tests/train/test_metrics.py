@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from train.metrics import F1Counts, greedy_raster_match, hungarian_match, score_detections
+from muse_fast.train.metrics import F1Counts, greedy_raster_match, hungarian_match, score_detections
 
 
 def _dense_optimum(gt, pred, radius):

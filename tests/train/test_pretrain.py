@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from train.data.rois import Roi, RoiStore, RoiWriter
-from train.data.views import ViewConfig, crop_view, view_pair
-from train.ema import ema_update
-from train.losses.dino_ce import centred_teacher, sinkhorn_knopp, soft_cross_entropy, update_center
-from train.pretrain import PretrainConfig, pretrain
-from train.schedules import cosine, linear_then_constant
+from muse_fast.train.data.rois import Roi, RoiStore, RoiWriter
+from muse_fast.train.data.views import ViewConfig, crop_view, view_pair
+from muse_fast.train.ema import ema_update
+from muse_fast.train.losses.dino_ce import centred_teacher, sinkhorn_knopp, soft_cross_entropy, update_center
+from muse_fast.train.pretrain import PretrainConfig, pretrain
+from muse_fast.train.schedules import cosine, linear_then_constant
 
 TINY = dict(
     batch_size=2,
@@ -156,7 +156,7 @@ def test_schedules():
 
 
 def test_pretrain_smoke_and_exact_resume(tiny_store, tmp_path, monkeypatch):
-    import train.pretrain as module
+    import muse_fast.train.pretrain as module
 
     # the first convolution of a shape in a process can differ from later ones in the last bit (oneDNN), and
     # training amplifies that: a throwaway step first, so that both compared runs are warm

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from train.probes import PointSet, knn_accuracy, linear_probe
+from muse_fast.train.probes import PointSet, knn_accuracy, linear_probe
 
 
 def _clusters(n, seed):
@@ -36,8 +36,8 @@ def test_linear_probe_learns_separable_classes():
 
 
 def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
-    from train import evaluate
-    from train.data.brca import load_split
+    from muse_fast.train import evaluate
+    from muse_fast.train.data.brca import load_split
 
     monkeypatch.setattr(evaluate, "load_split", lambda split: load_split(split)[:1])
     assert (
@@ -58,9 +58,9 @@ def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_detect_nuclei_builds_a_store(brca_dir, cmu_svs, tmp_path, monkeypatch):
-    from train import detect_nuclei
-    from train.data.brca import load_split
-    from train.data.rois import RoiStore
+    from muse_fast.train import detect_nuclei
+    from muse_fast.train.data.brca import load_split
+    from muse_fast.train.data.rois import RoiStore
 
     monkeypatch.setattr(detect_nuclei, "load_split", lambda split: load_split(split)[:1])
     assert (
