@@ -1,8 +1,8 @@
 """One registry per kernel: implementations as frozen entries, chosen in one place.
 
 ``auto`` picks Triton for CUDA tensors, numba for CPU tensors, and falls back to the plain-PyTorch reference when
-the preferred one is unavailable (the reason is logged once). An explicit request that cannot run raises one line
-with the reason and the choices. Triton also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+the preferred one is unavailable (a warning with the reason and the fix is logged once). An explicit request that
+cannot run raises one line with the reason and the choices. Triton also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
 """
 
 from __future__ import annotations
@@ -70,5 +70,6 @@ def select(impls: dict[str, KernelImpl], impl: str, tensor: torch.Tensor) -> Ker
     key = f"{preferred.module}:{reason}"
     if key not in _warned:
         _warned.add(key)
-        log.info("using the reference kernel instead of %s: %s", preferred.name, reason)
+        fix = f"; install it with: pip install {preferred.requires}" if "not installed" in reason else ""
+        log.warning("%s kernels unavailable (%s): using the slower PyTorch reference%s", preferred.name, reason, fix)
     return impls["reference"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import wait
+
 import numpy as np
 from PIL import Image
 
@@ -39,7 +41,9 @@ def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, sc
     if hasattr(slide, "read_regions") and len(origins) > 1:
         regions = slide.read_regions(origins, read, level, getattr(pool, "_max_workers", 1))
         return [to_size(r, size) for r in regions]
-    return list(pool.map(lambda o: read_at_scale(slide, o[0], o[1], size, scale), origins))
+    futures = [pool.submit(read_at_scale, slide, x, y, size, scale) for x, y in origins]
+    wait(futures)  # all reads finish before a failure is raised, so none is still running when the caller retries
+    return [f.result() for f in futures]
 
 
 def read_at_scale(slide: SlideReader, x0: int, y0: int, size: int, scale: float) -> np.ndarray:
@@ -72,6 +76,31 @@ def read_thumbnail(slide: SlideReader, downsample: float) -> np.ndarray:
     for r0 in range(0, out_h, band_out):
         r1 = min(out_h, r0 + band_out)
         y0, y1 = round(r0 * rows_per_out), round(r1 * rows_per_out)
-        region = slide.read_region(0, round(y0 * d), w, max(1, y1 - y0), level)
+        region = _read_band(slide, round(y0 * d), w, max(1, y1 - y0), level)
         bands.append(np.asarray(Image.fromarray(region).resize((out_w, r1 - r0), Image.BILINEAR)))
     return np.concatenate(bands, axis=0)
+
+
+UNREADABLE_COLOUR = (128, 0, 128)  # stands in for damaged pixels in views: counts as tissue, so tiles are planned
+THUMBNAIL_BLOCK = 256  # level pixels per block when a band must be re-read around damaged data
+
+
+def _read_band(slide: SlideReader, y0: int, w: int, h: int, level: int) -> np.ndarray:
+    """A full-width band of ``level``; when the backend cannot decode part of it, that part is UNREADABLE_COLOUR.
+
+    Damaged data must not look like glass here, or the tissue mask would leave it out and the damage would go
+    unnoticed: the tile reads (:mod:`.checked_read`) name it.
+    """
+    try:
+        return slide.read_region(0, y0, w, h, level)
+    except Exception:  # noqa: BLE001 - every backend raises its own decoder errors
+        pass
+    d = slide.level_downsamples[level]
+    band = np.empty((h, w, 3), np.uint8)
+    for c0 in range(0, w, THUMBNAIL_BLOCK):
+        c1 = min(w, c0 + THUMBNAIL_BLOCK)
+        try:
+            band[:, c0:c1] = slide.read_region(round(c0 * d), y0, c1 - c0, h, level)
+        except Exception:  # noqa: BLE001
+            band[:, c0:c1] = UNREADABLE_COLOUR
+    return band

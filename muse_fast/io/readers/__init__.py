@@ -1,15 +1,20 @@
 """Choose a slide reader in one place: :func:`open_slide`.
 
 ``auto`` tries, for the file's extension, cuCIM (fast SVS/TIFF) -> OpenSlide -> tiffslide -> plain image, and
-takes the first that opens the file. When all fail, the error lists each backend's reason.
+takes the first that opens the file without warning that it changes the pixel format (cuCIM's "slow-path" load of
+16-bit, palette or CMYK TIFFs misplaces regions). When all fail, the error lists each backend's reason. Grayscale
+files are refused: the network needs H&E colour.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from ...errors import ConfigError, InputError
 from ..metadata import file_resolution, truncation_problem
+from ..native_output import capture_native_output
 from .base import SlideReader
 from .cucim_reader import CuCIMReader
 from .image_reader import ImageReader
@@ -17,6 +22,7 @@ from .openslide_reader import OpenSlideReader
 from .tiffslide_reader import TiffSlideReader
 
 READERS = {r.backend: r for r in (CuCIMReader, OpenSlideReader, TiffSlideReader, ImageReader)}
+log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = sorted({s for r in READERS.values() for s in r.suffixes})
 
 
@@ -51,8 +57,41 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
     candidates = [READERS[reader]] if reader != "auto" else [r for r in READERS.values() if suffix in r.suffixes]
     if not candidates:
         raise InputError(f"unsupported file type '{suffix}' for {path.name}; supported: {' '.join(SUPPORTED_SUFFIXES)}")
+    with capture_native_output() as log:
+        slide, reasons = _first_that_opens(candidates, path, log)
+    if slide is None:
+        raise InputError(f"cannot read {path.name} ({'; '.join(reasons)}); check the file is a complete slide or image")
+    try:
+        _refuse_grayscale(slide)
+        slide.mpp = resolve_mpp(slide, path, mpp)
+    except BaseException:
+        slide.close()
+        raise
+    return slide
+
+
+FAST_READER_INSTALL = {"cucim": "pip install --no-deps cucim-cu13==26.10.0"}
+_warned: set[str] = set()
+
+
+def _warn_missing_fast_reader(backend: str) -> None:
+    if backend not in _warned:
+        _warned.add(backend)
+        log.warning(
+            "%s is not installed: slides are read with a slower backend; install it with: %s",
+            backend,
+            FAST_READER_INSTALL[backend],
+        )
+
+
+FORMAT_CHANGE = re.compile(r"slow-path|pixel format", re.IGNORECASE)  # cuCIM's warning before it misreads a file
+
+
+def _first_that_opens(candidates: list, path: Path, log) -> tuple[SlideReader | None, list[str]]:
+    """The first backend that opens ``path``, reads a probe and does not warn about changing the pixel format."""
     reasons = []
     for cls in candidates:
+        mark = log.offset()
         try:
             slide = cls(path)
             probe_w, probe_h = slide.level_dimensions[-1]
@@ -61,10 +100,37 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
             reasons.append(
                 f"{cls.backend}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             )
+            if isinstance(exc, ModuleNotFoundError) and cls.backend in FAST_READER_INSTALL:
+                _warn_missing_fast_reader(cls.backend)
             continue
-        slide.mpp = resolve_mpp(slide, path, mpp)
-        return slide
-    raise InputError(f"cannot read {path.name} ({'; '.join(reasons)}); check the file is a complete slide or image")
+        warning = next((line for line in log.since(mark).splitlines() if FORMAT_CHANGE.search(line)), None)
+        if warning:
+            slide.close()
+            reasons.append(f"{cls.backend}: changes the pixel format ({warning.strip()[:100]})")
+            continue
+        return slide, reasons
+    return None, reasons
+
+
+GRAY_PROBE_PIXELS = 4_000_000  # the coarsest level is checked whole up to this size, else its centre
+
+
+def _refuse_grayscale(slide: SlideReader) -> None:
+    """H&E needs colour: a slide whose coarsest level has R == G == B everywhere (and is not flat) is refused."""
+    level = len(slide.level_dimensions) - 1
+    w, h = slide.level_dimensions[level]
+    side = int(GRAY_PROBE_PIXELS**0.5)
+    cw, ch = (w, h) if w * h <= GRAY_PROBE_PIXELS else (min(w, side), min(h, side))
+    d = slide.level_downsamples[level]
+    try:
+        view = slide.read_region(round((w - cw) / 2 * d), round((h - ch) / 2 * d), cw, ch, level)
+    except Exception:  # noqa: BLE001 - damaged data: the tile reads name it (io/checked_read.py)
+        return
+    gray = bool((view[..., 0] == view[..., 1]).all() and (view[..., 1] == view[..., 2]).all())
+    if gray and int(view.max()) - int(view.min()) > 16:  # a constant view is blank, not grayscale (no tissue)
+        raise InputError(
+            f"{slide.path.name} is a grayscale image; muse-fast needs colour (RGB) H&E images: export the slide in RGB"
+        )
 
 
 __all__ = ["READERS", "SlideReader", "open_slide"]

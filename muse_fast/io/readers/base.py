@@ -52,8 +52,19 @@ def read_padded(
     if c1 <= c0 or r1 <= r0:
         return out
     x0, y0 = int(round(x + c0 * downsample)), int(round(y + r0 * downsample))
-    out[r0:r1, c0:c1] = read_inside(x0, y0, c1 - c0, r1 - r0, level)
+    out[r0:r1, c0:c1] = as_rgb_uint8(read_inside(x0, y0, c1 - c0, r1 - r0, level))
     return out
+
+
+def as_rgb_uint8(region: np.ndarray) -> np.ndarray:
+    """8-bit RGB from 8- or 16-bit samples (16-bit scaled, not wrapped) with 1 or 3 channels."""
+    if region.ndim == 2:
+        region = region[..., None]
+    if region.dtype == np.uint16:
+        region = ((region.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif region.dtype != np.uint8:
+        raise ValueError(f"unsupported sample type {region.dtype}; convert the image to 8-bit RGB")
+    return np.broadcast_to(region[..., :3], (*region.shape[:2], 3)) if region.shape[-1] == 1 else region[..., :3]
 
 
 def rgba_to_rgb(region: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ..metadata import Resolution
-from .base import read_padded
+from .base import read_padded, rgba_to_rgb
 
 Image.MAX_IMAGE_PIXELS = 1_000_000_000  # large tiles are legitimate here
 
@@ -20,7 +20,7 @@ class ImageReader:
     def __init__(self, path: Path) -> None:
         with Image.open(path) as im:
             dpi = im.info.get("dpi")
-            self._pixels = np.asarray(im.convert("RGB"))
+            self._pixels = to_rgb(im)
         self.path = path
         h, w = self._pixels.shape[:2]
         self.level_dimensions = [(w, h)]
@@ -38,3 +38,19 @@ class ImageReader:
 
     def close(self) -> None:
         self._pixels = np.zeros((0, 0, 3), np.uint8)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """8-bit RGB pixels of a PIL image: alpha composited over white (alpha 0 is glass), palette and CMYK converted.
+
+    Single-channel images of more than 8 bits are scaled to 8 bits (the grayscale check in ``open_slide`` then
+    refuses them with the reason).
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        samples = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if im.mode.startswith("I;16") or samples.max() > 255 else 255.0
+        return np.repeat(np.round(samples / peak * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if not has_alpha:
+        return np.asarray(im.convert("RGB"))
+    return rgba_to_rgb(np.asarray(im.convert("RGBA")))

@@ -19,6 +19,7 @@ class TiffSlideReader:
 
         self.path = path
         self._slide = tiffslide.TiffSlide(str(path))
+        _check_pixel_format(self._slide.ts_tifffile.series[0].levels[0].keyframe)
         self.level_dimensions = [tuple(d) for d in self._slide.level_dimensions]
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         self.resolution = from_properties(self._slide.properties, "tiffslide", "tiffslide mpp-x/y")
@@ -34,3 +35,13 @@ class TiffSlideReader:
 
     def close(self) -> None:
         self._slide.close()
+
+
+def _check_pixel_format(page) -> None:
+    """tiffslide returns CMYK, palette and alpha channels as if they were RGB: refuse them (OpenSlide converts)."""
+    photometric = int(page.photometric)
+    if photometric not in (1, 2, 6) or page.extrasamples or page.bitspersample not in (8, 16):
+        raise ValueError(
+            f"tiffslide cannot convert this pixel format (photometric {photometric}, {page.samplesperpixel} samples,"
+            f" {page.bitspersample} bits)"
+        )
