@@ -176,7 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="muse-fast: %(message)s")
+    from .io.native_output import capture_native_output
+
+    # native libraries (libjpeg, libtiff, OpenSlide, cuCIM) print straight to fds 1/2: keep that off the terminal;
+    # what matters comes back as one line (a damaged-tile error), and a failed run notes what they printed
+    with capture_native_output() as native:
+        logging.basicConfig(level=logging.WARNING, format="muse-fast: %(message)s")
+        logging.getLogger("tifffile").setLevel(logging.ERROR)  # its warnings repeat what our one-line errors say
+        code = _run(args)
+        note = native.summary()
+        if code not in (0, 130) and note:
+            print(f"muse-fast: note: {note}", file=sys.stderr)
+    return code
+
+
+def _run(args) -> int:
     commands = {"infer": _infer, "export": _export, "bench": _bench}
     try:
         if args.command in commands:
