@@ -154,3 +154,16 @@ def test_thumbnail_is_read_in_bands_with_bounded_memory(cmu_svs, monkeypatch):
     banded = resample.read_thumbnail(slide, 8.0)
     assert banded.shape == whole.shape
     assert np.abs(banded.astype(int) - whole).mean() < 2  # only the rows at band seams differ slightly
+
+
+def test_a_backend_that_decodes_other_colours_is_passed_over(ome_tif):
+    """cuCIM returns OS-1's JPEG tiles without the YCbCr->RGB step (green tissue); tiffslide decodes them right."""
+    pytest.importorskip("cucim", reason="cuCIM is not installed")
+    with pytest.raises(InputError, match="decodes colours unlike"):
+        open_slide(ome_tif, reader="cucim")
+    slide = open_slide(ome_tif)
+    reference = open_slide(ome_tif, reader="tiffslide")
+    assert slide.backend != "cucim"
+    np.testing.assert_array_equal(slide.read_region(0, 0, 512, 512), reference.read_region(0, 0, 512, 512))
+    r, g, b = slide.read_region(0, 0, 512, 512).reshape(-1, 3).mean(0)
+    assert b > g and r > g  # H&E is pink-purple, not green

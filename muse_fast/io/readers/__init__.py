@@ -12,6 +12,8 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import ConfigError, InputError
 from ..metadata import file_resolution, truncation_problem
 from ..native_output import capture_native_output
@@ -57,8 +59,8 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
     candidates = [READERS[reader]] if reader != "auto" else [r for r in READERS.values() if suffix in r.suffixes]
     if not candidates:
         raise InputError(f"unsupported file type '{suffix}' for {path.name}; supported: {' '.join(SUPPORTED_SUFFIXES)}")
-    with capture_native_output() as log:
-        slide, reasons = _first_that_opens(candidates, path, log)
+    with capture_native_output() as native:
+        slide, reasons = _first_that_opens(candidates, path, native)
     if slide is None:
         raise InputError(f"cannot read {path.name} ({'; '.join(reasons)}); check the file is a complete slide or image")
     try:
@@ -87,11 +89,11 @@ def _warn_missing_fast_reader(backend: str) -> None:
 FORMAT_CHANGE = re.compile(r"slow-path|pixel format", re.IGNORECASE)  # cuCIM's warning before it misreads a file
 
 
-def _first_that_opens(candidates: list, path: Path, log) -> tuple[SlideReader | None, list[str]]:
+def _first_that_opens(candidates: list, path: Path, native) -> tuple[SlideReader | None, list[str]]:
     """The first backend that opens ``path``, reads a probe and does not warn about changing the pixel format."""
     reasons = []
     for cls in candidates:
-        mark = log.offset()
+        mark = native.offset()
         try:
             slide = cls(path)
             probe_w, probe_h = slide.level_dimensions[-1]
@@ -103,13 +105,44 @@ def _first_that_opens(candidates: list, path: Path, log) -> tuple[SlideReader | 
             if isinstance(exc, ModuleNotFoundError) and cls.backend in FAST_READER_INSTALL:
                 _warn_missing_fast_reader(cls.backend)
             continue
-        warning = next((line for line in log.since(mark).splitlines() if FORMAT_CHANGE.search(line)), None)
-        if warning:
+        warning = next((line for line in native.since(mark).splitlines() if FORMAT_CHANGE.search(line)), None)
+        problem = f"changes the pixel format ({warning.strip()[:100]})" if warning else _colour_mismatch(slide, path)
+        if problem:
             slide.close()
-            reasons.append(f"{cls.backend}: changes the pixel format ({warning.strip()[:100]})")
+            reasons.append(f"{cls.backend}: {problem}")
+            log.info("%s: not read with %s, which %s", path.name, cls.backend, problem)
             continue
         return slide, reasons
     return None, reasons
+
+
+CROSS_CHECK = {"cucim": ("openslide", "tiffslide")}  # cuCIM skips the YCbCr->RGB step some JPEG TIFFs need
+COLOUR_TOLERANCE = 12.0  # mean |difference| (0-255) between decoders beyond which colours are wrong, not rounding
+CROSS_CHECK_SIDE = 512
+
+
+def _colour_mismatch(slide: SlideReader, path: Path) -> str | None:
+    """Whether ``slide`` decodes a central level-0 region in other colours than a reference backend does."""
+    for name in CROSS_CHECK.get(slide.backend, ()):
+        try:
+            reference = READERS[name](path)
+        except Exception:  # noqa: BLE001 - that reference cannot read the file; try the next one
+            continue
+        try:
+            w, h = slide.level_dimensions[0]
+            side_w, side_h = min(w, CROSS_CHECK_SIDE), min(h, CROSS_CHECK_SIDE)
+            x, y = (w - side_w) // 2, (h - side_h) // 2
+            ours = slide.read_region(x, y, side_w, side_h, 0).astype(np.int16)
+            theirs = reference.read_region(x, y, side_w, side_h, 0).astype(np.int16)
+        except Exception:  # noqa: BLE001 - damaged data: the tile reads name it later
+            return None
+        finally:
+            reference.close()
+        difference = float(np.abs(ours - theirs).mean())
+        if difference > COLOUR_TOLERANCE:
+            return f"decodes colours unlike {name} (mean difference {difference:.0f} of 255)"
+        return None
+    return None
 
 
 GRAY_PROBE_PIXELS = 4_000_000  # the coarsest level is checked whole up to this size, else its centre
