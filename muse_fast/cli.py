@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import MuseError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled like Ctrl-C
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same cleanup runs and finished batches are kept."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
 
 
 def _add_infer(sub) -> None:
@@ -32,7 +45,15 @@ def _add_infer(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help="minimum nucleus score (default: 0.3)")
     p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
     p.add_argument("--workers", type=int, default=2, help="threads reading tiles (default: 2)")
-    p.add_argument("--overwrite", action="store_true", help="recompute slides whose outputs already exist")
+    p.add_argument(
+        "--overwrite", action="store_true", help="recompute slides that are done (also those done with other settings)"
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="finish slides whose image data is damaged in places, skipping those tiles (listed in the GeoJSON, "
+        "manifest and run summary, crossed out on the overlay); by default such a slide fails",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -58,26 +79,33 @@ def _add_bench(sub) -> None:
 
 
 def _build_engine(name: str, weights: Path | None, device: str, batch_size: int):
+    from .config import check_weights_mpp
     from .model.weights import file_sha256, load_weights, resolve_weights
+    from .runtime.budget import check_batch_size
     from .runtime.engines import EngineInputs, create_engine
 
     if batch_size < 1:
         from .errors import ConfigError
 
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}; the default is 16")
     model, meta = load_weights(weights)
+    check_weights_mpp(meta.mpp, resolve_weights(weights).name)
+    note = check_batch_size(batch_size, meta.tile_size, device)
+    if note:
+        logging.getLogger(__name__).warning(note)
     sha = file_sha256(resolve_weights(weights))
     return create_engine(name, EngineInputs(model, meta, sha, device, batch_size)), meta, sha
 
 
 def _infer(args) -> int:
-    from dataclasses import asdict
-
     from .config import InferConfig
     from .errors import ConfigError
+    from .output.folder import prepare_out_dir
     from .post.decode import DecodeConfig
     from .runtime.cohort import collect_jobs
-    from .runtime.pipeline import SlideSummary, output_stem, run_slide, write_run_summary
+    from .runtime.fingerprint import settings_fingerprint
+    from .runtime.pipeline import output_stem, run_slide
+    from .runtime.summary import SlideSummary, write_run_summary
 
     jobs = collect_jobs(args.slides)
     stems = [output_stem(j.path) for j in jobs]
@@ -100,17 +128,11 @@ def _infer(args) -> int:
         tissue_mask=not args.no_tissue_mask,
         workers=args.workers,
         overwrite=args.overwrite,
+        skip_unreadable=args.skip_unreadable,
     )
     engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size)
-    fingerprint = {
-        "weights": sha,
-        "engine": engine.name,
-        "decode": asdict(cfg.decode),
-        "overlap": cfg.overlap,
-        "batch_size": cfg.batch_size,
-        "tissue_mask": cfg.tissue_mask,
-        "skip_background": cfg.skip_background,
-    }
+    fingerprint = {"weights": sha, "engine": engine.name}  # run_slide adds the file's identity and the settings
+    prepare_out_dir(cfg.out_dir)
     summaries = []
     for job in jobs:
         try:
@@ -123,7 +145,8 @@ def _infer(args) -> int:
         summaries.append(summary)
         print(summary.line(), file=sys.stderr)
     if len(jobs) > 1:
-        path = write_run_summary(cfg.out_dir, summaries, {**fingerprint, "engine": cfg.engine, "device": cfg.device})
+        config = {**fingerprint, **settings_fingerprint(cfg), "batch_size": cfg.batch_size, "engine": cfg.engine}
+        path = write_run_summary(cfg.out_dir, summaries, config)
         failed = sum(s.status == "failed" for s in summaries)
         print(f"{len(jobs) - failed}/{len(jobs)} slides done; summary: {path}", file=sys.stderr)
         return EXIT_USER_ERROR if failed else 0
@@ -179,19 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     from .io.native_output import capture_native_output
 
     # native libraries (libjpeg, libtiff, OpenSlide, cuCIM) print straight to fds 1/2: keep that off the terminal;
-    # what matters comes back as one line (a damaged-tile error), and a failed run notes what they printed
-    with capture_native_output() as native:
+    # what matters comes back as one line (e.g. the damaged-tile error)
+    with capture_native_output():
         logging.basicConfig(level=logging.WARNING, format="muse-fast: %(message)s")
         logging.getLogger("tifffile").setLevel(logging.ERROR)  # its warnings repeat what our one-line errors say
-        code = _run(args)
-        note = native.summary()
-        if code not in (0, 130) and note:
-            print(f"muse-fast: note: {note}", file=sys.stderr)
-    return code
+        # run-level notes (saved batches discarded, engine fallbacks) show unless --quiet
+        quiet = getattr(args, "quiet", False)
+        logging.getLogger("muse_fast.runtime").setLevel(logging.WARNING if quiet else logging.INFO)
+        return _run(args)
 
 
 def _run(args) -> int:
     commands = {"infer": _infer, "export": _export, "bench": _bench}
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         if args.command in commands:
             return commands[args.command](args)
@@ -202,9 +226,13 @@ def _run(args) -> int:
     except MuseError as exc:
         print(f"muse-fast: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("muse-fast: interrupted; finished batches are kept and a rerun continues from them", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"muse-fast: {how}; finished batches are kept and a rerun continues from them", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,38 @@
-"""Typed configuration of an inference run (built by the CLI or by Python callers)."""
+"""Typed configuration of an inference run (built by the CLI or by Python callers), validated when it is built."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError, WeightsError
 from .post.decode import DecodeConfig
+
+PLAUSIBLE_MPP = (0.1, 4.0)  # microns per pixel of real slides and images; outside it a run warns with its tile count
+
+
+def valid_mpp(value: object) -> bool:
+    """A positive, finite number of microns per pixel."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_mpp(value: float | None, source: str = "--mpp") -> float | None:
+    if value is not None and not valid_mpp(value):
+        raise ConfigError(
+            f"{source} must be a positive, finite number of microns per pixel (e.g. 0.25 at 40x, 0.5 at 20x), "
+            f"got {value}"
+        )
+    return value
+
+
+def check_weights_mpp(value: object, name: str) -> None:
+    """Weights must record the positive, finite resolution they were trained at."""
+    if not valid_mpp(value):
+        raise WeightsError(
+            f"weights {name} record mpp {value!r}; it must be the positive microns per pixel the network was trained "
+            f"at (0.5 for BRCA-M2C): pass weights written by train.finetune"
+        )
 
 
 @dataclass(frozen=True)
@@ -24,3 +51,17 @@ class InferConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     overwrite: bool = False  # recompute slides whose outputs exist
     quiet: bool = False
+    skip_unreadable: bool = False  # finish slides with damaged tiles, listing the skipped regions (default: fail)
+
+    def __post_init__(self) -> None:
+        threshold = self.decode.threshold
+        if not (isinstance(threshold, (int, float)) and 0 < threshold < 1):
+            raise ConfigError(
+                f"--threshold must be a nucleus score between 0 and 1 (exclusive), got {threshold}; the default is "
+                f"{DecodeConfig.threshold}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}; the default is 16")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}; the default is 2")
+        check_mpp(self.mpp)

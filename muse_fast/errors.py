@@ -19,3 +19,7 @@ class WeightsError(MuseError):
 
 class BackendUnavailable(MuseError):
     """A requested backend (reader, engine, kernel) cannot run here."""
+
+
+class OutputError(MuseError):
+    """The output folder cannot be used: not a folder, no permission, read-only, full, busy or holding other results."""

@@ -36,7 +36,7 @@ def test_infer_on_the_real_svs(cmu_svs, tmp_path):
     assert feat["properties"]["classification"]["name"] in {"lymphocyte", "tumor", "stromal"}
     assert {r["class_name"] for r in rows} <= {"lymphocyte", "tumor", "stromal"}
     names = sorted(p.name for p in tmp_path.iterdir())
-    expected = ["CMU-1-Small-Region." + s for s in ("csv", "geojson", "overlay.png", "tissue.png")]
+    expected = ["CMU-1-Small-Region." + s for s in ("csv", "geojson", "manifest.json", "overlay.png", "tissue.png")]
     assert [n for n in names if not n.endswith(".parquet")] == expected
 
 
@@ -107,3 +107,51 @@ def test_default_weights_ship_with_the_package():
     assert DEFAULT_WEIGHTS.is_file()
     _, meta = load_weights()
     assert meta.classes == ("lymphocyte", "tumor", "stromal") and meta.mpp == 0.5
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--threshold", "2"], "--threshold must be a nucleus score between 0 and 1"),
+        (["--threshold", "nan"], "--threshold must be a nucleus score between 0 and 1"),
+        (["--threshold", "-1"], "--threshold must be a nucleus score between 0 and 1"),
+        (["--threshold", "0"], "--threshold must be a nucleus score between 0 and 1"),
+        (["--mpp", "inf"], "--mpp must be a positive, finite number"),
+        (["--mpp", "nan"], "--mpp must be a positive, finite number"),
+        (["--mpp", "0"], "--mpp must be a positive, finite number"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "1000000"], "or less (the default is 16)"),
+    ],
+)
+def test_bad_parameters_exit_2_with_one_line(tmp_path, capsys, flags, says):
+    """Issue 13.5/13.6: these were accepted (threshold, batch size) or ended in a traceback (mpp inf)."""
+    slide = tmp_path / "any.svs"
+    assert main(["infer", str(slide), "--out", str(tmp_path / "out"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("muse-fast: error:") and says in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_without_a_valid_mpp_exit_2(tmp_path, capsys):
+    """Issue 13.5: weights recording mpp 0 ended in ZeroDivisionError."""
+    bad = tmp_path / "mpp0.pt"
+    meta = WeightsMeta("muse_vit_t16", ("a", "b", "c"), 0.0, 224)
+    save_weights(bad, create_model("muse_vit_t16", num_classes=3), meta)
+    assert main(["infer", str(tmp_path / "x.svs"), "--out", str(tmp_path / "o"), "--weights", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "record mpp 0.0" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_batch_memory_is_said_and_bounded():
+    from muse_fast.errors import ConfigError
+    from muse_fast.runtime.budget import batch_bytes, check_batch_size
+
+    total = 16 * 2**30
+    assert check_batch_size(16, 224, "cpu", total) is None
+    note = check_batch_size(300, 224, "cpu", total)
+    assert note.startswith("--batch-size 300 will use about 2.9 GB of 16.0 GB RAM")
+    with pytest.raises(ConfigError, match=r"needs about 976\.6 GB .* use --batch-size 819 or less"):
+        check_batch_size(100000, 224, "cpu", total)
+    assert batch_bytes(4, 448) == 4 * batch_bytes(4, 224)

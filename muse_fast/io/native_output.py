@@ -4,7 +4,7 @@ libjpeg, libtiff and OpenSlide write to file descriptor 2 and cuCIM's decoder to
 damaged slide makes them print a line or two per tile). While :func:`capture_native_output` is active, both
 descriptors point at one temporary file, and Python's own ``sys.stdout``/``sys.stderr`` (results, logging,
 progress bars, errors) keep the terminal. Readers look at what was printed during a read (:meth:`NativeLog.since`)
-to notice decode failures that a backend does not raise; the CLI prints one summary line.
+to notice decode failures that a backend does not raise.
 """
 
 from __future__ import annotations
@@ -47,14 +47,6 @@ class NativeLog:
 
     def lines(self) -> list[str]:
         return [line.strip() for line in self.since(0).splitlines() if line.strip()]
-
-    def summary(self) -> str | None:
-        """One line about what native libraries printed, or None when they were quiet."""
-        lines = self.lines()
-        if not lines:
-            return None
-        many = len(lines) > 1
-        return f"native libraries printed {len(lines)} line{'s' * many} (first: {lines[0][:120]})"
 
 
 def decode_errors(text: str) -> list[str]:

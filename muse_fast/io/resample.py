@@ -7,6 +7,7 @@ from concurrent.futures import wait
 import numpy as np
 from PIL import Image
 
+from .native_output import active_log, decode_errors
 from .readers.base import SlideReader
 
 
@@ -86,21 +87,30 @@ THUMBNAIL_BLOCK = 256  # level pixels per block when a band must be re-read arou
 
 
 def _read_band(slide: SlideReader, y0: int, w: int, h: int, level: int) -> np.ndarray:
-    """A full-width band of ``level``; when the backend cannot decode part of it, that part is UNREADABLE_COLOUR.
+    """A full-width band of ``level``; where the backend cannot decode it, UNREADABLE_COLOUR blocks.
 
-    Damaged data must not look like glass here, or the tissue mask would leave it out and the damage would go
-    unnoticed: the tile reads (:mod:`.checked_read`) name it.
+    Damaged data must not look like glass here (cuCIM decodes it to flat grey), or the tissue mask would leave it
+    out and the damage would go unnoticed: painted as tissue, its tiles are planned and the tile reads
+    (:mod:`.checked_read`) name them.
     """
+    native = active_log()
+    mark = native.offset() if native else 0
     try:
-        return slide.read_region(0, y0, w, h, level)
+        band = slide.read_region(0, y0, w, h, level)
+        if not (native and decode_errors(native.since(mark))):
+            return band
     except Exception:  # noqa: BLE001 - every backend raises its own decoder errors
         pass
     d = slide.level_downsamples[level]
     band = np.empty((h, w, 3), np.uint8)
-    for c0 in range(0, w, THUMBNAIL_BLOCK):
-        c1 = min(w, c0 + THUMBNAIL_BLOCK)
-        try:
-            band[:, c0:c1] = slide.read_region(round(c0 * d), y0, c1 - c0, h, level)
-        except Exception:  # noqa: BLE001
-            band[:, c0:c1] = UNREADABLE_COLOUR
+    for r0 in range(0, h, THUMBNAIL_BLOCK):
+        for c0 in range(0, w, THUMBNAIL_BLOCK):
+            r1, c1 = min(h, r0 + THUMBNAIL_BLOCK), min(w, c0 + THUMBNAIL_BLOCK)
+            mark = native.offset() if native else 0
+            try:
+                block = slide.read_region(round(c0 * d), y0 + round(r0 * d), c1 - c0, r1 - r0, level)
+                damaged = bool(native and decode_errors(native.since(mark)))
+            except Exception:  # noqa: BLE001
+                damaged = True
+            band[r0:r1, c0:c1] = UNREADABLE_COLOUR if damaged else block
     return band

@@ -1,28 +1,105 @@
-"""Write-to-temp-then-rename, so that a crash never leaves a half-written output under its final name."""
+"""Write-to-temp-then-rename, so that a crash never leaves a half-written output under its final name.
+
+Temporary names are hidden and unique per process (``.NAME.<pid>.partial``), so two processes never write into the
+same temporary file. Cleanup never raises (it must run even when the disk is full), and
+:func:`remove_stale_partials` removes what a killed process left behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 
 def partial_path(path: str | Path) -> Path:
-    """The hidden temporary name beside ``path`` (``.NAME.partial``) that is renamed to ``path`` when complete."""
+    """The hidden temporary name beside ``path`` (``.NAME.<pid>.partial``) that is renamed to ``path`` when complete."""
     path = Path(path)
-    return path.with_name(f".{path.name}.partial")
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def remove_quietly(path: str | Path) -> None:
+    """Remove a file if it is there; never raises, so cleanup after a failure (ENOSPC, EACCES) cannot fail too."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files of ``names`` in ``folder`` left by any process, of this version or older ones."""
+    names = list(names)
+    if not names:
+        return []
+    pattern = re.compile(rf"\.({'|'.join(re.escape(n) for n in names)})(\.\d+)?\.partial")
+    try:
+        stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    except OSError:
+        return []
+    for p in stale:
+        remove_quietly(p)
+    return stale
+
+
+def _open(path: Path, mode: str) -> IO:
+    return open(path, mode, newline="" if "b" not in mode else None)
 
 
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file for ``path``; it is renamed to ``path`` when the block ends, removed when it fails."""
     path = Path(path)
     tmp = partial_path(path)
     try:
-        with open(tmp, mode, newline="" if "b" not in mode else None) as fh:
+        with _open(tmp, mode) as fh:
             yield fh
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        remove_quietly(tmp)
+
+
+class StagedFiles:
+    """Complete temporary files that become final together.
+
+    ``commit`` renames them in the order they were staged; leaving the ``with`` block removes every one that was not
+    renamed (after an error, an interrupt or a full disk), so no temporary file outlives the run.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def add(self, final: str | Path) -> Path:
+        """Stage ``final``: the temporary path to write it to."""
+        tmp = partial_path(final)
+        self.pending.append((tmp, Path(final)))
+        return tmp
+
+    @contextlib.contextmanager
+    def open(self, final: str | Path, mode: str = "wb") -> Iterator[IO]:
+        with _open(self.add(final), mode) as fh:
+            yield fh
+
+    def commit(self, before_each: Callable[[Path], None] | None = None) -> list[Path]:
+        """Rename every staged file to its final name; ``before_each(final)`` runs before each rename."""
+        done = []
+        while self.pending:
+            tmp, final = self.pending[0]
+            if before_each is not None:
+                before_each(final)
+            os.replace(tmp, final)
+            done.append(self.pending.pop(0)[1])
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            remove_quietly(tmp)
+        self.pending.clear()
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.discard()

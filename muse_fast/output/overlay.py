@@ -10,6 +10,8 @@ from ..io.resample import read_thumbnail
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
 
+UNREADABLE_COLOUR = (0, 0, 0)
+
 
 class Overlay:
     def __init__(self, slide: SlideReader, classes: tuple[str, ...], max_side: int = 1024) -> None:
@@ -24,6 +26,14 @@ class Overlay:
         r = self.radius
         for (x, y), c in zip(nuclei.xy / self.scale, nuclei.class_id):
             self.draw.ellipse((x - r, y - r, x + r, y + r), fill=self.colours[int(c)])
+
+    def mark_unreadable(self, regions: list[list[int]]) -> None:
+        """Outline level-0 boxes ``[x, y, w, h]`` whose image data could not be decoded, crossed in black."""
+        for x, y, w, h in regions:
+            box = (x / self.scale, y / self.scale, (x + w) / self.scale, (y + h) / self.scale)
+            self.draw.rectangle(box, outline=UNREADABLE_COLOUR, width=2)
+            self.draw.line(box, fill=UNREADABLE_COLOUR, width=1)
+            self.draw.line((box[0], box[3], box[2], box[1]), fill=UNREADABLE_COLOUR, width=1)
 
     def as_array(self) -> np.ndarray:
         return np.asarray(self.image)

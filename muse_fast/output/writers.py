@@ -1,8 +1,9 @@
 """Streaming writers for nuclei: QuPath GeoJSON, CSV, and Parquet when pyarrow is installed.
 
-Each writer takes chunks of nuclei as they are produced, writes to a hidden temporary file, and only an explicit
-``commit()`` renames it to the final name; ``abort()`` (or an exception inside ``NucleiWriters``) removes it, so a
-crash never leaves a half-written output under its final name.
+Each writer takes chunks of nuclei as they are produced and writes to a hidden temporary file staged in a
+:class:`~muse_fast.output.atomic.StagedFiles`; ``NucleiWriters`` completes them all when its block succeeds, and the
+caller renames them (``StagedFiles.commit``). On any exception every writer is closed and its file removed, even
+when closing fails on a full disk, so a crash never leaves a half-written output under its final name.
 """
 
 from __future__ import annotations
@@ -10,38 +11,39 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
-from .atomic import partial_path
+from .atomic import StagedFiles, remove_quietly
 
 CSV_COLUMNS = ("x", "y", "class_id", "class_name", "score", "class_probability")
 
 
 class _TempOutput:
-    """Writes to ``partial_path(path)``; ``commit`` closes and renames it, ``abort`` closes and removes it."""
+    """Writes to the temporary file ``tmp`` for ``path``; ``close`` completes it, ``abort`` closes and removes it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tmp: Path) -> None:
         self.path = Path(path)
-        self.tmp = partial_path(self.path)
+        self.tmp = Path(tmp)
 
     def _close(self) -> None:
         raise NotImplementedError
 
-    def commit(self) -> None:
+    def close(self) -> None:
         self._close()
-        os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - a full disk fails the last flush; the file goes anyway
+            pass
+        remove_quietly(self.tmp)
 
 
 class _TempFile(_TempOutput):
-    def __init__(self, path: Path, mode: str = "w") -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, tmp: Path, mode: str = "w") -> None:
+        super().__init__(path, tmp)
         self.fh = open(self.tmp, mode, newline="" if "b" not in mode else None)
 
     def _close(self) -> None:
@@ -51,11 +53,12 @@ class _TempFile(_TempOutput):
 class GeoJSONWriter(_TempFile):
     """A FeatureCollection of Point detections (level-0 pixels) with ``classification`` and score."""
 
-    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, tmp: Path, classes: tuple[str, ...], unreadable_regions: list | None = None) -> None:
+        super().__init__(path, tmp)
         self.classes = classes
         self.colours = [list(class_colour(name, i)) for i, name in enumerate(classes)]
         self.count = 0
+        self.unreadable_regions = unreadable_regions or []
         self.fh.write('{"type": "FeatureCollection", "features": [')
 
     def write(self, nuclei: Nuclei) -> None:
@@ -74,16 +77,17 @@ class GeoJSONWriter(_TempFile):
             self.fh.write(("," if self.count else "") + "\n" + json.dumps(feature))
             self.count += 1
 
-    def commit(self) -> None:
-        self.fh.write("\n]}\n")
-        super().commit()
+    def close(self) -> None:
+        # a foreign member (RFC 7946 6.1): QuPath ignores it; it lists the level-0 [x, y, w, h] skipped as damaged
+        self.fh.write(f'\n], "unreadable_regions": {json.dumps(self.unreadable_regions)}}}\n')
+        super().close()
 
 
 class CSVWriter(_TempFile):
     """``x,y`` in level-0 pixels, ``class_id,class_name,score,class_probability``."""
 
-    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, tmp: Path, classes: tuple[str, ...]) -> None:
+        super().__init__(path, tmp)
         self.classes = classes
         self.writer = csv.writer(self.fh)
         self.writer.writerow(CSV_COLUMNS)
@@ -96,11 +100,11 @@ class CSVWriter(_TempFile):
 class ParquetWriter(_TempOutput):
     """The same table as the CSV, as Parquet row groups (only when pyarrow is installed)."""
 
-    def __init__(self, path: Path, classes: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, tmp: Path, classes: tuple[str, ...]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(path)
+        super().__init__(path, tmp)
         self.pa, self.classes = pa, classes
         schema = pa.schema(
             [
@@ -140,15 +144,29 @@ def parquet_available() -> bool:
 
 
 class NucleiWriters:
-    """All table outputs of one slide; a context manager that commits on success and aborts on any exception."""
+    """All table outputs of one slide, staged in ``staged``; a context manager that completes every file on success
+    and closes and removes them all on any exception (the caller renames them: ``staged.commit()``)."""
 
-    def __init__(self, out_dir: Path, stem: str, classes: tuple[str, ...]) -> None:
-        self.writers = [
-            GeoJSONWriter(out_dir / f"{stem}.geojson", classes),
-            CSVWriter(out_dir / f"{stem}.csv", classes),
-        ]
+    def __init__(
+        self,
+        out_dir: Path,
+        stem: str,
+        classes: tuple[str, ...],
+        staged: StagedFiles,
+        unreadable_regions: list | None = None,
+    ) -> None:
+        kinds = [("geojson", GeoJSONWriter), ("csv", CSVWriter)]
         if parquet_available():
-            self.writers.append(ParquetWriter(out_dir / f"{stem}.parquet", classes))
+            kinds.append(("parquet", ParquetWriter))
+        self.writers: list[_TempOutput] = []
+        try:
+            for suffix, cls in kinds:
+                path = out_dir / f"{stem}.{suffix}"
+                extra = (unreadable_regions,) if cls is GeoJSONWriter else ()
+                self.writers.append(cls(path, staged.add(path), classes, *extra))
+        except BaseException:
+            self._abort()
+            raise
 
     @property
     def paths(self) -> list[Path]:
@@ -158,9 +176,20 @@ class NucleiWriters:
         for w in self.writers:
             w.write(nuclei)
 
+    def _abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
     def __enter__(self) -> NucleiWriters:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for w in self.writers:
-            w.abort() if exc_type else w.commit()
+        if exc_type is not None:
+            self._abort()
+            return
+        try:
+            for w in self.writers:
+                w.close()
+        except BaseException:
+            self._abort()
+            raise

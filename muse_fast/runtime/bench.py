@@ -42,7 +42,7 @@ def bench_slide(
         for _ in iter_batches(slide, engine, meta, cfg, tiles[:batch_size]):
             pass
         start = time.perf_counter()
-        nuclei = sum(len(n) for _, n, _ in iter_batches(slide, engine, meta, replace(cfg), tiles))
+        nuclei = sum(len(r.nuclei) for r in iter_batches(slide, engine, meta, replace(cfg), tiles))
         _sync(engine)
         end_to_end = time.perf_counter() - start
         batches = [

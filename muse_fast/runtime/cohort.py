@@ -6,6 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import valid_mpp
 from ..errors import InputError
 from ..io.readers import SUPPORTED_SUFFIXES
 
@@ -22,9 +23,13 @@ def _is_slide(path: Path) -> bool:
 
 
 def read_slide_list(path: Path) -> list[SlideJob]:
-    """A CSV with a ``path`` column (relative paths are relative to the CSV) and an optional ``mpp`` column."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """A UTF-8 CSV (with or without a byte-order mark) with a ``path`` column (relative paths are relative to the CSV)
+    and an optional ``mpp`` column."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name} is not UTF-8 text (byte {exc.start}); save the list as CSV UTF-8") from None
     if not rows or "path" not in rows[0]:
         raise InputError(
             f"{path.name} must be a CSV with a 'path' column (and optionally 'mpp'); got "
@@ -38,7 +43,12 @@ def read_slide_list(path: Path) -> list[SlideJob]:
         try:
             mpp = float(mpp_text) if mpp_text else None
         except ValueError:
-            raise InputError(f"{path.name} line {i}: mpp '{mpp_text}' is not a number") from None
+            mpp = float("nan")
+        if mpp is not None and not valid_mpp(mpp):
+            raise InputError(
+                f"{path.name} line {i}: mpp '{mpp_text}' is not a positive number of microns per pixel "
+                f"(e.g. 0.25 at 40x, 0.5 at 20x); fix it or leave it empty to use the file's"
+            )
         jobs.append(SlideJob(slide, mpp))
     return jobs
 

@@ -10,77 +10,80 @@ is done, and nothing grows with slide size except the shard files on disk. Shard
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import InferConfig
+from ..config import PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
 from ..errors import InputError
+from ..io.checked_read import read_tiles_checked
+from ..io.native_output import capture_native_output
 from ..io.readers import SlideReader, open_slide
-from ..io.resample import read_tiles
 from ..io.tiling import Tile, tile_grid
 from ..io.tissue import TissueMask, detect_tissue
 from ..model.weights import WeightsMeta
-from ..output.atomic import atomic_write
-from ..output.overlay import Overlay
-from ..output.writers import NucleiWriters
-from ..post.merge import MergeConfig, duplicates, in_halo
+from ..output.atomic import StagedFiles, remove_stale_partials
+from ..output.folder import output_errors, prepare_out_dir
 from .engines import Engine
+from .fingerprint import slide_fingerprint
+from .lock import SlideLock
+from .manifest import Manifest, finished_manifest, manifest_path, write_manifest
+from .outputs import write_outputs
 from .predict import Nuclei, decode_tiles, merge_in_memory
-from .shards import ShardStore
+from .seams import seam
+from .shards import ShardStore, shard_dir
+from .summary import SlideSummary
+from .unreadable import unreadable_error, unreadable_regions
 
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
 PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
-
-
-@dataclass
-class SlideSummary:
-    slide: str
-    status: str  # "done", "skipped" (outputs exist), "failed"
-    nuclei: int = 0
-    per_class: dict[str, int] = field(default_factory=dict)
-    tiles: int = 0
-    tiles_blank: int = 0
-    seconds: float = 0.0
-    area_mm2: float = 0.0
-    seconds_per_mm2: float = 0.0
-    resumed_batches: int = 0
-    outputs: list[str] = field(default_factory=list)
-    error: str = ""
-
-    def line(self) -> str:
-        name = Path(self.slide).name
-        if self.status != "done":
-            return f"{name}: {self.status}{': ' + self.error if self.error else ''}"
-        counts = ", ".join(f"{k} {v}" for k, v in self.per_class.items())
-        resumed = f", {self.resumed_batches} batches resumed" if self.resumed_batches else ""
-        return (
-            f"{name}: {self.nuclei} nuclei ({counts}); {self.tiles} tiles (+{self.tiles_blank} blank){resumed}; "
-            f"{self.seconds:.1f} s, {self.seconds_per_mm2:.2f} s/mm^2"
-        )
+OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "overlay.png", "tissue.png", "manifest.json")
+log = logging.getLogger(__name__)
 
 
 def is_blank(tile: np.ndarray) -> bool:
-    chroma = tile.max(axis=-1).astype(np.int16) - tile.min(axis=-1)
+    r, g, b = tile[..., 0], tile[..., 1], tile[..., 2]  # per channel: ~20x faster than reducing a length-3 axis
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # max >= min: uint8 cannot wrap
     return float((chroma > BLANK_CHROMA).mean()) < BLANK_FRACTION
 
 
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:
     """Level-0 pixels per model pixel; a slide without mpp is an error that names the fix."""
-    if slide.mpp is None:
+    check_weights_mpp(model_mpp, "in use")
+    if slide.mpp is None or not valid_mpp(slide.mpp):
+        found = "does not record its resolution" if slide.mpp is None else f"records a resolution of {slide.mpp}"
         raise InputError(
-            f"{slide.path.name} does not record its resolution (mpp); pass --mpp X (microns per pixel, "
-            f"e.g. 0.25 at 40x, 0.5 at 20x)"
+            f"{slide.path.name} {found} (mpp); pass --mpp X (microns per pixel: 0.25 at 40x, 0.5 at 20x, 1.0 at 10x; "
+            f"to estimate it, measure a few lymphocyte nuclei, about 7 um across: ~28 px at 0.25, ~14 px at 0.5, "
+            f"~7 px at 1.0)"
         )
     return model_mpp / slide.mpp
+
+
+def _warn_if_implausible(slide: SlideReader, meta: WeightsMeta, overlap: int) -> None:
+    """A resolution outside :data:`PLAUSIBLE_MPP` is usually a wrong ``--mpp`` or tag: say what it costs."""
+    if PLAUSIBLE_MPP[0] <= slide.mpp <= PLAUSIBLE_MPP[1]:
+        return
+    scale, size = slide_scale(slide, meta.mpp), meta.tile_size
+    lengths = [math.ceil(n / scale) for n in slide.level_dimensions[0]]  # as io.tiling.axis_starts counts them
+    per_axis = [1 if n <= size else math.ceil((n - size) / (size - overlap)) + 1 for n in lengths]
+    log.warning(
+        "%s: %g um/px is outside the usual %g-%g um/px; at the model's %g um/px that plans up to %s tiles; check "
+        "--mpp or the file's resolution",
+        slide.path.name,
+        slide.mpp,
+        *PLAUSIBLE_MPP,
+        meta.mpp,
+        f"{per_axis[0] * per_axis[1]:,}",
+    )
 
 
 def plan_tiles(slide: SlideReader, meta: WeightsMeta, overlap: int, mask: TissueMask | None) -> list[Tile]:
@@ -94,6 +97,14 @@ def plan_tiles(slide: SlideReader, meta: WeightsMeta, overlap: int, mask: Tissue
     return [t for t in tiles if mask.fraction_in(t.x * scale, t.y * scale, (t.x + size) * scale, (t.y + size) * scale)]
 
 
+@dataclass
+class BatchResult:
+    index: int
+    nuclei: Nuclei  # model pixels; overlap duplicates still included (see :mod:`muse_fast.post.merge`)
+    blank: int  # tiles skipped as glass
+    unreadable: dict[int, str]  # tile id -> why its image data could not be decoded (those tiles are not run)
+
+
 def iter_batches(
     slide: SlideReader,
     engine: Engine,
@@ -101,23 +112,22 @@ def iter_batches(
     cfg: InferConfig,
     tiles: list[Tile],
     todo: set[int] | None = None,
-) -> Iterator[tuple[int, Nuclei, int]]:
-    """Yield ``(batch index, nuclei in model pixels, blank tiles)`` for each batch in ``todo`` (default: all).
-
-    Nuclei still include the overlap duplicates (see :mod:`muse_fast.post.merge`).
+) -> Iterator[BatchResult]:
+    """One :class:`BatchResult` per batch in ``todo`` (default: all), in order.
 
     Reads run in a background thread (batched per backend, ``cfg.workers`` threads) at most ``PREFETCH_BATCHES``
-    ahead of the engine, so reading, inference and decoding overlap with bounded memory.
+    ahead of the engine, so reading, inference and decoding overlap with bounded memory. Tiles whose data cannot be
+    decoded (:mod:`muse_fast.io.checked_read`) never reach the network.
     """
     scale = slide_scale(slide, meta.mpp)
     size = meta.tile_size
     batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
     order = [i for i in range(len(batches)) if todo is None or i in todo]
-    with ThreadPoolExecutor(max(1, cfg.workers)) as pool, ThreadPoolExecutor(1) as reader:
+    with capture_native_output(), ThreadPoolExecutor(max(1, cfg.workers)) as pool, ThreadPoolExecutor(1) as reader:
 
         def submit(index: int):
             origins = [(round(t.x * scale), round(t.y * scale)) for t in batches[index]]
-            return index, reader.submit(read_tiles, slide, origins, size, scale, pool)
+            return index, reader.submit(read_tiles_checked, slide, origins, size, scale, pool)
 
         pending = deque(submit(i) for i in order[:PREFETCH_BATCHES])
         queue = order[PREFETCH_BATCHES:]
@@ -125,28 +135,36 @@ def iter_batches(
             index, future = pending.popleft()
             if queue:
                 pending.append(submit(queue.pop(0)))
-            images = future.result()
+            images, bad = future.result()
             batch = batches[index]
-            keep = [i for i, im in enumerate(images) if not (cfg.skip_background and is_blank(im))]
+            keep = [i for i, im in enumerate(images) if i not in bad and not (cfg.skip_background and is_blank(im))]
             nuc = Nuclei.empty()
             if keep:
                 ids = [index * cfg.batch_size + i for i in keep]
                 tiles_kept, pixels = [batch[i] for i in keep], np.stack([images[i] for i in keep])
                 nuc = decode_tiles(engine, tiles_kept, ids, pixels, cfg.decode)
-            yield index, nuc, len(batch) - len(keep)
+            unreadable = {index * cfg.batch_size + i: reason for i, reason in bad.items()}
+            yield BatchResult(index, nuc, len(batch) - len(keep) - len(bad), unreadable)
 
 
 def predict_slide(
     slide: SlideReader, engine: Engine, meta: WeightsMeta, cfg: InferConfig, tiles: list[Tile] | None = None
 ) -> tuple[Nuclei, int, int]:
-    """All nuclei of a slide in memory, level-0 pixels (small slides, benchmarks); (nuclei, tiles run, tiles blank)."""
+    """All nuclei of a slide in memory, level-0 pixels (small slides, benchmarks); (nuclei, tiles run, tiles blank).
+
+    Tiles whose data cannot be decoded are an :class:`InputError` (see :func:`unreadable_error`).
+    """
     tiles = plan_tiles(slide, meta, cfg.overlap, None) if tiles is None else tiles
-    parts, blank = [], 0
-    for _, nuc, skipped in iter_batches(slide, engine, meta, cfg, tiles):
-        parts.append(nuc)
-        blank += skipped
+    parts, blank, unreadable = [], 0, {}
+    for result in iter_batches(slide, engine, meta, cfg, tiles):
+        parts.append(result.nuclei)
+        blank += result.blank
+        unreadable.update(result.unreadable)
+    scale = slide_scale(slide, meta.mpp)
+    if unreadable:
+        raise unreadable_error(slide.path.name, unreadable, tiles, scale, meta.tile_size)
     nuclei = merge_in_memory(Nuclei.concat(parts), tiles)
-    nuclei.xy = nuclei.xy * slide_scale(slide, meta.mpp)
+    nuclei.xy = nuclei.xy * scale
     return nuclei, len(tiles) - blank, blank
 
 
@@ -159,36 +177,68 @@ def output_stem(path: Path) -> str:
     return Path(name).stem
 
 
-def final_outputs(out_dir: Path, stem: str) -> list[Path]:
-    return [out_dir / f"{stem}.geojson", out_dir / f"{stem}.csv"]
-
-
 def run_slide(
     path: Path, engine: Engine, meta: WeightsMeta, cfg: InferConfig, fingerprint: dict, mpp: float | None = None
 ) -> SlideSummary:
-    """Predict one slide into ``cfg.out_dir``: GeoJSON, CSV (+ Parquet), overlay and tissue PNGs.
+    """Predict one slide into ``cfg.out_dir``: GeoJSON, CSV (+ Parquet), overlay and tissue PNGs, then the manifest.
 
-    Finished slides (final outputs present) are skipped unless ``cfg.overwrite``. Batches already checkpointed by an
-    interrupted run with the same ``fingerprint`` are not recomputed, and the outputs are byte-identical to an
-    uninterrupted run.
+    The run holds the slide's lock (``OUT/.<stem>.lock``; a second run gets an :class:`OutputError`). A slide whose
+    manifest matches this run's fingerprint (the file's identity, the settings, and ``fingerprint``: weights, engine)
+    and lists only existing files is skipped unless ``cfg.overwrite``; finished results of another fingerprint are an
+    :class:`OutputError`. Batches checkpointed by an interrupted run with the same fingerprint are not recomputed, and
+    the outputs are byte-identical to an uninterrupted run. Errors of the output folder are one-line OutputErrors.
     """
+    start = time.time()
+    path, stem = Path(path), output_stem(path)
+    mpp = check_mpp(mpp if mpp is not None else cfg.mpp, f"the mpp of {path.name}")
+    out_dir = prepare_out_dir(cfg.out_dir)
+    seam("start")
+    with output_errors(out_dir), SlideLock(out_dir, stem) as lock:
+        seam("lock")
+        if lock.stale or shard_dir(out_dir, stem).exists():  # a run was killed or stopped: clear what it left
+            remove_stale_partials(out_dir, [f"{stem}.{suffix}" for suffix in OUTPUT_SUFFIXES])
+        finger = slide_fingerprint(path, cfg, meta, mpp, fingerprint) if path.is_file() else None
+        done = None if cfg.overwrite or finger is None else finished_manifest(out_dir, stem, finger, path.name)
+        if done is not None:
+            ShardStore.discard(out_dir, stem)  # left when a run was stopped just before removing it
+            return SlideSummary(
+                str(path),
+                "skipped",
+                nuclei=done.nuclei,
+                per_class=done.per_class,
+                tiles=done.tiles,
+                tiles_blank=done.tiles_blank,
+                area_mm2=done.area_mm2,
+                outputs=[str(out_dir / name) for name in done.outputs],
+                unreadable_regions=done.unreadable_regions,
+            )
+        with capture_native_output():  # decoders' complaints name damaged tiles (io/checked_read.py)
+            summary = _predict_into(path, engine, meta, cfg, mpp, stem, finger)
+    summary.seconds = time.time() - start
+    summary.seconds_per_mm2 = summary.seconds / max(summary.area_mm2, 1e-9)
+    return summary
+
+
+def _predict_into(
+    path: Path, engine: Engine, meta: WeightsMeta, cfg: InferConfig, mpp: float | None, stem: str, finger: dict | None
+) -> SlideSummary:
+    """Under the slide's lock: shards (resumed), staged outputs, renames, manifest, then removal of the shards."""
     from tqdm import tqdm
 
-    start = time.time()
-    stem = output_stem(path)
-    if not cfg.overwrite and all(p.exists() for p in final_outputs(cfg.out_dir, stem)):
-        return SlideSummary(str(path), "skipped", outputs=[str(p) for p in final_outputs(cfg.out_dir, stem)])
-    slide = open_slide(path, cfg.reader, mpp if mpp is not None else cfg.mpp)
+    out_dir = Path(cfg.out_dir)
+    slide = open_slide(path, cfg.reader, mpp)
     try:
-        slide_scale(slide, meta.mpp)  # fail early on a missing mpp
+        finger = finger or slide_fingerprint(path, cfg, meta, mpp)
+        scale = slide_scale(slide, meta.mpp)  # fail early on a missing mpp
+        _warn_if_implausible(slide, meta, cfg.overlap)
         mask = detect_tissue(slide, slide.mpp) if cfg.tissue_mask and slide.backend != "image" else None
         tiles = plan_tiles(slide, meta, cfg.overlap, mask)
         if not tiles:
             raise InputError(
                 f"no tissue found in {Path(path).name}; check the slide, or pass --no-tissue-mask to process every tile"
             )
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        store = ShardStore(cfg.out_dir, stem, {**fingerprint, "slide_mpp": slide.mpp, "tiles": len(tiles)})
+        shard_fingerprint = {**finger, "batch_size": cfg.batch_size, "slide_mpp": slide.mpp, "tiles": len(tiles)}
+        store = ShardStore(out_dir, stem, shard_fingerprint)
         n_batches = math.ceil(len(tiles) / cfg.batch_size)
         todo = {i for i in range(n_batches) if not store.has(i)}
         with tqdm(total=len(tiles), desc=Path(path).name, unit="tile", disable=cfg.quiet, leave=False) as bar:
@@ -197,96 +247,51 @@ def run_slide(
                     len(tiles[i * cfg.batch_size : (i + 1) * cfg.batch_size]) for i in range(n_batches) if i not in todo
                 )
             )
-            found = 0
-            for index, nuc, blank in iter_batches(slide, engine, meta, cfg, tiles, todo):
-                store.write(index, nuc, blank)
-                found += len(nuc)
-                bar.update(len(tiles[index * cfg.batch_size : (index + 1) * cfg.batch_size]))
-                bar.set_postfix(nuclei=found, refresh=False)
-        summary = _write_outputs(slide, store, tiles, n_batches, meta, cfg, stem, mask)
+            found = 0  # before the overlap duplicates are removed, so above the final count
+            for result in iter_batches(slide, engine, meta, cfg, tiles, todo):
+                store.write(result.index, result.nuclei, result.blank, result.unreadable)
+                seam(f"shard:{result.index}")
+                found += len(result.nuclei)
+                bar.update(len(tiles[result.index * cfg.batch_size : (result.index + 1) * cfg.batch_size]))
+                bar.set_postfix(candidates=found, refresh=False)
+        blank, unreadable = store.tally(n_batches)
+        if unreadable and not cfg.skip_unreadable:
+            raise unreadable_error(path.name, unreadable, tiles, scale, meta.tile_size)
+        if blank == len(tiles):
+            raise InputError(
+                f"no tissue found in {path.name}: every tile is blank (no stained pixels); check the image, or that "
+                f"it is an H&E slide"
+            )
+        regions = unreadable_regions(unreadable, tiles, scale, meta.tile_size)
+        with StagedFiles() as staged:
+            written = write_outputs(
+                slide, store, tiles, n_batches, meta.classes, scale, out_dir, stem, mask, staged, regions
+            )
+            seam("staged")
+            manifest_path(out_dir, stem).unlink(missing_ok=True)  # an old manifest no longer describes the folder
+            staged.commit(lambda final: seam("rename:" + final.name[len(stem) + 1 :]))
+        w0, h0 = slide.level_dimensions[0]
+        area = w0 * h0 * slide.mpp**2 / 1e6 * (float(mask.mask.mean()) if mask is not None else 1.0)
     finally:
         slide.close()
-    store.remove()
-    summary.slide, summary.tiles = str(path), len(tiles) - summary.tiles_blank
-    summary.resumed_batches = n_batches - len(todo)
-    summary.seconds = time.time() - start
-    summary.seconds_per_mm2 = summary.seconds / max(summary.area_mm2, 1e-9)
-    return summary
-
-
-def _overlap_duplicates(store: ShardStore, tiles: list[Tile], n_batches: int) -> dict[int, np.ndarray]:
-    """Pass 1 over the shards: resolve duplicates among the halo-strip nuclei only; per batch, rows to drop."""
-    merge = MergeConfig()
-    refs, xy, tile_ids, scores = [], [], [], []
-    for index in range(n_batches):
-        nuc, _ = store.read(index)
-        halo = np.flatnonzero(in_halo(tiles, nuc.tile, nuc.xy, merge))
-        refs += [(index, int(r)) for r in halo]
-        xy.append(nuc.xy[halo])
-        tile_ids.append(nuc.tile[halo])
-        scores.append(nuc.score[halo])
-    drop: dict[int, list[int]] = {i: [] for i in range(n_batches)}
-    if refs:
-        dup = duplicates(tiles, np.concatenate(tile_ids), np.concatenate(xy), np.concatenate(scores), merge)
-        for (index, row), is_dup in zip(refs, dup):
-            if is_dup:
-                drop[index].append(row)
-    return {i: np.asarray(rows, np.int64) for i, rows in drop.items()}
-
-
-def _write_outputs(
-    slide: SlideReader,
-    store: ShardStore,
-    tiles: list[Tile],
-    n_batches: int,
-    meta: WeightsMeta,
-    cfg: InferConfig,
-    stem: str,
-    mask: TissueMask | None,
-) -> SlideSummary:
-    """Pass 2: stream the shards in batch order, without overlap duplicates, into the writers and the overlay."""
-    counts = np.zeros(len(meta.classes), np.int64)
-    blank = 0
-    scale = slide_scale(slide, meta.mpp)
-    drop = _overlap_duplicates(store, tiles, n_batches)
-    overlay = Overlay(slide, meta.classes)
-    with NucleiWriters(cfg.out_dir, stem, meta.classes) as writers:
-        for index in range(n_batches):
-            nuc, skipped = store.read(index)
-            keep = np.ones(len(nuc), bool)
-            keep[drop[index]] = False
-            nuc = nuc.select(keep)
-            nuc.xy = nuc.xy * scale  # model pixels -> level-0 pixels
-            writers.write(nuc)
-            overlay.add(nuc)
-            counts += np.bincount(nuc.class_id, minlength=len(meta.classes))[: len(meta.classes)]
-            blank += skipped
-    outputs = [str(p) for p in writers.paths]
-    images = [(cfg.out_dir / f"{stem}.overlay.png", overlay.image)]
-    if mask is not None:
-        images.append((cfg.out_dir / f"{stem}.tissue.png", mask.to_png()))
-    for target, image in images:
-        with atomic_write(target, "wb") as fh:
-            image.save(fh, format="PNG")
-        outputs.append(str(target))
-    w0, h0 = slide.level_dimensions[0]
-    area = w0 * h0 * slide.mpp**2 / 1e6 * (float(mask.mask.mean()) if mask is not None else 1.0)
-    return SlideSummary(
-        "",
-        "done",
-        int(counts.sum()),
-        {c: int(n) for c, n in zip(meta.classes, counts)},
-        tiles_blank=blank,
-        area_mm2=area,
-        outputs=outputs,
+    nuclei, tiles_run = sum(written.per_class.values()), len(tiles) - written.tiles_blank
+    seam("manifest")
+    sizes = {f.name: f.stat().st_size for f in written.files}
+    record = Manifest(
+        str(path), finger, sizes, nuclei, written.per_class, tiles_run, written.tiles_blank, area, regions
     )
-
-
-def write_run_summary(out_dir: Path, summaries: list[SlideSummary], config: dict) -> Path:
-    path = Path(out_dir) / "run_summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    failed = [s for s in summaries if s.status == "failed"]
-    payload = {"slides": [asdict(s) for s in summaries], "failed": len(failed), "config": config}
-    with atomic_write(path) as fh:
-        json.dump(payload, fh, indent=2, default=str)
-    return path
+    write_manifest(out_dir, stem, record)
+    seam("cleanup")
+    store.remove()
+    return SlideSummary(
+        str(path),
+        "done",
+        nuclei=nuclei,
+        per_class=written.per_class,
+        tiles=tiles_run,
+        tiles_blank=written.tiles_blank,
+        area_mm2=area,
+        resumed_batches=n_batches - len(todo),
+        outputs=[str(f) for f in written.files],
+        unreadable_regions=regions,
+    )

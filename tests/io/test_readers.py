@@ -98,8 +98,9 @@ def test_truncated_svs_is_refused(cmu_svs, tmp_path):
     with pytest.raises(InputError) as info:
         open_slide(cut)
     assert "\n" not in str(info.value)
-    assert main(["infer", str(cut), "--out", str(tmp_path / "out"), "--quiet"]) == 2
-    assert not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    assert main(["infer", str(cut), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists() or not any(out.iterdir())  # the folder may be made up front; nothing is written in it
 
 
 def test_tile_data_past_the_end_is_reported(tmp_path):

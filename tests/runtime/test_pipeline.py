@@ -47,7 +47,8 @@ def test_outputs_are_deterministic_and_complete(dot_slide, tmp_path):
     for run in ("a", "b"):
         run_slide(path, DotEngine(), META, _cfg(tmp_path / run), FINGERPRINT)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["dots.csv", "dots.geojson", "dots.overlay.png"] or "dots.parquet" in names
+    expected = ["dots." + s for s in ("csv", "geojson", "manifest.json", "overlay.png")]
+    assert [n for n in names if n != "dots.parquet"] == expected  # the manifest is identical too: same fingerprint
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     geo = json.loads((tmp_path / "a" / "dots.geojson").read_text())
@@ -118,31 +119,41 @@ def test_cli_cohort_skips_bad_slides_and_reports_them(brca_dir, tmp_path):
     assert not (tmp_path / "out" / "broken.geojson").exists()
 
 
-PEAK_RSS_SCRIPT = """
-import resource, sys
+PEAK_MEMORY_SCRIPT = """
+import sys, tracemalloc
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from dots import META, DotEngine
 from muse_fast.config import InferConfig
 from muse_fast.runtime.pipeline import run_slide
-cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8)
-summary = run_slide(Path({slide!r}), DotEngine(), META, cfg, {{}})
-print(summary.nuclei, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+import muse_fast.io.resample as resample
+resample.THUMBNAIL_BAND_BYTES = 1 << 20  # the overlay's thumbnail bands, bounded by a constant: keep it below both
+cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8, workers=1)
+engine = DotEngine()
+tracemalloc.start()
+summary = run_slide(Path({slide!r}), engine, META, cfg, {{}})
+print(summary.nuclei, tracemalloc.get_traced_memory()[1])
 """
 
 
 def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
-    """Peak RSS of a 9x larger slide (9x the tiles and nuclei) stays within 15% of the small one's."""
+    """Peak memory allocated by the run (tracemalloc: Python and numpy, which hold tiles, nuclei and shards) for a
+    16x larger slide (16x the tiles and nuclei) stays within 15% of the small one's.
+
+    Allocations, unlike the process's peak RSS, do not depend on the allocator's arenas or on thread timing, so two
+    noisy cores cannot flake this; holding every nucleus of the slide would add ~16x the small run's nuclei. The
+    thumbnail band budget (a constant, 64 MiB by default) is set below both slides so it bounds both runs alike.
+    """
     results = {}
-    for name, side in (("small", 1500), ("large", 4500)):
+    for name, side in (("small", 1200), ("large", 4800)):
         slide = tmp_path / f"{name}.tif"
         xy, cls = dot_positions(side, side, 24, seed=1)
         write_dot_slide(slide, side, side, xy, cls)
-        script = PEAK_RSS_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / name), slide=str(slide))
+        script = PEAK_MEMORY_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / name), slide=str(slide))
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-        nuclei, rss_kib = map(int, out.stdout.split())
-        results[name] = (nuclei, rss_kib)
-    assert results["large"][0] > 8 * results["small"][0]
+        nuclei, peak_bytes = map(int, out.stdout.split())
+        results[name] = (nuclei, peak_bytes)
+    assert results["large"][0] > 14 * results["small"][0]
     assert results["large"][1] < 1.15 * results["small"][1], results
 
 

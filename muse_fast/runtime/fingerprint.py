@@ -1,0 +1,75 @@
+"""What determines a slide's results: the input file, the settings and the weights.
+
+Checkpointed batches and finished outputs are reused only under an equal fingerprint. The file is identified by its
+size, mtime_ns and a SHA-256 of its first and last MiB: cheap on any slide, and it changes when a file is replaced,
+even by another of the same size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from ..config import InferConfig
+from ..model.weights import WeightsMeta
+
+IDENTITY_BYTES = 1 << 20  # hashed at each end of the file
+
+
+def file_identity(path: Path) -> dict:
+    """``size``, ``mtime_ns`` and ``head_tail_sha256`` of ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        digest.update(fh.read(IDENTITY_BYTES))
+        if st.st_size > IDENTITY_BYTES:
+            fh.seek(max(IDENTITY_BYTES, st.st_size - IDENTITY_BYTES))
+            digest.update(fh.read(IDENTITY_BYTES))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": digest.hexdigest()}
+
+
+def settings_fingerprint(cfg: InferConfig) -> dict:
+    """The settings that change a slide's nuclei (not the output folder, threads, batch size or verbosity)."""
+    return {
+        "decode": asdict(cfg.decode),
+        "overlap": cfg.overlap,
+        "tissue_mask": cfg.tissue_mask,
+        "skip_background": cfg.skip_background,
+        "reader": cfg.reader,
+        "device": cfg.device,
+    }
+
+
+def slide_fingerprint(
+    path: Path, cfg: InferConfig, meta: WeightsMeta, mpp: float | None, extra: dict | None = None
+) -> dict:
+    """Everything a slide's outputs depend on, JSON-normalised; ``extra`` is the caller's (weights hash, engine)."""
+    fingerprint = {
+        **(extra or {}),
+        "settings": settings_fingerprint(cfg),
+        "model": {"name": meta.model, "classes": list(meta.classes), "mpp": meta.mpp, "tile_size": meta.tile_size},
+        "mpp_override": mpp,
+        "file": file_identity(path),
+    }
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def _flat(value: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def differences(old: dict, new: dict, limit: int = 3) -> str:
+    """What changed between two fingerprints, for a one-line message (``decode.threshold 0.3 -> 0.5``)."""
+    a, b = _flat(old), _flat(new)
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    parts = ["the slide file changed"] if any(k.startswith("file.") for k in changed) else []
+    parts += [f"{k.removeprefix('settings.')} {a.get(k)} -> {b.get(k)}" for k in changed if not k.startswith("file.")]
+    return "; ".join(parts[:limit] + (["..."] if len(parts) > limit else [])) or "none"

@@ -1,0 +1,75 @@
+"""``muse-fast infer`` with the dot engine: the output folder's errors, cohorts (CSV lists, settings that changed)."""
+
+import json
+import logging
+
+import pytest
+from dot_cli import build_dot_engine
+
+import muse_fast.cli as cli
+
+ARGS = ["--no-tissue-mask", "--batch-size", "2", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def dots(monkeypatch):
+    monkeypatch.setattr(cli, "_build_engine", build_dot_engine)
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("where", ["file", "below a file", "proc"])
+def test_an_unusable_out_folder_exits_2_with_one_line(small_dots, tmp_path, capsys, where):
+    """Issue 13.5: --out naming a file or /proc/x raised FileExistsError or FileNotFoundError."""
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    out = {"file": taken, "below a file": taken / "sub", "proc": "/proc/muse-fast-test"}[where]
+    assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 2
+    err = _err(capsys)
+    assert err.startswith("muse-fast: error:") and len(err.splitlines()) == 1 and "--out" in err, err
+    assert taken.read_text() == "mine"
+
+
+def test_a_csv_list_with_a_byte_order_mark(small_dots, tmp_path, capsys):
+    """Issue 13.6: a list saved by Excel ('CSV UTF-8') failed on the column '\\ufeffpath'."""
+    listing = tmp_path / "slides.csv"
+    listing.write_text(f"path,mpp\n{small_dots},0.5\n", encoding="utf-8-sig")
+    assert listing.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert cli.main(["infer", str(listing), "--out", str(tmp_path / "out"), *ARGS]) == 0
+    assert (tmp_path / "out" / "dots.csv").exists()
+
+
+def test_other_settings_on_a_finished_folder_are_refused_and_recorded(small_dots, tmp_path, capsys):
+    """Issue 13.6: a rerun with another --threshold printed 'skipped' and kept the old results silently."""
+    out = tmp_path / "out"
+    assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _err(capsys)
+    assert cli.main(["infer", str(small_dots), "--out", str(out), "--threshold", "0.5", *ARGS]) == 2
+    err = _err(capsys)
+    assert "decode.threshold 0.3 -> 0.5" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 0 and _err(capsys).endswith("skipped")
+    listing = tmp_path / "cohort.csv"
+    listing.write_text(f"path\n{small_dots}\n{tmp_path / 'missing.tif'}\n")
+    assert cli.main(["infer", str(listing), "--out", str(out), "--threshold", "0.5", *ARGS]) == 2
+    slides = json.loads((out / "run_summary.json").read_text())["slides"]
+    assert slides[0]["status"] == "failed" and "--overwrite" in slides[0]["error"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "run_summary.json"} == before
+    assert cli.main(["infer", str(small_dots), "--out", str(out), "--threshold", "0.5", "--overwrite", *ARGS]) == 0
+
+
+def test_discarded_batches_are_said_in_one_info_line(small_dots, tmp_path, caplog):
+    from dots import META, DotEngine
+
+    from muse_fast.config import InferConfig
+    from muse_fast.runtime.pipeline import run_slide
+
+    cfg = InferConfig(out_dir=tmp_path, quiet=True, tissue_mask=False, batch_size=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_slide(small_dots, DotEngine(fail_at_call=3), META, cfg, {"engine": "dots"})
+    caplog.set_level(logging.INFO, logger="muse_fast.runtime")
+    assert run_slide(small_dots, DotEngine(), META, cfg, {"engine": "other"}).resumed_batches == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "muse_fast.runtime.shards"]
+    assert lines == ["dots: discarding 2 saved batches computed for another file or other settings"]
