@@ -2,7 +2,10 @@
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+from muse_fast.kernels.registry import triton_interpret_default  # noqa: E402 - imports torch, never triton
+
+# the interpreter only where there is no GPU; on a CUDA machine Triton runs compiled unless the caller sets it
+os.environ.setdefault("TRITON_INTERPRET", triton_interpret_default())
 
 import pytest  # noqa: E402
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Bump when the exported graph changes, so old cache entries are not reused.
@@ -25,10 +29,11 @@ def digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def onnx_cache_key(weights_sha256: str, torch_version: str, tile_size: int) -> str:
-    return digest(
-        {"weights": weights_sha256, "torch": torch_version, "tile": tile_size, "format": EXPORT_FORMAT_VERSION}
-    )[:24]
+def onnx_cache_key(weights_sha256: str, torch_version: str, tile_size: int, precision: str = "fp32") -> str:
+    parts = {"weights": weights_sha256, "torch": torch_version, "tile": tile_size, "format": EXPORT_FORMAT_VERSION}
+    if precision != "fp32":  # fp32 keys are those of earlier versions
+        parts["precision"] = precision
+    return digest(parts)[:24]
 
 
 def engine_cache_key(
@@ -38,8 +43,13 @@ def engine_cache_key(
     builder_flags: list[str],
     trt_version: str,
     compute_capability: str,
+    gpu_name: str,
 ) -> str:
-    """Everything that makes a TensorRT engine valid: change any of these and the engine is rebuilt."""
+    """Everything that makes a TensorRT engine valid: change any of these and the engine is rebuilt.
+
+    The GPU's name is part of it because the compute capability is not enough: an H100 and an H200 are both 9.0,
+    and TensorRT's tactics are timed for one board (memory bandwidth, SM count).
+    """
     return digest(
         {
             "onnx": onnx_sha256,
@@ -48,9 +58,46 @@ def engine_cache_key(
             "flags": sorted(builder_flags),
             "trt": trt_version,
             "sm": compute_capability,
+            "gpu": gpu_name,
             "format": EXPORT_FORMAT_VERSION,
         }
     )[:24]
+
+
+@contextmanager
+def build_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<path>.lock`` so that one process builds ``path`` while others wait.
+
+    Callers check again for ``path`` once they hold the lock: whoever waited finds the finished artifact.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout_s:.0f} s for another build of {path.name} ({lock})") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_build(path: Path, build: Callable[[], bytes]) -> bytes:
+    """The bytes at ``path``, built once (under :func:`build_lock`) and written atomically when missing."""
+    if path.exists():
+        return path.read_bytes()
+    with build_lock(path):
+        if path.exists():  # built by the process we waited for
+            return path.read_bytes()
+        data = build()
+        write_atomic(path, data)
+        return data
 
 
 def write_atomic(path: Path, data: bytes) -> None:

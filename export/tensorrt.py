@@ -1,9 +1,10 @@
 """TensorRT engine building and execution (TensorRT 10 named-tensor APIs; device buffers are torch tensors).
 
-Build: ONNX -> engine with one explicit min/opt/max batch profile, fp16 (or fp32), a persistent timing cache, and an
-engine cache keyed on the ONNX bytes, profile, precision, builder flags, TensorRT version and GPU compute capability
-(:func:`export.cache.engine_cache_key`). Engines are written to a temporary name and renamed. A cached engine that
-fails to deserialize (corrupt, other TensorRT build) is rebuilt, never used.
+Build: ONNX -> engine with one explicit min/opt/max batch profile, a strongly typed network (the ONNX file's dtypes
+set the precision: an fp16 export for ``fp16``; works on TensorRT 10.x and 11), a persistent timing cache, and an
+engine cache keyed on the ONNX bytes, profile, precision, network flags, TensorRT version, GPU compute capability and
+GPU name (:func:`export.cache.engine_cache_key`). One process builds while others wait on a file lock; engines are
+written to a temporary name and renamed. A cached engine that fails to deserialize is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from muse_fast.errors import BackendUnavailable, WeightsError
 
-from .cache import cache_dir, engine_cache_key, write_atomic
+from .cache import cache_dir, cached_build, engine_cache_key, write_atomic
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30
@@ -54,29 +55,39 @@ def _trt():
     return trt
 
 
-def engine_path_for(onnx_path: Path, spec: BuildSpec) -> tuple[Path, str]:
+def network_flags(trt) -> tuple[int, list[str]]:
+    """``create_network`` flags: strongly typed where the enum has it (TensorRT 10.x opt-in, 11 always on).
+
+    Precision then comes from the ONNX file itself (an fp16 export for ``fp16``), never from ``BuilderFlag.FP16``,
+    which TensorRT deprecated in 10.12 and removed in 11.
+    """
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return (0, []) if flag is None else (1 << int(flag), ["STRONGLY_TYPED"])
+
+
+def engine_path_for(onnx_path: Path, spec: BuildSpec) -> Path:
     trt = _trt()
     onnx_sha = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
     cc = ".".join(map(str, torch.cuda.get_device_capability()))
-    flags = ["FP16"] if spec.precision == "fp16" else []
-    key = engine_cache_key(onnx_sha, spec.profile, spec.precision, flags, trt.__version__, cc)
-    return cache_dir() / "engines" / f"{key}.engine", cc
+    _, flags = network_flags(trt)
+    key = engine_cache_key(
+        onnx_sha, spec.profile, spec.precision, flags, trt.__version__, cc, torch.cuda.get_device_name()
+    )
+    return cache_dir() / "engines" / f"{key}.engine"
 
 
 def build_engine(onnx_path: Path, spec: BuildSpec, input_name: str, tile_shape: tuple[int, int, int]) -> bytes:
-    """Serialize an engine for ``onnx_path`` with one optimization profile over the batch dimension."""
+    """Serialize an engine for ``onnx_path`` (its dtypes set the precision) with one batch optimization profile."""
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt)[0])
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise WeightsError(f"TensorRT cannot parse {onnx_path}: {errors}; re-export with muse-fast export")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if spec.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
     timing_path = cache_dir() / "timing.cache"
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
     config.set_timing_cache(timing, ignore_mismatch=True)
@@ -90,8 +101,47 @@ def build_engine(onnx_path: Path, spec: BuildSpec, input_name: str, tile_shape: 
     return bytes(serialized)
 
 
+def create_context(engine):
+    """An execution context, or one line saying why there is none (TensorRT returns None, e.g. out of memory)."""
+    context = engine.create_execution_context()
+    if context is None:
+        raise BackendUnavailable(
+            "TensorRT could not create an execution context (usually too little free GPU memory for the engine's "
+            "workspace); free GPU memory or lower --batch-size"
+        )
+    return context
+
+
+def bind_io(context, input_name: str, tiles: torch.Tensor, output_names, dtypes: dict, profile) -> list[torch.Tensor]:
+    """Set the input shape and every tensor address; outputs are allocated on the current torch stream."""
+    if not context.set_input_shape(input_name, tuple(tiles.shape)):
+        raise BackendUnavailable(
+            f"TensorRT rejected input shape {tuple(tiles.shape)} for '{input_name}' (engine batch profile "
+            f"min/opt/max {profile}); rebuild the engine with a batch size inside the profile"
+        )
+    _address(context, input_name, tiles)
+    outputs = []
+    for name in output_names:
+        shape = tuple(context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise BackendUnavailable(f"TensorRT output '{name}' has an unresolved shape {shape}; re-export the model")
+        out = torch.empty(shape, dtype=dtypes[name], device=tiles.device)
+        _address(context, name, out)
+        outputs.append(out)
+    return outputs
+
+
+def _address(context, name: str, tensor: torch.Tensor) -> None:
+    if not context.set_tensor_address(name, tensor.data_ptr()):
+        raise BackendUnavailable(f"TensorRT rejected the buffer of tensor '{name}' (misaligned or unknown name)")
+
+
 class TensorRTRunner:
-    """Deserialize (or build and cache) an engine; ``run`` takes and returns CUDA torch tensors on the torch stream."""
+    """Deserialize (or build once, under a lock, and cache) an engine; ``run`` takes and returns CUDA tensors.
+
+    Execution is on a stream of its own (TensorRT synchronizes on the legacy default stream), ordered after the
+    caller's current stream and before the caller's later work through stream waits, so nothing blocks the host.
+    """
 
     def __init__(
         self,
@@ -103,38 +153,40 @@ class TensorRTRunner:
     ) -> None:
         trt = _trt()
         self.input_name, self.output_names, self.spec = input_name, output_names, spec
-        path, _ = engine_path_for(onnx_path, spec)
+        path = engine_path_for(onnx_path, spec)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = None
-        if path.exists():
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is None:
-                log.warning("cached TensorRT engine %s is unusable; rebuilding it", path)
+
+        def build() -> bytes:
+            log.info("building TensorRT engine (%s, batch %s); this takes minutes once", spec.precision, spec.profile)
+            return build_engine(onnx_path, spec, input_name, tile_shape)
+
+        engine = runtime.deserialize_cuda_engine(cached_build(path, build))
+        if engine is None:  # corrupt, or written by another TensorRT build: rebuild, never use it
+            log.warning("cached TensorRT engine %s is unusable; rebuilding it", path)
+            path.unlink(missing_ok=True)
+            engine = runtime.deserialize_cuda_engine(cached_build(path, build))
         if engine is None:
-            log.info(
-                "building TensorRT engine (%s, batch %s); this takes a few minutes once", spec.precision, spec.profile
-            )
-            data = build_engine(onnx_path, spec, input_name, tile_shape)
-            write_atomic(path, data)
-            engine = runtime.deserialize_cuda_engine(data)
+            raise BackendUnavailable(f"TensorRT cannot load the engine it built ({path}); see the TensorRT log")
         self.engine = engine
-        self.context = engine.create_execution_context()
+        self.context = create_context(engine)
         self.dtypes = {n: _torch_dtype(trt, engine.get_tensor_dtype(n)) for n in output_names}
+        self.stream = torch.cuda.Stream()
 
     def run(self, tiles: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if tiles.shape[0] > self.spec.max_batch:
             parts = [self.run(chunk) for chunk in tiles.split(self.spec.max_batch)]
             return tuple(torch.cat(p) for p in zip(*parts))
+        caller = torch.cuda.current_stream(tiles.device)
         tiles = tiles.contiguous()
-        self.context.set_input_shape(self.input_name, tuple(tiles.shape))
-        self.context.set_tensor_address(self.input_name, tiles.data_ptr())
-        outputs = []
-        for name in self.output_names:
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device=tiles.device)
-            self.context.set_tensor_address(name, out.data_ptr())
-            outputs.append(out)
-        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise BackendUnavailable("TensorRT execution failed (see the TensorRT log)")
+        self.stream.wait_stream(caller)  # the input copy queued on the caller's stream comes first
+        with torch.cuda.stream(self.stream):
+            outputs = bind_io(self.context, self.input_name, tiles, self.output_names, self.dtypes, self.spec.profile)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BackendUnavailable("TensorRT execution failed (see the TensorRT log)")
+        tiles.record_stream(self.stream)  # the allocator must not reuse the input before TensorRT has read it
+        caller.wait_stream(self.stream)
+        for out in outputs:
+            out.record_stream(caller)
         return tuple(outputs)
 
 

@@ -2,7 +2,8 @@
 
 ``auto`` picks Triton for CUDA tensors, numba for CPU tensors, and falls back to the plain-PyTorch reference when
 the preferred one is unavailable (a warning with the reason and the fix is logged once). An explicit request that
-cannot run raises one line with the reason and the choices. Triton also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+cannot run raises one line with the reason and the choices. Triton also runs on CPU tensors under
+``TRITON_INTERPRET=1`` (tests).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from muse_fast.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
+
+
+def triton_interpret_default() -> str:
+    """``TRITON_INTERPRET`` for test and benchmark runs: "1" (interpreter) without a CUDA GPU, else "0" (compiled)."""
+    return "0" if torch.cuda.is_available() else "1"
 
 
 def _missing(module: str) -> str | None:

@@ -169,7 +169,7 @@ def _export(args) -> int:
     if reason:
         raise BackendUnavailable(reason)
     onnx_path = args.out.with_suffix(".onnx")
-    result = export_onnx(args.weights, onnx_path)
+    result = export_onnx(args.weights, onnx_path, precision=args.precision)  # strongly typed: the ONNX sets it
     size = result.meta.tile_size
     spec = BuildSpec(1, args.opt_batch, args.max_batch, args.precision)
     data = build_engine(onnx_path, spec, INPUT_NAME, (size, size, 3))

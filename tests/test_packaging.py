@@ -8,7 +8,12 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MAPPED = {"muse_fast": "muse_fast", "muse_fast.kernels": "kernels", "muse_fast.export": "export", "muse_fast.train": "train"}
+MAPPED = {
+    "muse_fast": "muse_fast",
+    "muse_fast.kernels": "kernels",
+    "muse_fast.export": "export",
+    "muse_fast.train": "train",
+}
 
 
 def test_package_list_covers_every_folder_with_an_init():

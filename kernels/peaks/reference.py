@@ -31,7 +31,7 @@ def find_peaks(
     r = int(min_distance)
     x = heatmap.float()
     is_peak = local_max_mask(x, r) & (x > threshold)
-    flat = x.reshape(b, -1)
+    flat = x.reshape(b, h * w)
     constant = flat.amax(1) == flat.amin(1)
     is_peak &= ~constant[:, None, None]
     if exclude_border > 0:

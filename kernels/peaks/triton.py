@@ -31,7 +31,7 @@ def _peaks_kernel(
     EXCLUDE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # int64: B * H * W may pass 2**31 elements
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     hw = H * W
     valid = offs < hw
@@ -75,6 +75,11 @@ def _candidates(x: torch.Tensor, threshold: float, r: int, exclude: int, cap: in
     return counter, cand_idx, cand_score
 
 
+# Maps up to this many pixels get a candidate buffer of one slot per pixel, so the buffer can never overflow and the
+# host never reads the counts (no device -> host sync); larger maps read them once and rerun if needed.
+SYNC_FREE_PIXELS = 1 << 16
+
+
 def find_peaks(
     heatmap: torch.Tensor,
     threshold: float,
@@ -86,9 +91,11 @@ def find_peaks(
     """Triton implementation of :func:`kernels.peaks.reference.find_peaks`."""
     x = heatmap.detach().float().contiguous()
     b, h, w = x.shape
-    cap = max(1, min(max_points, h * w))
+    if b == 0 or h * w == 0:
+        return empty_peaks(b, max_points, heatmap.device, heatmap.dtype)  # padding rows stay as allocated
+    cap = h * w if h * w <= SYNC_FREE_PIXELS else max(1, min(max_points, h * w))
     counter, cand_idx, cand_score = _candidates(x, threshold, int(min_distance), int(exclude_border), cap, block)
-    needed = int(counter.max()) if b else 0  # the one small device -> host read
+    needed = int(counter.max()) if cap < h * w else 0  # large maps only: the one small device -> host read
     if needed > cap:
         cap = needed
         counter, cand_idx, cand_score = _candidates(x, threshold, int(min_distance), int(exclude_border), cap, block)

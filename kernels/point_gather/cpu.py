@@ -2,7 +2,8 @@
 
 Corner indices and weights are computed once per point; then the loops run channel plane by channel plane (each
 ``H x W`` plane is contiguous and small), so the four corner loads of every point hit cache. The backward pass
-gives each plane to one thread, so accumulation needs no atomics.
+gives each plane to one thread, so accumulation needs no atomics. The njit functions are in ``cpu_jit.py`` (cached
+on disk, compiled once per machine), imported on the first call.
 """
 
 from __future__ import annotations
@@ -10,69 +11,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_KERNELS = None
+# Below this many (image, channel, point) triples the planes run on the calling thread: the decode of a pipeline
+# batch (16 tiles x 192 channels x ~100 points) takes a few ms serially, while waking a thread team can cost a
+# scheduler time slice (~10 ms) on a loaded machine. Training batches (64 x 384 x 150) run in parallel.
+PARALLEL_MIN_WORK = 1 << 20
 
 
-def _build():
-    import numba
+def _kernel(name: str, work: int):
+    """``cpu_jit.<name>``, or its ``_serial`` twin below ``PARALLEL_MIN_WORK`` triples; numba is imported here."""
+    from . import cpu_jit
 
-    @numba.njit(cache=True, parallel=True)
-    def corners(xy, counts, h, w, in_h, in_w, idx, wts):
-        """Flat indices ``idx [B, K, 4]`` (-1 outside the map) and bilinear weights ``wts [B, K, 4]`` per point."""
-        b, k = xy.shape[:2]
-        for i in numba.prange(b):
-            for p in range(counts[i]):
-                fx = xy[i, p, 0] * (w - 1) / in_w
-                fy = xy[i, p, 1] * (h - 1) / in_h
-                x0, y0 = int(np.floor(fx)), int(np.floor(fy))
-                ax, ay = fx - x0, fy - y0
-                for j in range(4):
-                    yy, xx = y0 + j // 2, x0 + j % 2
-                    inside = 0 <= yy < h and 0 <= xx < w
-                    idx[i, p, j] = yy * w + xx if inside else -1
-                    wts[i, p, j] = (ay if j // 2 else 1.0 - ay) * (ax if j % 2 else 1.0 - ax)
-
-    @numba.njit(cache=True, parallel=True)
-    def forward(planes, idx, wts, counts, out):  # planes [B, C, H*W], out [B, C, K]
-        b, c = planes.shape[:2]
-        for q in numba.prange(b * c):
-            i, ch = q // c, q % c
-            for p in range(counts[i]):
-                acc = 0.0
-                for j in range(4):
-                    if idx[i, p, j] >= 0:
-                        acc += wts[i, p, j] * planes[i, ch, idx[i, p, j]]
-                out[i, ch, p] = acc
-
-    @numba.njit(cache=True, parallel=True)
-    def backward(grad_out, idx, wts, counts, grad_planes):  # grad_out [B, C, K], grad_planes [B, C, H*W]
-        b, c = grad_planes.shape[:2]
-        for q in numba.prange(b * c):  # one thread per plane: no atomics needed
-            i, ch = q // c, q % c
-            for p in range(counts[i]):
-                g = grad_out[i, ch, p]
-                for j in range(4):
-                    if idx[i, p, j] >= 0:
-                        grad_planes[i, ch, idx[i, p, j]] += g * wts[i, p, j]
-
-    return corners, forward, backward
-
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        _KERNELS = _build()
-    return _KERNELS
+    return getattr(cpu_jit, name if work >= PARALLEL_MIN_WORK else f"{name}_serial")
 
 
 def _counts(xy: torch.Tensor, counts: torch.Tensor | None) -> np.ndarray:
     if counts is None:
         return np.full(xy.shape[0], xy.shape[1], np.int64)
-    return counts.detach().cpu().numpy().astype(np.int64)
+    # clamped to K like the reference's mask: a larger count must never index past the point arrays
+    return np.clip(counts.detach().cpu().numpy().astype(np.int64), 0, xy.shape[1])
 
 
 def _point_corners(xy: torch.Tensor, counts: np.ndarray, hw: tuple[int, int], input_hw: tuple[int, int]):
-    corners, _, _ = _kernels()
+    from .cpu_jit import corners
+
     b, k = xy.shape[:2]
     idx = np.full((b, k, 4), -1, np.int64)
     wts = np.zeros((b, k, 4), np.float32)
@@ -85,21 +46,28 @@ def _point_corners(xy: torch.Tensor, counts: np.ndarray, hw: tuple[int, int], in
 class _NumbaGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fmap, xy, input_hw, counts):
-        _, forward, _ = _kernels()
         b, c, h, w = fmap.shape
+        work = b * c * xy.shape[1]
         n = _counts(xy, counts)
         idx, wts = _point_corners(xy, n, (h, w), input_hw)
-        out = np.zeros((b, c, xy.shape[1]), np.float32)
-        forward(fmap.detach().float().contiguous().reshape(b, c, h * w).numpy(), idx, wts, n, out)
+        x = fmap.detach().float()
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            out = np.zeros((b, xy.shape[1], c), np.float32)  # channels-last (the network's output): no copy
+            _kernel("forward_nhwc", work)(x.permute(0, 2, 3, 1).reshape(b, h * w, c).numpy(), idx, wts, n, out)
+            result = torch.from_numpy(out)
+        else:
+            out = np.zeros((b, c, xy.shape[1]), np.float32)
+            _kernel("forward", work)(x.contiguous().reshape(b, c, h * w).numpy(), idx, wts, n, out)
+            result = torch.from_numpy(out).transpose(1, 2)
         ctx.meta = (tuple(fmap.shape), fmap.dtype, n, idx, wts)
-        return torch.from_numpy(out).transpose(1, 2).to(fmap.dtype)
+        return result.to(fmap.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        _, _, backward = _kernels()
         (b, c, h, w), dtype, n, idx, wts = ctx.meta
         grad = np.zeros((b, c, h * w), np.float32)
-        backward(grad_out.detach().float().transpose(1, 2).contiguous().numpy(), idx, wts, n, grad)
+        planes_grad_out = grad_out.detach().float().transpose(1, 2).contiguous().numpy()  # [B, C, K]
+        _kernel("backward", b * c * idx.shape[1])(planes_grad_out, idx, wts, n, grad)
         return torch.from_numpy(grad).reshape(b, c, h, w).to(dtype), None, None, None
 
 

@@ -41,9 +41,9 @@ def _corner(dy: tl.constexpr, dx: tl.constexpr, x0, y0, ax, ay, kmask, H, W):
 def _gather_fwd(
     fmap_ptr, xy_ptr, counts_ptr, out_ptr, K, C, H, W, in_h, in_w, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
     k_offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    c_offs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_offs = (tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     kmask, x0, y0, ax, ay = _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w)
     cmask = c_offs < C
     acc = tl.zeros((BLOCK_K, BLOCK_C), dtype=tl.float32)
@@ -73,9 +73,9 @@ def _gather_bwd(
     BLOCK_K: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
     k_offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    c_offs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_offs = (tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     kmask, x0, y0, ax, ay = _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w)
     cmask = c_offs < C
     g = tl.load(
@@ -109,7 +109,7 @@ class _TritonGather(torch.autograd.Function):
         n = _counts(xy, counts)
         out = torch.empty(fmap.shape[0], xy.shape[1], fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
         grid, dims = _launch_args(fmap, xy, n, input_hw, block_k, block_c)
-        if xy.shape[1] > 0:
+        if out.numel() > 0:  # K = 0, B = 0 or C = 0: nothing to launch
             _gather_fwd[grid](fmap_c, xy32, n, out, *dims, BLOCK_K=block_k, BLOCK_C=block_c)
         ctx.save_for_backward(xy32, n)
         ctx.meta = (tuple(fmap.shape), fmap.dtype, input_hw, block_k, block_c)
@@ -121,7 +121,7 @@ class _TritonGather(torch.autograd.Function):
         shape, dtype, input_hw, block_k, block_c = ctx.meta
         grad = torch.zeros(shape, dtype=torch.float32, device=grad_out.device)
         grid, dims = _launch_args(grad, xy32, n, input_hw, block_k, block_c)
-        if xy32.shape[1] > 0:
+        if grad_out.numel() > 0:
             _gather_bwd[grid](grad_out.contiguous(), xy32, n, grad, *dims, BLOCK_K=block_k, BLOCK_C=block_c)
         return grad.to(dtype), None, None, None, None, None
 

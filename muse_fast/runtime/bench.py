@@ -27,6 +27,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def peak_gpu_memory_mb(engine: Engine) -> float | None:
+    """Peak memory torch allocated on the engine's GPU since the timed run began (None on the CPU)."""
+    if engine.device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(engine.device) / 2**20
+
+
 def bench_slide(
     path: Path, engine: Engine, meta: WeightsMeta, batch_size: int, mpp: float | None = None, max_batches: int = 0
 ) -> dict:
@@ -41,6 +48,8 @@ def bench_slide(
         # warm up both paths (kernel compilation or cache loading, allocator growth) outside the timings
         for _ in iter_batches(slide, engine, meta, cfg, tiles[:batch_size]):
             pass
+        if engine.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(engine.device)
         start = time.perf_counter()
         nuclei = sum(len(r.nuclei) for r in iter_batches(slide, engine, meta, replace(cfg), tiles))
         _sync(engine)
@@ -74,6 +83,7 @@ def bench_slide(
         "model_only_tiles_per_s": len(tiles) / model_only,
         "pipeline_efficiency": model_only / end_to_end,
         "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_memory_mb": peak_gpu_memory_mb(engine),
         "seconds_per_mm2": end_to_end / max(area, 1e-9),
         "slide_level0": [w0, h0],
     }

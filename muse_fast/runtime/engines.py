@@ -21,6 +21,7 @@ import torch
 from ..errors import BackendUnavailable, ConfigError
 from ..model.registry import DenseOutputs, MuseNet
 from ..model.weights import WeightsMeta
+from .ort_binding import OrtCudaBinding
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,21 @@ class _PointClassifier:
         return self.classifier(feats.float())
 
 
+AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
 class TorchEngine(_PointClassifier):
-    """Eager PyTorch on CPU or CUDA; fp16 autocast on CUDA."""
+    """Eager PyTorch on CPU or CUDA; ``precision`` ``auto`` is fp16 autocast on CUDA and fp32 on the CPU."""
 
     name = "torch"
 
-    def __init__(self, model: MuseNet, device: str = "cpu") -> None:
+    def __init__(self, model: MuseNet, device: str = "cpu", precision: str = "auto") -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("--device cuda requested but CUDA is not available here; use --device cpu")
+        if precision != "auto" and precision not in AUTOCAST:
+            raise ConfigError(f"unknown precision '{precision}'; choose one of: auto, {', '.join(AUTOCAST)}")
+        self.precision = ("fp16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
         self.model = model.to(self.device).eval()
         super().__init__(model, self.device)
 
@@ -72,20 +79,23 @@ class TorchEngine(_PointClassifier):
         if self.device.type == "cuda":  # pinned host memory lets the copy overlap with work already queued
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+        dtype = AUTOCAST[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
             out = self.model(x)
         return DenseOutputs(out.centre.float(), out.fmap)
 
 
-def _cached_onnx(inputs: EngineInputs):
-    from muse_fast.export.cache import cache_dir, onnx_cache_key
+def _cached_onnx(inputs: EngineInputs, precision: str = "fp32"):
+    from muse_fast.export.cache import build_lock, cache_dir, onnx_cache_key
     from muse_fast.export.onnx import export_model
 
-    key = onnx_cache_key(inputs.weights_sha256, torch.__version__, inputs.meta.tile_size)
+    key = onnx_cache_key(inputs.weights_sha256, torch.__version__, inputs.meta.tile_size, precision)
     path = cache_dir() / "onnx" / f"{inputs.meta.model}-{key}.onnx"
     if not path.exists():
-        log.info("exporting the network to ONNX (once per weights file): %s", path)
-        export_model(inputs.model, inputs.meta, inputs.weights_sha256, path)
+        with build_lock(path):  # one export at a time; a process that waited finds the file
+            if not path.exists():
+                log.info("exporting the network to ONNX (once per weights file): %s", path)
+                export_model(inputs.model, inputs.meta, inputs.weights_sha256, path, precision=precision)
     return path
 
 
@@ -101,7 +111,8 @@ class OnnxEngine(_PointClassifier):
 
         path = _cached_onnx(inputs)
         wanted = ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        cuda_wanted = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+        if cuda_wanted:
             wanted.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -113,15 +124,34 @@ class OnnxEngine(_PointClassifier):
                 f"cannot load the cached ONNX model ({type(exc).__name__}); it was removed, run again to re-export it"
             ) from None
         got = self.session.get_providers()
-        log.info("onnx engine running on %s", got[0])
         self.provider = got[0]
-        self.device = torch.device("cuda" if got[0] == "CUDAExecutionProvider" else "cpu")
+        check_cuda_provider(cuda_wanted, self.provider, inputs.device)
+        log.info("onnx engine running on %s", self.provider)
+        self.device = torch.device("cuda" if self.provider == "CUDAExecutionProvider" else "cpu")
         self.input_name, self.output_names = INPUT_NAME, list(OUTPUT_NAMES)
+        on_gpu = self.device.type == "cuda"
+        self.binding = OrtCudaBinding(self.session, self.input_name, self.output_names) if on_gpu else None
         super().__init__(inputs.model, self.device)
 
     def run(self, tiles: np.ndarray) -> DenseOutputs:
+        if self.binding is not None:  # outputs stay on the GPU: no device -> host -> device round trip
+            centre, fmap = self.binding.run(tiles)
+            return DenseOutputs(centre.float(), fmap)
         centre, fmap = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(tiles)})
-        return DenseOutputs(torch.from_numpy(centre).to(self.device), torch.from_numpy(fmap).to(self.device))
+        return DenseOutputs(torch.from_numpy(centre), torch.from_numpy(fmap))
+
+
+def check_cuda_provider(wanted: bool, got: str, device: str) -> None:
+    """A CUDA provider that was asked for but did not load: an error for ``--device cuda``, else a warning."""
+    if not wanted or got == "CUDAExecutionProvider":
+        return
+    why = (
+        "ONNX Runtime could not load its CUDA execution provider (it needs CUDA 13 and cuDNN 9 libraries: "
+        "pip install onnxruntime-gpu[cuda,cudnn]; its own log above says which library is missing)"
+    )
+    if device == "cuda":
+        raise BackendUnavailable(f"{why}; or use --engine torch")
+    log.warning("%s; running on %s", why, got)
 
 
 class TensorRTEngine(_PointClassifier):
@@ -135,7 +165,8 @@ class TensorRTEngine(_PointClassifier):
 
         size = inputs.meta.tile_size
         spec = BuildSpec(1, inputs.batch_size, max(64, inputs.batch_size), precision)
-        self.runner = TensorRTRunner(_cached_onnx(inputs), spec, INPUT_NAME, OUTPUT_NAMES, (size, size, 3))
+        onnx_path = _cached_onnx(inputs, precision)  # strongly typed build: the ONNX file's dtypes set the precision
+        self.runner = TensorRTRunner(onnx_path, spec, INPUT_NAME, OUTPUT_NAMES, (size, size, 3))
         self.device = torch.device("cuda")
         super().__init__(inputs.model, self.device)
 

@@ -15,7 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from .fingerprint import slide_fingerprint
 from .lock import SlideLock
 from .manifest import Manifest, finished_manifest, manifest_path, write_manifest
 from .outputs import write_outputs
-from .predict import Nuclei, decode_tiles, merge_in_memory
+from .predict import Nuclei, decode_tiles, merge_in_memory, nuclei_from_dense
 from .seams import seam
 from .shards import ShardStore, shard_dir
 from .summary import SlideSummary
@@ -123,7 +123,13 @@ def iter_batches(
     size = meta.tile_size
     batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
     order = [i for i in range(len(batches)) if todo is None or i in todo]
-    with capture_native_output(), ThreadPoolExecutor(max(1, cfg.workers)) as pool, ThreadPoolExecutor(1) as reader:
+    overlap = engine.device.type in OVERLAP_DEVICES
+    with (
+        capture_native_output(),
+        ThreadPoolExecutor(max(1, cfg.workers)) as pool,
+        ThreadPoolExecutor(1) as reader,
+        ThreadPoolExecutor(1) as decoder,
+    ):
 
         def submit(index: int):
             origins = [(round(t.x * scale), round(t.y * scale)) for t in batches[index]]
@@ -131,6 +137,7 @@ def iter_batches(
 
         pending = deque(submit(i) for i in order[:PREFETCH_BATCHES])
         queue = order[PREFETCH_BATCHES:]
+        decoding: deque[tuple[BatchResult, Future | None]] = deque()  # at most one batch decoding behind the engine
         while pending:
             index, future = pending.popleft()
             if queue:
@@ -138,13 +145,42 @@ def iter_batches(
             images, bad = future.result()
             batch = batches[index]
             keep = [i for i, im in enumerate(images) if i not in bad and not (cfg.skip_background and is_blank(im))]
-            nuc = Nuclei.empty()
+            unreadable = {index * cfg.batch_size + i: reason for i, reason in bad.items()}
+            result, job = BatchResult(index, Nuclei.empty(), len(batch) - len(keep) - len(bad), unreadable), None
             if keep:
                 ids = [index * cfg.batch_size + i for i in keep]
                 tiles_kept, pixels = [batch[i] for i in keep], np.stack([images[i] for i in keep])
-                nuc = decode_tiles(engine, tiles_kept, ids, pixels, cfg.decode)
-            unreadable = {index * cfg.batch_size + i: reason for i, reason in bad.items()}
-            yield BatchResult(index, nuc, len(batch) - len(keep) - len(bad), unreadable)
+                if overlap:  # the engine's next batch is queued on the device while this one decodes
+                    dense = engine.run(pixels)
+                    args = (engine, dense, tiles_kept, ids, pixels.shape[1:3], cfg.decode)
+                    job = decoder.submit(_on_device, engine, nuclei_from_dense, *args)
+                else:
+                    result.nuclei = decode_tiles(engine, tiles_kept, ids, pixels, cfg.decode)
+            decoding.append((result, job))
+            while len(decoding) > (1 if overlap else 0):
+                yield _finished(*decoding.popleft())
+        while decoding:
+            yield _finished(*decoding.popleft())
+
+
+# Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i.
+OVERLAP_DEVICES = {"cuda"}
+
+
+def _on_device(engine: Engine, fn, *args):
+    """Run ``fn`` in a worker thread with the engine's CUDA device current (Triton launches on the current one)."""
+    if engine.device.type != "cuda":
+        return fn(*args)
+    import torch
+
+    with torch.cuda.device(engine.device):
+        return fn(*args)
+
+
+def _finished(result: BatchResult, job: Future | None) -> BatchResult:
+    if job is not None:
+        result.nuclei = job.result()
+    return result
 
 
 def predict_slide(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..io.tiling import Tile, tile_grid
+from ..model.registry import DenseOutputs
 from ..post.decode import DecodeConfig, decode_batch
+from ..post.device_decode import PackedDecoder
 from ..post.merge import MergeConfig, duplicates, in_halo
 from .engines import Engine
 
@@ -70,21 +74,54 @@ def decode_tiles(
     The result still holds the duplicates of the overlap strips; :mod:`muse_fast.post.merge` resolves them.
     """
     dense = engine.run(batch)
-    per_tile = decode_batch(dense.centre, dense.fmap, engine.classify, batch.shape[1:3], stride, cfg)
+    return nuclei_from_dense(engine, dense, tiles, tile_ids, batch.shape[1:3], cfg, stride, merge)
+
+
+def nuclei_from_dense(
+    engine: Engine,
+    dense: DenseOutputs,
+    tiles: list[Tile],
+    tile_ids: list[int],
+    input_hw: tuple[int, int],
+    cfg: DecodeConfig,
+    stride: int = 4,
+    merge: MergeConfig = MergeConfig(),
+) -> Nuclei:
+    """Decode an engine's outputs (see :func:`decode_tiles`): on the CPU as before, on devices in one packed copy."""
+    if dense.centre.device.type in DEVICE_DECODE:
+        per_tile = device_decoder()(dense.centre, dense.fmap, engine.classify, input_hw, stride, cfg)
+    else:
+        per_tile = decode_batch(dense.centre, dense.fmap, engine.classify, input_hw, stride, cfg)
     kept = []
     for tile, tile_id, nuc in zip(tiles, tile_ids, per_tile):
-        xy = nuc.xy.cpu().numpy().astype(np.float64) + (tile.x, tile.y)
+        xy = _numpy(nuc.xy).astype(np.float64) + (tile.x, tile.y)
         keep = tile.owns(xy, merge.margin)
         kept.append(
             Nuclei(
                 xy[keep],
-                nuc.score.cpu().numpy()[keep],
-                nuc.class_id.cpu().numpy()[keep],
-                nuc.class_prob.cpu().numpy()[keep],
+                _numpy(nuc.score)[keep],
+                _numpy(nuc.class_id)[keep],
+                _numpy(nuc.class_prob)[keep],
                 np.full(int(keep.sum()), tile_id, np.int64),
             )
         )
     return Nuclei.concat(kept)
+
+
+def _numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
+
+
+# Device types whose outputs are decoded on the device in one packed copy (tests add "cpu" to run that path here).
+DEVICE_DECODE = {"cuda"}
+_local = threading.local()
+
+
+def device_decoder() -> PackedDecoder:
+    """This thread's decoder (its pinned host buffer must not be shared between threads)."""
+    if not hasattr(_local, "decoder"):
+        _local.decoder = PackedDecoder()
+    return _local.decoder
 
 
 def merge_in_memory(nuclei: Nuclei, tiles: list[Tile], merge: MergeConfig = MergeConfig()) -> Nuclei:

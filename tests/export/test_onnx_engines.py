@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from muse_fast.export.cache import engine_cache_key, onnx_cache_key
 from muse_fast.cli import main
 from muse_fast.errors import BackendUnavailable, ConfigError
+from muse_fast.export.cache import engine_cache_key, onnx_cache_key
 from muse_fast.model.weights import DEFAULT_WEIGHTS, file_sha256, load_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import ENGINES, EngineInputs, TorchEngine, create_engine
@@ -111,6 +111,7 @@ def test_engine_cache_key_changes_with_every_input():
         builder_flags=["FP16"],
         trt_version="10.13.0",
         compute_capability="9.0",
+        gpu_name="NVIDIA H200",
     )
     key = engine_cache_key(**base)
     changes = dict(
@@ -120,11 +121,13 @@ def test_engine_cache_key_changes_with_every_input():
         builder_flags=[],
         trt_version="10.14.0",
         compute_capability="8.0",
+        gpu_name="NVIDIA H100 80GB HBM3",  # also 9.0: the name tells them apart
     )
     for field, value in changes.items():
         assert engine_cache_key(**{**base, field: value}) != key, field
     assert engine_cache_key(**base) == key
     assert onnx_cache_key("a", "2.13.0", 224) != onnx_cache_key("a", "2.13.0", 512)
+    assert onnx_cache_key("a", "2.13.0", 224, "fp16") != onnx_cache_key("a", "2.13.0", 224)
 
 
 def test_trt_and_unknown_engines_fail_clearly():

@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 import pytest
 
@@ -9,6 +10,8 @@ def impl_or_skip(name: str) -> str:
     needs = {"numba": "numba", "triton": "triton"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
         pytest.skip(f"{needs} is not installed (pip install -e .[dev])")
+    if name == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton runs compiled here (TRITON_INTERPRET=0): CPU-tensor tests skip; see test_cuda.py")
     return name
 
 
