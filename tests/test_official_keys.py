@@ -84,3 +84,15 @@ def test_mismatched_checkpoint_is_a_clear_error(keys_dir):
         load_official_checkpoint(ckpt, "muse_vit_s16")
     with pytest.raises(WeightsError, match="teacher"):
         load_official_checkpoint({"student": {}}, "muse_vit_s16")
+
+
+def test_stem_variant_loads_an_official_layout_backbone_and_keeps_its_stem():
+    """``backbone.pth`` of a plain ViT-Ti (train.pretrain's layout) loads into ``muse_vit_t16_stem``."""
+    plain = create_backbone("muse_vit_t16", 224)
+    ckpt = {"teacher": {"module.backbone." + k: v for k, v in plain.state_dict().items()}}
+    torch.manual_seed(0)
+    loaded = load_official_checkpoint(ckpt, "muse_vit_t16_stem", 224)
+    state = loaded.state_dict()
+    assert {k for k in state if k not in plain.state_dict()} == {k for k in state if k.startswith("stem.")}
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key

@@ -26,6 +26,8 @@ from muse_fast.runtime.predict import predict_image
 
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .metrics import score_detections
+from .perturb import Perturbation, parse_perturbation, perturb_image, to_original_pixels
+from .tta import FlipTTAEngine
 
 MCSPATNET_RADIUS_PX = 6.0  # "distance strictly below 6 px at 20x"
 HUNGARIAN_RADIUS_UM = 3.0
@@ -40,14 +42,17 @@ class EvalConfig:
 
 
 @torch.no_grad()
-def accuracy_at_points(model, images: list[LabelledImage], cfg: EvalConfig, device: str = "cpu") -> tuple[int, int]:
-    """Classify the point feature at every GT nucleus (read from the tile that owns it); (correct, total)."""
-    from .probes import point_features
+def scores_at_points(model, images: list[LabelledImage], cfg: EvalConfig, device: str = "cpu") -> dict:
+    """Classify the point feature at every GT nucleus (read from the tile that owns it).
+
+    Returns top-1, class-balanced accuracy and macro F1 (:func:`train.probes.class_scores`) and the point count.
+    """
+    from .probes import class_scores, point_features
 
     backbone = model.backbone.to(device).eval()
     points = point_features(backbone, images, cfg.batch_size, device, tile=cfg.tile_size, overlap=cfg.overlap)
     pred = model.classifier.to(device)(points.feats.float()).argmax(-1).cpu()
-    return int((pred == points.labels).sum()), len(points.labels)
+    return {**class_scores(pred, points.labels, len(CLASSES)), "n": len(points.labels)}
 
 
 def evaluate_images(
@@ -57,21 +62,33 @@ def evaluate_images(
     matcher: str | None = None,
     device: str = "cpu",
     with_accuracy: bool = False,
+    perturb: Perturbation = Perturbation(),
+    tta: bool = False,
+    engine=None,
 ) -> dict:
-    """Scores of ``model`` on labelled images; one matcher's flat dict, or all of them nested when ``matcher=None``."""
-    engine = TorchEngine(model, device)
+    """Scores of ``model`` on labelled images; one matcher's flat dict, or all of them nested when ``matcher=None``.
+
+    ``perturb`` alters each image first (:mod:`train.perturb`); predictions are matched in the original pixels.
+    ``tta`` averages the plain pass with horizontal and vertical flips (:class:`train.tta.FlipTTAEngine`).
+    ``engine`` replaces the model's torch engine (e.g. :class:`train.calibrate.CachedEngine`).
+    """
+    engine = engine or TorchEngine(model, device)
+    engine = FlipTTAEngine(engine) if tta else engine
     per_image = []
-    for im in images:
-        nuc = predict_image(engine, im.image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
-        per_image.append((im.xy.astype(np.float64), im.labels, nuc.xy, nuc.class_id))
+    for index, im in enumerate(images):
+        image = perturb_image(im.image, perturb, index) if perturb.active else im.image
+        nuc = predict_image(engine, image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
+        per_image.append((im.xy.astype(np.float64), im.labels, to_original_pixels(nuc.xy, perturb), nuc.class_id))
     radii = {"mcspatnet": MCSPATNET_RADIUS_PX, "hungarian": HUNGARIAN_RADIUS_UM / BRCA_MPP}
     if matcher is not None:
         return score_detections(per_image, len(CLASSES), radii[matcher], matcher).as_dict()
     out = {m: score_detections(per_image, len(CLASSES), r, m).as_dict() for m, r in radii.items()}
     if with_accuracy:
-        correct, total = accuracy_at_points(model, images, cfg, device)
-        out["accuracy_at_gt"] = correct / max(total, 1)
-        out["n_gt"] = total
+        at_gt = scores_at_points(model, images, cfg, device)
+        out["accuracy_at_gt"] = at_gt["top1"]
+        out["balanced_accuracy_at_gt"] = at_gt["balanced"]
+        out["macro_f1_at_gt"] = at_gt["macro_f1"]
+        out["n_gt"] = at_gt["n"]
     return out
 
 
@@ -82,7 +99,10 @@ def format_table(scores: dict) -> str:
     for m in ("mcspatnet", "hungarian"):
         lines.append(f"| {m} | " + " | ".join(f"{scores[m][n]:.3f}" for n in names) + " |")
     if "accuracy_at_gt" in scores:
-        lines.append(f"\nclassification accuracy at {scores['n_gt']} GT points: {scores['accuracy_at_gt']:.4f}")
+        lines.append(
+            f"\nclassification at {scores['n_gt']} GT points: accuracy {scores['accuracy_at_gt']:.4f}, "
+            f"balanced accuracy {scores['balanced_accuracy_at_gt']:.4f}, macro F1 {scores['macro_f1_at_gt']:.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -106,22 +126,29 @@ def run_probes(
     kNN queries ``split`` (train is the gallery); the linear and fine-tune probes choose their epoch on val and
     score test, so they need ``split == "test"``.
     """
-    from .probes import finetune_probe, knn_accuracy, linear_probe, point_features
+    from .probes import class_scores, finetune_probe, knn_accuracy, linear_probe, point_features, prior_scores
 
     if split == "train":
         raise ConfigError("train is the kNN gallery; query val or test")
     if split != "test" and set(probes) - {"knn"}:
         raise ConfigError("the linear and fine-tune probes choose their epoch on val and score test; use --split test")
     splits = {s: load_split(s) for s in ("train", "val", "test")}
-    results = {}
+    results: dict = {}
     for name, spec in backbones.items():
         backbone = load_probe_backbone(spec, model)
         points = {s: point_features(backbone, images) for s, images in splits.items()}
         res: dict = {}
         if "knn" in probes:
             res["knn"] = knn_accuracy(points["train"], points[split], len(CLASSES))
+        if not results:  # the class prior: always the gallery's majority class
+            results["majority class"] = {"prior": prior_scores(points["train"], points[split], len(CLASSES))}
         if "linear" in probes or "finetune" in probes:
             res["linear"], head = linear_probe(points["train"], points["val"], points["test"], len(CLASSES))
+            with torch.no_grad():
+                test_scores = class_scores(
+                    head(points["test"].feats.float()).argmax(1), points["test"].labels, len(CLASSES)
+                )
+            res["linear_balanced"], res["linear_macro_f1"] = test_scores["balanced"], test_scores["macro_f1"]
         if "finetune" in probes:
             res["finetune"] = finetune_probe(
                 backbone, head, splits["train"], splits["val"], splits["test"], len(CLASSES), epochs=finetune_epochs
@@ -132,19 +159,26 @@ def run_probes(
 
 
 def format_probe_table(results: dict) -> str:
-    lines = [
-        "| backbone | kNN best | "
-        + " | ".join(f"kNN k={k}" for k in (10, 20, 100, 200, 500))
-        + " | linear | fine-tune |",
-        "|---|" + "---|" * 8,
-    ]
+    """Top-1 per k, then the class-balanced columns (balanced accuracy, macro F1) beside every top-1 figure.
+
+    The ``majority class`` row always answers the gallery's majority class: any probe at or below it has learned
+    nothing the class prior does not give.
+    """
+    nan = float("nan")
+    cols = ["kNN best", *(f"k={k}" for k in (10, 20, 100, 200, 500)), "kNN bal. acc", "kNN macro F1"]
+    cols += ["linear", "linear bal. acc", "linear macro F1", "fine-tune"]
+    lines = ["| backbone | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, r in results.items():
-        knn = r.get("knn", {"best": float("nan"), "per_k": {}})
-        per_k = " | ".join(f"{100 * knn['per_k'].get(k, float('nan')):.2f}" for k in (10, 20, 100, 200, 500))
-        lines.append(
-            f"| {name} | {100 * knn['best']:.2f} | {per_k} | {100 * r.get('linear', float('nan')):.2f} | "
-            f"{100 * r.get('finetune', float('nan')):.2f} |"
-        )
+        if "prior" in r:
+            p = r["prior"]
+            cells = [p["top1"], *[nan] * 5, p["balanced"], p["macro_f1"], p["top1"], p["balanced"], p["macro_f1"], nan]
+        else:
+            knn = r.get("knn", {"best": nan, "per_k": {}})
+            cells = [knn["best"], *(knn["per_k"].get(k, nan) for k in (10, 20, 100, 200, 500))]
+            cells += [knn.get("best_balanced", nan), knn.get("best_macro_f1", nan)]
+            cells += [r.get("linear", nan), r.get("linear_balanced", nan), r.get("linear_macro_f1", nan)]
+            cells.append(r.get("finetune", nan))
+        lines.append(f"| {name} | " + " | ".join("" if c != c else f"{100 * c:.2f}" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -163,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--threshold", type=float, default=DecodeConfig.threshold)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--perturb",
+        default="",
+        help="robustness: e.g. hed=0.5,scale=0.8,blur=1.0,jpeg=40 (see train.perturb; skips accuracy at GT)",
+    )
+    parser.add_argument("--tta", action="store_true", help="average with horizontal and vertical flips (3 passes)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
     if args.probes:
@@ -174,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model, meta = load_weights(args.weights)
     cfg = EvalConfig(tile_size=meta.tile_size, decode=DecodeConfig(threshold=args.threshold))
-    scores = evaluate_images(model, load_split(args.split), cfg, device=args.device, with_accuracy=True)
+    perturb = parse_perturbation(args.perturb)
+    images = load_split(args.split)
+    scores = evaluate_images(
+        model, images, cfg, device=args.device, with_accuracy=not perturb.active, perturb=perturb, tta=args.tta
+    )
+    if perturb.active:
+        scores["perturb"] = perturb.describe()
+        print(f"perturbed: {perturb.describe()} (seed {perturb.seed})")
     print(format_table(scores))
     if args.json:
         args.json.write_text(json.dumps(scores, indent=2) + "\n")

@@ -1,10 +1,11 @@
 """Supervised detection + classification fine-tuning on BRCA-M2C.
 
-    python -m train.finetune --out runs/finetune [--model muse_vit_t16] [--steps 1100] [--config cfg.yaml]
+    python -m train.finetune --out runs/finetune [--model muse_vit_t16_stem] [--steps 1100] [--config cfg.yaml]
 
-Trains the centre heatmap + offsets (focal + L1) and the point classifier (cross-entropy on features sampled at the
-ground-truth nuclei) on random 224-px views of the official train split, evaluates on the val split every
-``eval_every`` steps with the inference path, and keeps the best weights by val macro F1. Writes
+Trains the centre heatmap + offsets (focal + L1) and the point classifier (class-balanced cross-entropy on features
+sampled at the ground-truth nuclei; ``--cls-loss ce|balanced|focal``) on random 224-px views of the official train
+split, with stain (HED), colour, blur, JPEG and +-20% scale augmentation (:mod:`train.data.robust`), evaluates on
+the val split every ``eval_every`` steps with the inference path, and keeps the best weights by val macro F1. Writes
 ``OUT/weights.pt``, ``OUT/config.json`` and ``OUT/log.jsonl``. ``--init`` starts from our weights or a backbone
 in the official layout (an official MUSE ``.pth`` or ``train.pretrain``'s ``backbone.pth``). ``--pseudo-rois``
 adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.semi``).
@@ -24,18 +25,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from muse_fast.errors import ConfigError
 from muse_fast.kernels.point_gather import gather_points
 from muse_fast.model import create_model
 from muse_fast.model.checkpoint import load_official_checkpoint
-from muse_fast.model.weights import WeightsMeta, load_weights, save_weights
+from muse_fast.model.weights import WeightsMeta, load_weights, save_weights, state_dict_mismatch
 
 from .config import parse_config, save_config
-from .data.augment import colour_jitter, random_crop, random_geometry
+from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
+from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
 from .data.rois import RoiStore
 from .ema import ema_update
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
+from .losses.point_class import CLS_LOSSES, class_weights, point_class_loss
 from .semi import pseudo_label_loss, unlabelled_batch
 from .targets import centre_targets
 
@@ -43,7 +47,7 @@ from .targets import centre_targets
 @dataclass(frozen=True)
 class FinetuneConfig:
     out: str = "runs/finetune"
-    model: str = "muse_vit_t16"
+    model: str = "muse_vit_t16_stem"
     init: str = ""  # optional: our weights file, or an official MUSE .pth (backbone only)
     tile_size: int = 224
     batch_size: int = 16
@@ -65,6 +69,12 @@ class FinetuneConfig:
     pseudo_threshold: float = 0.7  # teacher class probability needed for a class pseudo-label
     pseudo_batch: int = 8  # unlabelled tiles per step
     teacher_momentum: float = 0.999  # EMA of the mean teacher
+    cls_loss: str = "balanced"  # point classifier loss: ce, balanced (inverse class frequency) or focal
+    cls_balance_power: float = 0.5  # class weights (n / (C n_c)) ** power for balanced / focal; 0 = unweighted
+    stain: float = 0.1  # HED stain jitter sigma (see train.data.robust); 0 = off
+    blur_p: float = 0.2  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
+    jpeg_p: float = 0.2  # probability of JPEG artefacts (quality 30 to 90) per view
+    scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
@@ -73,7 +83,7 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
     images, heats, offsets, masks, points, labels = [], [], [], [], [], []
     for i in rng.integers(0, len(samples), cfg.batch_size):
         s = samples[int(i)]
-        crop, xy, keep = random_crop(s.image, s.xy, size, rng)
+        crop, xy, keep = random_scaled_crop(s.image, s.xy, size, rng, cfg.scale_jitter)
         crop, xy = random_geometry(crop, xy[keep], rng)
         heat, offset, mask = centre_targets(xy, size)
         images.append(crop)
@@ -88,7 +98,8 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
     for i, (p, lab) in enumerate(zip(points, labels)):
         xy_pad[i, : len(p)], lab_pad[i, : len(lab)] = p, lab
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    x = colour_jitter(x, gen)
+    x = colour_jitter(hed_jitter(x, gen, cfg.stain), gen)
+    x = random_jpeg(random_blur(x, gen, cfg.blur_p), rng, cfg.jpeg_p)
     return (
         x,
         torch.from_numpy(np.stack(heats)),
@@ -108,7 +119,8 @@ def lr_schedule(cfg: FinetuneConfig) -> np.ndarray:
     return np.where(steps < cfg.warmup_steps, warm, cosine)
 
 
-def training_loss(model, batch, cfg: FinetuneConfig) -> tuple[torch.Tensor, dict]:
+def training_loss(model, batch, cfg: FinetuneConfig, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Centre focal + offset L1 + point-classifier loss (``cfg.cls_loss``, class ``weights``) on one batch."""
     x, heat, offset, mask, xy, labels = batch
     out = model(x)
     focal = centre_focal_loss(out.centre[:, 0], heat)
@@ -120,23 +132,32 @@ def training_loss(model, batch, cfg: FinetuneConfig) -> tuple[torch.Tensor, dict
     )
     feats = gather_points(out.fmap, xy, x.shape[-2:])
     logits = model.classifier(feats)
-    if (labels >= 0).any():
-        cls = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-    else:
-        cls = logits.sum() * 0
+    cls = point_class_loss(logits, labels, cfg.cls_loss, weights)
     loss = focal + cfg.offset_weight * off + cfg.cls_weight * cls
     return loss, {"focal": focal.item(), "offset": off.item(), "cls": cls.item()}
 
 
 def build_model(cfg: FinetuneConfig):
+    """``cfg.model``, fresh or initialised from ``cfg.init``.
+
+    ``init`` may be an official-layout backbone ``.pth`` or our weights file. Weights of another registered model
+    load into ``cfg.model`` when the only differences are keys of a conv stem (``backbone.stem.*``) that the source
+    lacks: the stem then starts from its own (zero-output) initialisation.
+    """
+    model = create_model(cfg.model, len(CLASSES), cfg.tile_size)
     if cfg.init.endswith(".pth"):
-        model = create_model(cfg.model, len(CLASSES), cfg.tile_size)
         model.backbone.load_state_dict(load_official_checkpoint(cfg.init, cfg.model, cfg.tile_size).state_dict())
         return model
     if cfg.init:
-        model, _ = load_weights(cfg.init)
-        return model.train()
-    return create_model(cfg.model, len(CLASSES), cfg.tile_size)
+        source, _ = load_weights(cfg.init)
+        state = source.state_dict()
+        own = model.state_dict()
+        state.update({k: v for k, v in own.items() if k.startswith("backbone.stem.") and k not in state})
+        problem = state_dict_mismatch(own, state)
+        if problem:
+            raise ConfigError(f"--init {cfg.init} does not fit model '{cfg.model}': {problem}")
+        model.load_state_dict(state)
+    return model
 
 
 def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
@@ -148,8 +169,12 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
+    if cfg.cls_loss not in CLS_LOSSES:
+        raise ConfigError(f"unknown cls_loss '{cfg.cls_loss}'; choose one of: {', '.join(CLS_LOSSES)}")
     train_set = train_set if train_set is not None else load_split("train")
     val_set = val_set if val_set is not None else load_split("val")
+    labels = np.concatenate([s.labels for s in train_set])
+    weights = class_weights(labels, len(CLASSES), cfg.cls_balance_power).to(cfg.device)
     device = torch.device(cfg.device)
     model = build_model(cfg).to(device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
@@ -170,7 +195,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             for group in opt.param_groups:
                 group["lr"] = float(lrs[step])
             batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
-            loss, parts = training_loss(model, batch, cfg)
+            loss, parts = training_loss(model, batch, cfg, weights)
             if pseudo_store is not None:
                 unlabelled = unlabelled_batch(pseudo_store, cfg.tile_size, cfg.pseudo_batch, rng).to(device)
                 pseudo, pseudo_parts = pseudo_label_loss(model, teacher, unlabelled, cfg.pseudo_threshold)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from muse_fast.kernels.point_gather import gather_points
 from muse_fast.errors import ConfigError
+from muse_fast.kernels.point_gather import gather_points
 from muse_fast.model import create_backbone, load_official_checkpoint
 from muse_fast.model.registry import imagenet_normalise
 from muse_fast.output.atomic import atomic_write

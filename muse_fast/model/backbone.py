@@ -9,6 +9,7 @@ from torch import nn
 
 from .decoder import Decoder
 from .resnet import ResNetEncoder
+from .stem import ConvStem
 from .vit import ViTEncoder
 
 
@@ -18,24 +19,34 @@ class BackboneOutput(NamedTuple):
 
 
 class MuseBackbone(nn.Module):
-    """``encoder`` + ``decoder``; keys equal the official checkpoints' after stripping ``module.backbone.``."""
+    """``encoder`` + ``decoder`` (+ optional ``stem``).
 
-    def __init__(self, encoder: nn.Module, decoder: Decoder) -> None:
+    The encoder and decoder keys equal the official checkpoints' after stripping ``module.backbone.``; a conv stem
+    (:class:`ConvStem`) adds keys under ``stem.`` only.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: Decoder, stem: ConvStem | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        if stem is not None:
+            self.stem = stem
         self.out_dim = decoder.out_dim
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         feats, cls = self.encoder(x)
-        return BackboneOutput(self.decoder(feats), cls)
+        extra = self.stem(x) if hasattr(self, "stem") else None
+        return BackboneOutput(self.decoder(feats, extra), cls)
 
 
-def vit_backbone(img_size: int, embed_dim: int, depth: int, num_heads: int) -> MuseBackbone:
+def vit_backbone(
+    img_size: int, embed_dim: int, depth: int, num_heads: int, stem: bool = False, align_corners: bool = True
+) -> MuseBackbone:
+    """ViT encoder + MUSE decoder. ``stem`` adds a conv stem; ``align_corners=False`` is pixel-centred geometry."""
     d = embed_dim
     encoder = ViTEncoder(img_size, embed_dim, depth, num_heads)
-    decoder = Decoder([d // 4, d // 2, d, 2 * d], hyper_ch=d // 4, dim_map_from=d)
-    return MuseBackbone(encoder, decoder)
+    decoder = Decoder([d // 4, d // 2, d, 2 * d], hyper_ch=d // 4, dim_map_from=d, align_corners=align_corners)
+    return MuseBackbone(encoder, decoder, ConvStem(d // 4, d // 2) if stem else None)
 
 
 def resnet50_backbone(img_size: int = 224) -> MuseBackbone:

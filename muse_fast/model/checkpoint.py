@@ -44,7 +44,8 @@ def load_official_checkpoint(
 
     The ViT position embedding is resampled bicubically to ``img_size // 16``; ``exact_official_pos_embed``
     reproduces the official near-identity resample bit for bit. Missing ``num_batches_tracked`` buffers are filled in,
-    as the official loader tolerates them; any other missing or extra key is an error.
+    as the official loader tolerates them. A variant with a conv stem (``muse_vit_t16_stem``) keeps its own initial
+    ``stem.*`` weights, which no official checkpoint has. Any other missing or extra key is an error.
     """
     checkpoint = path
     if not isinstance(path, dict):
@@ -62,7 +63,7 @@ def load_official_checkpoint(
         else:
             state[POS_EMBED_KEY] = resample_pos_embed(state[POS_EMBED_KEY], (grid, grid))
     for key, value in own.items():
-        if key.endswith("num_batches_tracked") and key not in state:
+        if (key.endswith("num_batches_tracked") or key.startswith("stem.")) and key not in state:
             state[key] = value
     problem = state_dict_mismatch(own, state)
     if problem:

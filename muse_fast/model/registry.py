@@ -65,7 +65,19 @@ MODELS: dict[str, ModelSpec] = {
             "muse_vit_t16",
             lambda size: vit_backbone(size, 192, 12, 3),
             None,
-            "ViT-Ti/16 (D=192, 3 heads) + MUSE decoder; small CPU-trainable default",
+            "ViT-Ti/16 (D=192, 3 heads) + MUSE decoder (official geometry); the earlier default",
+        ),
+        ModelSpec(
+            "muse_vit_t16_px",
+            lambda size: vit_backbone(size, 192, 12, 3, align_corners=False),
+            None,
+            "ViT-Ti/16 + MUSE decoder with pixel-centred resizes (align_corners=False)",
+        ),
+        ModelSpec(
+            "muse_vit_t16_stem",
+            lambda size: vit_backbone(size, 192, 12, 3, stem=True, align_corners=False),
+            None,
+            "ViT-Ti/16 + conv stem into the finest decoder levels + pixel-centred MUSE decoder",
         ),
         ModelSpec(
             "muse_vit_s16",

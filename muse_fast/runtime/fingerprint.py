@@ -1,8 +1,9 @@
 """What determines a slide's results: the input file, the settings and the weights.
 
 Checkpointed batches and finished outputs are reused only under an equal fingerprint. The file is identified by its
-size, mtime_ns and a SHA-256 of its first and last MiB: cheap on any slide, and it changes when a file is replaced,
-even by another of the same size.
+content: its size and a SHA-256 of its first and last MiB. That is cheap on any slide and changes when a file is
+replaced, even by another of the same size; a copy, an unzip or a ``touch`` (a new mtime, the same bytes) does not
+change it, so a finished slide stays finished.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ IDENTITY_BYTES = 1 << 20  # hashed at each end of the file
 
 
 def file_identity(path: Path) -> dict:
-    """``size``, ``mtime_ns`` and ``head_tail_sha256`` of ``path``."""
+    """``size`` and ``head_tail_sha256`` of ``path``."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
@@ -28,7 +29,7 @@ def file_identity(path: Path) -> dict:
         if st.st_size > IDENTITY_BYTES:
             fh.seek(max(IDENTITY_BYTES, st.st_size - IDENTITY_BYTES))
             digest.update(fh.read(IDENTITY_BYTES))
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_tail_sha256": digest.hexdigest()}
+    return {"size": st.st_size, "head_tail_sha256": digest.hexdigest()}
 
 
 def settings_fingerprint(cfg: InferConfig) -> dict:

@@ -294,6 +294,7 @@ def _predict_into(
         if unreadable and not cfg.skip_unreadable:
             raise unreadable_error(path.name, unreadable, tiles, scale, meta.tile_size)
         if blank == len(tiles):
+            store.remove()  # nothing in them is worth resuming
             raise InputError(
                 f"no tissue found in {path.name}: every tile is blank (no stained pixels); check the image, or that "
                 f"it is an H&E slide"
@@ -310,7 +311,7 @@ def _predict_into(
         area = w0 * h0 * slide.mpp**2 / 1e6 * (float(mask.mask.mean()) if mask is not None else 1.0)
     finally:
         slide.close()
-    nuclei, tiles_run = sum(written.per_class.values()), len(tiles) - written.tiles_blank
+    nuclei, tiles_run = sum(written.per_class.values()), len(tiles) - written.tiles_blank - len(regions)
     seam("manifest")
     sizes = {f.name: f.stat().st_size for f in written.files}
     record = Manifest(

@@ -127,6 +127,17 @@ def test_file_identity_sees_a_same_size_same_mtime_replacement(tmp_path):
     assert file_identity(a)["size"] == file_identity(b)["size"]
 
 
+def test_a_touched_or_copied_slide_stays_finished(small_dots, tmp_path):
+    """Rerunning the README demo re-unzips the slide (same bytes, new mtime): it must be skipped, not refused."""
+    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path / "out"), FINGERPRINT)
+    copy = tmp_path / "copy" / small_dots.name
+    copy.parent.mkdir()
+    copy.write_bytes(small_dots.read_bytes())
+    os.utime(copy, ns=(10**18, 10**18))
+    summary = run_slide(copy, DotEngine(), META, _cfg(tmp_path / "out"), FINGERPRINT)
+    assert summary.status == "skipped"
+
+
 def test_a_finished_folder_with_other_settings_is_refused(small_dots, tmp_path):
     """Issue 13.6: a rerun with another --threshold printed 'skipped' and silently kept the old results."""
     run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)

@@ -46,7 +46,10 @@ def test_probe_cli_smoke(brca_dir, tmp_path, monkeypatch, capsys):
     )
     result = json.loads((tmp_path / "p.json").read_text())
     assert 0 <= result["random"]["knn"]["best"] <= 1 and 0 <= result["random"]["linear"] <= 1
-    assert "| random |" in capsys.readouterr().out
+    assert 0 <= result["random"]["linear_macro_f1"] <= 1 and 0 <= result["random"]["knn"]["best_balanced"] <= 1
+    assert "top1" in result["majority class"]["prior"]
+    out = capsys.readouterr().out
+    assert "| random |" in out and "| majority class |" in out and "bal. acc" in out
     # kNN can query val (the split that chooses recipes); the epoch-selecting probes cannot
     assert evaluate.main(["--probes", "knn", "--split", "val", "--json", str(tmp_path / "v.json")]) == 0
     val = json.loads((tmp_path / "v.json").read_text())["random"]["knn"]
@@ -77,3 +80,27 @@ def test_detect_nuclei_builds_a_store(brca_dir, cmu_svs, tmp_path, monkeypatch):
     pytest.importorskip("skimage")
     blobs = detect_nuclei.blob_detector(load_split("train")[0].image, 0.5)
     assert len(blobs) > 20
+
+
+def test_class_scores_are_not_flattered_by_the_prior():
+    from muse_fast.train.probes import class_scores, prior_scores
+
+    labels = torch.tensor([1] * 69 + [0] * 11 + [2] * 20)
+    always_tumour = class_scores(torch.ones_like(labels), labels, 3)
+    assert always_tumour["top1"] == pytest.approx(0.69)
+    assert always_tumour["balanced"] == pytest.approx(1 / 3)
+    assert always_tumour["macro_f1"] == pytest.approx((2 * 69 / (69 + 100)) / 3)
+    perfect = class_scores(labels, labels, 3)
+    assert perfect == {"top1": 1.0, "balanced": 1.0, "macro_f1": 1.0}
+    gallery = PointSet(torch.zeros(5, 2), torch.tensor([1, 1, 1, 0, 2]))
+    assert prior_scores(gallery, PointSet(torch.zeros(100, 2), labels), 3) == always_tumour
+
+
+def test_knn_reports_balanced_metrics_beside_top1():
+    res = knn_accuracy(_clusters(600, 0), _clusters(200, 1), 3, ks=(1, 10))
+    assert set(res) >= {"per_k", "best", "balanced", "macro_f1", "best_balanced", "best_macro_f1"}
+    assert res["best_balanced"] > 0.95 and res["best_macro_f1"] > 0.95
+    from muse_fast.train.evaluate import format_probe_table
+
+    table = format_probe_table({"majority class": {"prior": {"top1": 0.69, "balanced": 1 / 3, "macro_f1": 0.27}}})
+    assert "| majority class | 69.00 |" in table and "bal. acc" in table and "macro F1" in table
