@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from muse_fast.output.atomic import atomic_write
+
 # Bump when the exported graph changes, so old cache entries are not reused.
 # 2: the uint8 input is cast before the NHWC -> NCHW transpose (TensorRT reads uint8 only through a Cast).
 EXPORT_FORMAT_VERSION = 2
@@ -102,6 +104,5 @@ def cached_build(path: Path, build: Callable[[], bytes]) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 from muse_fast.errors import BackendUnavailable, WeightsError
 from muse_fast.model.registry import MuseNet
 from muse_fast.model.weights import DEFAULT_WEIGHTS, WeightsMeta, file_sha256, load_weights
-from muse_fast.output.atomic import partial_path
+from muse_fast.output.atomic import StagedFiles
 
 INPUT_NAME = "tiles"
 OUTPUT_NAMES = ("centre", "fmap")
@@ -122,7 +121,6 @@ def export_model(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -139,8 +137,9 @@ def export_model(
     for key, value in onnx_metadata(meta, sha).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(tmp))
-    try:
+    with StagedFiles() as staged:  # the file appears under ``out`` only once it passed the checks
+        tmp = staged.add(out)
+        onnx.save(proto, str(tmp))
         diffs = {}
         if check:
             onnx.checker.check_model(str(tmp), full_check=True)
@@ -149,10 +148,7 @@ def export_model(
             bad = {k: v for k, v in diffs.items() if v > atol}
             if bad:
                 raise WeightsError(f"ONNX export does not match PyTorch (max |diff| {bad}); report this model")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        staged.commit()
     return OnnxExport(out, meta, sha, diffs)
 
 

@@ -23,3 +23,9 @@ class BackendUnavailable(MuseError):
 
 class OutputError(MuseError):
     """The output folder cannot be used: not a folder, no permission, read-only, full, busy or holding other results."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (or just ``Type``): a library's exception, fit for a one-line report."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -10,54 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .native_output import active_log, decode_errors
+from .native_output import checked_read
 from .readers.base import BACKGROUND, SlideReader
 from .resample import read_at_scale, read_tiles
 
 
-def _complaint(mark: int | None) -> str | None:
-    log = active_log()
-    if log is None or mark is None:
-        return None
-    errors = decode_errors(log.since(mark))
-    return errors[-1] if errors else None  # the last line is the decoder's own message (cuCIM prefixes one)
-
-
-def _mark() -> int | None:
-    log = active_log()
-    return log.offset() if log is not None else None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def read_one_checked(slide: SlideReader, x: int, y: int, size: int, scale: float) -> tuple[np.ndarray, str | None]:
     """One tile and, when its data could not be decoded, why (its pixels are then white)."""
-    mark = _mark()
-    try:
-        tile = read_at_scale(slide, x, y, size, scale)
-    except Exception as exc:  # noqa: BLE001 - every backend raises its own decoder errors
-        return np.full((size, size, 3), BACKGROUND, np.uint8), _reason(exc)
-    problem = _complaint(mark)
-    if problem:
-        return np.full((size, size, 3), BACKGROUND, np.uint8), problem
-    return tile, None
+    tile, reason = checked_read(read_at_scale, slide, x, y, size, scale)
+    return (np.full((size, size, 3), BACKGROUND, np.uint8), reason) if reason else (tile, None)
 
 
 def read_tiles_checked(
     slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool
 ) -> tuple[list[np.ndarray], dict[int, str]]:
     """:func:`read_tiles`, plus ``{index in origins: reason}`` for the tiles whose data is damaged."""
-    mark = _mark()
-    try:
-        images = read_tiles(slide, origins, size, scale, pool)
-        if _complaint(mark) is None:
-            return images, {}
-    except Exception:  # noqa: BLE001 - find the damaged tiles below, one at a time
-        pass
-    images, bad = [], {}
+    images, reason = checked_read(read_tiles, slide, origins, size, scale, pool)
+    if reason is None:
+        return images, {}
+    images, bad = [], {}  # find the damaged tiles, one at a time
     for i, (x, y) in enumerate(origins):
         tile, reason = read_one_checked(slide, x, y, size, scale)
         images.append(tile)

@@ -18,7 +18,10 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from ..errors import one_line
 
 # libjpeg/libjpeg-turbo ("Corrupt JPEG data", "Bogus marker", "Unsupported marker type"), cuCIM ("ERROR in line"),
 # libtiff/OpenJPEG ("Error", "TIFFReadEncodedTile"), zlib ("invalid ... code").
@@ -28,6 +31,7 @@ DECODE_ERROR = re.compile(
     re.IGNORECASE,
 )
 _LIBC = ctypes.CDLL(None)
+T = TypeVar("T")
 
 
 class NativeLog:
@@ -45,13 +49,27 @@ class NativeLog:
         size = self.offset()
         return os.pread(self._file.fileno(), max(0, size - offset), offset).decode("utf-8", "replace")
 
-    def lines(self) -> list[str]:
-        return [line.strip() for line in self.since(0).splitlines() if line.strip()]
-
 
 def decode_errors(text: str) -> list[str]:
     """The lines of native output that report a decode failure."""
     return [line.strip() for line in text.splitlines() if DECODE_ERROR.search(line)]
+
+
+def checked_read(read: Callable[..., T], *args) -> tuple[T | None, str | None]:
+    """``(read(*args), None)``, or ``(None, why)`` when the read raised or a decoder complained on fds 1/2 meanwhile.
+
+    Decoder complaints are seen only while :func:`capture_native_output` is active.
+    """
+    log = active_log()
+    mark = log.offset() if log is not None else 0
+    try:
+        result = read(*args)
+    except Exception as exc:  # noqa: BLE001 - every backend raises its own decoder errors
+        return None, one_line(exc)
+    errors = decode_errors(log.since(mark)) if log is not None else []
+    if errors:
+        return None, errors[-1]  # the last line is the decoder's own message (cuCIM prefixes one)
+    return result, None
 
 
 _lock = threading.Lock()

@@ -7,7 +7,7 @@ from concurrent.futures import wait
 import numpy as np
 from PIL import Image
 
-from .native_output import active_log, decode_errors
+from .native_output import checked_read
 from .readers.base import SlideReader
 
 
@@ -93,24 +93,14 @@ def _read_band(slide: SlideReader, y0: int, w: int, h: int, level: int) -> np.nd
     out and the damage would go unnoticed: painted as tissue, its tiles are planned and the tile reads
     (:mod:`.checked_read`) name them.
     """
-    native = active_log()
-    mark = native.offset() if native else 0
-    try:
-        band = slide.read_region(0, y0, w, h, level)
-        if not (native and decode_errors(native.since(mark))):
-            return band
-    except Exception:  # noqa: BLE001 - every backend raises its own decoder errors
-        pass
+    band, reason = checked_read(slide.read_region, 0, y0, w, h, level)
+    if reason is None:
+        return band
     d = slide.level_downsamples[level]
     band = np.empty((h, w, 3), np.uint8)
     for r0 in range(0, h, THUMBNAIL_BLOCK):
         for c0 in range(0, w, THUMBNAIL_BLOCK):
             r1, c1 = min(h, r0 + THUMBNAIL_BLOCK), min(w, c0 + THUMBNAIL_BLOCK)
-            mark = native.offset() if native else 0
-            try:
-                block = slide.read_region(round(c0 * d), y0 + round(r0 * d), c1 - c0, r1 - r0, level)
-                damaged = bool(native and decode_errors(native.since(mark)))
-            except Exception:  # noqa: BLE001
-                damaged = True
-            band[r0:r1, c0:c1] = UNREADABLE_COLOUR if damaged else block
+            block, reason = checked_read(slide.read_region, round(c0 * d), y0 + round(r0 * d), c1 - c0, r1 - r0, level)
+            band[r0:r1, c0:c1] = UNREADABLE_COLOUR if reason else block
     return band

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import WeightsError
+from ..output.atomic import atomic_write
 from .registry import MuseNet, create_model
 
 FORMAT_VERSION = 1
@@ -60,9 +60,8 @@ def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def resolve_weights(path: str | Path | None) -> Path:

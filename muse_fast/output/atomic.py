@@ -51,14 +51,10 @@ def _open(path: Path, mode: str) -> IO:
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file for ``path``; it is renamed to ``path`` when the block ends, removed when it fails."""
-    path = Path(path)
-    tmp = partial_path(path)
-    try:
-        with _open(tmp, mode) as fh:
+    with StagedFiles() as staged:
+        with staged.open(path, mode) as fh:
             yield fh
-        os.replace(tmp, path)
-    finally:
-        remove_quietly(tmp)
+        staged.commit()
 
 
 class StagedFiles:

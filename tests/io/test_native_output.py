@@ -18,7 +18,7 @@ with capture_native_output() as log:
     print("python stderr", file=sys.stderr)
     print("python stdout")
     logging.warning("python logging")
-    captured = log.lines()
+    captured = log.since(0).splitlines()
 print("captured:", captured)
 """
 

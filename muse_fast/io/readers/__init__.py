@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ConfigError, InputError
+from ...errors import ConfigError, InputError, one_line
 from ..metadata import file_resolution, truncation_problem
 from ..native_output import capture_native_output
 from .base import SlideReader
@@ -99,9 +99,7 @@ def _first_that_opens(candidates: list, path: Path, native) -> tuple[SlideReader
             probe_w, probe_h = slide.level_dimensions[-1]
             slide.read_region(0, 0, min(8, probe_w), min(8, probe_h), len(slide.level_dimensions) - 1)
         except Exception as exc:  # noqa: BLE001 - each backend fails in its own way; we report them all
-            reasons.append(
-                f"{cls.backend}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-            )
+            reasons.append(f"{cls.backend}: {one_line(exc)}")
             if isinstance(exc, ModuleNotFoundError) and cls.backend in FAST_READER_INSTALL:
                 _warn_missing_fast_reader(cls.backend)
             continue

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ..metadata import Resolution
-from .base import read_padded, rgba_to_rgb
+from .base import as_rgb_uint8, read_padded, rgba_to_rgb
 
 Image.MAX_IMAGE_PIXELS = 1_000_000_000  # large tiles are legitimate here
 
@@ -47,9 +47,9 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     refuses them with the reason).
     """
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        samples = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if im.mode.startswith("I;16") or samples.max() > 255 else 255.0
-        return np.repeat(np.round(samples / peak * 255).astype(np.uint8)[..., None], 3, axis=-1)
+        samples = np.asarray(im)
+        wide = im.mode.startswith("I;16") or samples.max() > 255
+        return as_rgb_uint8(samples.clip(0, 65535).astype(np.uint16 if wide else np.uint8))
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     if not has_alpha:
         return np.asarray(im.convert("RGB"))
