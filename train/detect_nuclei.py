@@ -2,9 +2,12 @@
 
     python -m train.detect_nuclei --out runs/rois [--split train] [--wsi SLIDE ...] [--detector model|blob]
 
-Sources: the images of a BRCA-M2C split (labels are *not* used; 0.5 um/px) and random tissue ROIs from WSIs (read at
-the store's mpp through our readers). Nuclei come from our detection model (default) or, with ``--detector blob``,
-from a classical Laplacian-of-Gaussian blob detector on the haematoxylin channel (scikit-image).
+Sources: the images of a BRCA-M2C split (labels are *not* used; 0.5 um/px) and random tissue ROIs from WSIs. Every
+ROI covers ``--size`` pixels at ``--mpp`` (448 px at 0.5 um/px = 224 um, enough for 224-px views from 0.5 to 1.0
+um/px); WSI ROIs keep the slide's native resolution where it is finer than ``--mpp`` (a 0.25 um/px scan gives
+896-px ROIs), so pretraining sees real 40x views. Nuclei come from our detection model, run at its own mpp
+(default), or, with ``--detector blob``, from a Laplacian-of-Gaussian blob detector on the haematoxylin channel.
+For the LFoV stage build a store of larger fields from slides, e.g. ``--split "" --size 1024``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from muse_fast.errors import BackendUnavailable
 from muse_fast.io.readers import open_slide
@@ -58,19 +62,45 @@ def crops(image: np.ndarray, size: int) -> list[tuple[int, int]]:
     return [(x, y) for y in ys for x in xs]
 
 
+def roi_mpp(store_mpp: float, slide_mpp: float) -> float:
+    """The store's mpp, or the slide's native mpp where the scan is finer (within 2%: no resampling for rounding)."""
+    return slide_mpp if slide_mpp < store_mpp * 0.98 else store_mpp
+
+
 def wsi_rois(path: Path, mpp: float, size: int, count: int, rng: np.random.Generator):
-    """Random ``size`` ROIs at ``mpp`` whose centre lies on detected tissue."""
+    """Random ROIs covering ``size`` px at ``mpp`` (at the slide's native resolution where finer), centred on tissue.
+
+    Yields ``(image, image_mpp)``. A slide smaller than one ROI's field gives none (with a message)."""
     slide = open_slide(path)
     if slide.mpp is None:
         raise BackendUnavailable(f"{path.name} has no mpp")
+    out_mpp = roi_mpp(mpp, slide.mpp)
+    side = round(size * mpp / out_mpp)
+    scale = out_mpp / slide.mpp  # level-0 pixels per ROI pixel
+    extent = side * scale
+    w, h = slide.level_dimensions[0]
+    if extent > min(w, h):
+        print(f"skipped {path.name}: {w}x{h} px is smaller than one ROI ({size} px at {mpp} um/px)")
+        return
     mask = detect_tissue(slide, slide.mpp)
-    scale = mpp / slide.mpp
     ys, xs = np.nonzero(mask.mask)
     for _ in range(count):
         k = int(rng.integers(len(xs)))
         cx, cy = (xs[k] + 0.5) * mask.downsample, (ys[k] + 0.5) * mask.downsample
-        x0, y0 = int(cx - size * scale / 2), int(cy - size * scale / 2)
-        yield read_at_scale(slide, max(x0, 0), max(y0, 0), size, scale)
+        x0 = int(np.clip(cx - extent / 2, 0, w - extent))
+        y0 = int(np.clip(cy - extent / 2, 0, h - extent))
+        yield read_at_scale(slide, x0, y0, side, scale), out_mpp
+
+
+def detect_at(detect, image: np.ndarray, image_mpp: float, detect_mpp: float) -> np.ndarray:
+    """Nuclei of ``image`` (at ``image_mpp``) found at ``detect_mpp``, in ``image``'s pixels (pixel-centre mapping)."""
+    f = detect_mpp / image_mpp
+    if abs(f - 1) < 1e-6:
+        return detect(image, detect_mpp)
+    side = round(image.shape[0] / f)
+    small = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+    f = image.shape[0] / side  # exact ratio after rounding
+    return ((detect(small, detect_mpp) + 0.5) * f - 0.5).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="BRCA-M2C split whose images are used (labels ignored)")
     parser.add_argument("--wsi", type=Path, nargs="*", default=[], help="slides to sample tissue ROIs from")
     parser.add_argument("--rois-per-wsi", type=int, default=24)
-    parser.add_argument("--size", type=int, default=320, help="ROI side in pixels at --mpp")
+    parser.add_argument("--size", type=int, default=448, help="ROI side in pixels at --mpp (sets each ROI's field)")
     parser.add_argument("--mpp", type=float, default=BRCA_MPP)
     parser.add_argument("--detector", choices=["model", "blob"], default="model")
     parser.add_argument("--min-nuclei", type=int, default=8)
@@ -88,26 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     detect = model_detector(args.mpp) if args.detector == "model" else blob_detector
     writer = RoiWriter(args.out, args.mpp, args.size)
     rng = np.random.default_rng(args.seed)
-    images = [(im.image, f"brca-m2c/{im.name}") for im in load_split(args.split)] if args.split else []
+    images = [(im.image, BRCA_MPP, f"brca-m2c/{im.name}") for im in load_split(args.split)] if args.split else []
     for path in args.wsi:
-        images += [
-            (roi, f"{path.name}#{i}")
-            for i, roi in enumerate(wsi_rois(path, args.mpp, args.size, args.rois_per_wsi, rng))
-        ]
-    for image, source in images:
-        if min(image.shape[:2]) < args.size:
+        rois = wsi_rois(path, args.mpp, args.size, args.rois_per_wsi, rng)
+        images += [(roi, mpp, f"{path.name}#{i}") for i, (roi, mpp) in enumerate(rois)]
+    for image, mpp, source in images:
+        side = round(args.size * args.mpp / mpp)
+        if min(image.shape[:2]) < side:
             continue
-        xy_all = detect(image, args.mpp)
-        for x, y in crops(image, args.size):
-            inside = (
-                (xy_all[:, 0] >= x)
-                & (xy_all[:, 0] < x + args.size)
-                & (xy_all[:, 1] >= y)
-                & (xy_all[:, 1] < y + args.size)
-            )
+        xy_all = detect_at(detect, image, mpp, args.mpp)
+        for x, y in crops(image, side):
+            inside = (xy_all[:, 0] >= x) & (xy_all[:, 0] < x + side) & (xy_all[:, 1] >= y) & (xy_all[:, 1] < y + side)
             if inside.sum() >= args.min_nuclei:
-                crop = np.ascontiguousarray(image[y : y + args.size, x : x + args.size])
-                writer.add(Roi(crop, xy_all[inside] - np.array([x, y], np.float32)), f"{source}@{x},{y}")
+                crop = np.ascontiguousarray(image[y : y + side, x : x + side])
+                writer.add(Roi(crop, xy_all[inside] - np.array([x, y], np.float32), mpp), f"{source}@{x},{y}")
     index = writer.close()
     print(f"wrote {writer.count} ROIs to {index.parent}")
     return 0

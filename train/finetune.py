@@ -197,7 +197,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
             loss, parts = training_loss(model, batch, cfg, weights)
             if pseudo_store is not None:
-                unlabelled = unlabelled_batch(pseudo_store, cfg.tile_size, cfg.pseudo_batch, rng).to(device)
+                unlabelled = unlabelled_batch(pseudo_store, cfg.tile_size, BRCA_MPP, cfg.pseudo_batch, rng).to(device)
                 pseudo, pseudo_parts = pseudo_label_loss(model, teacher, unlabelled, cfg.pseudo_threshold)
                 loss = loss + cfg.pseudo_weight * pseudo
                 parts.update(pseudo_parts)

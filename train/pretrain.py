@@ -50,7 +50,7 @@ class PretrainConfig:
     stage: str = "muse"  # "muse" (224-px views) or "lfov" (512-px views, continued from --init)
     init: str = ""  # backbone checkpoint in the official layout (e.g. OUT/backbone.pth of an earlier stage)
     view_size: int = 0  # 0 = 224 for muse, 512 for lfov
-    mpp_min: float = 0.5
+    mpp_min: float = 0.25  # view mpp range; floored per ROI at its own resolution (train/data/views.py)
     mpp_max: float = 1.0
     colour_jitter: float = 1.0  # strength of the per-view brightness/contrast/saturation/stain jitter (0 = off)
     batch_size: int = 8  # ROIs per step and process (two views each)
@@ -115,6 +115,22 @@ def _cls_dim(backbone) -> int:
     return channels[-1]
 
 
+CROSS_SCALE = 1.5  # the field must hold a view this much coarser than the finest, or every pair is one scale
+
+
+def check_field(store: RoiStore, cfg: PretrainConfig) -> None:
+    """Refuse a store whose ROIs are too small for the views: with a field barely larger than one view, both views of
+    a pair are the whole ROI, upsampled (the degenerate LFoV of an earlier recipe), and no cross-scale pair exists."""
+    finest = max(cfg.mpp_min, store.mpp)
+    need = CROSS_SCALE * cfg.view_size * finest
+    if store.field_um < need:
+        raise ConfigError(
+            f"ROI store {store.folder} covers {store.field_um:.0f} um per ROI, too small for {cfg.view_size}-px views "
+            f"at {finest} to {CROSS_SCALE * finest:.2f} um/px ({need:.0f} um needed); rebuild it with "
+            f"python -m train.detect_nuclei --size {int(np.ceil(need / store.mpp))} (slides with --split '' for LFoV)"
+        )
+
+
 def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
     """The views of one step, drawn from RNGs seeded by (seed, rank, step): resuming needs no RNG state."""
     rng = np.random.default_rng([cfg.seed, rank, step])
@@ -122,7 +138,8 @@ def make_step_batch(store: RoiStore, cfg: PretrainConfig, step: int, rank: int):
     vcfg = ViewConfig(cfg.view_size, cfg.mpp_min, cfg.mpp_max, max_matched=cfg.max_matched)
     views_a, views_b, pts_a, pts_b = [], [], [], []
     for i in rng.integers(0, len(store), cfg.batch_size):
-        a, b, matched = view_pair(store[int(i)], store.mpp, vcfg, rng)
+        roi = store[int(i)]
+        a, b, matched = view_pair(roi, roi.mpp, vcfg, rng)
         views_a.append(a.image)
         views_b.append(b.image)
         pts_a.append(a.xy[matched])
@@ -197,6 +214,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     store = RoiStore(Path(cfg.rois))
+    check_field(store, cfg)
     student, teacher = Branch(cfg).to(device), Branch(cfg).to(device)
     if cfg.init:
         backbone = load_official_checkpoint(cfg.init, cfg.model, cfg.view_size)

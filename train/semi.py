@@ -15,19 +15,23 @@ from muse_fast.kernels.point_gather import gather_points
 from muse_fast.post.decode import DecodeConfig, decode_batch
 
 from .data.augment import random_geometry
-from .data.rois import RoiStore
+from .data.rois import Roi, RoiStore
+from .data.views import ViewConfig, crop_view
 
 
-def unlabelled_batch(store: RoiStore, size: int, batch: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random ``size`` crops (with flips/rotations) from the store, ``[B, 3, S, S]`` in 0..255."""
+def unlabelled_batch(store: RoiStore, size: int, mpp: float, batch: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random ``size``-px crops at ``mpp`` (the detector's resolution; ROIs stored finer are resampled), with
+    flips/rotations, ``[B, 3, S, S]`` in 0..255. A ROI smaller than the crop is padded with white."""
+    cfg = ViewConfig(size=size)
     tiles = []
     for i in rng.integers(0, len(store), batch):
-        image = store[int(i)].image
-        y, x = (int(rng.integers(0, max(d - size, 0) + 1)) for d in image.shape[:2])
-        crop = np.full((size, size, 3), 255, np.uint8)
-        part = image[y : y + size, x : x + size]
-        crop[: part.shape[0], : part.shape[1]] = part
-        tiles.append(random_geometry(crop, np.zeros((0, 2), np.float32), rng)[0])
+        roi = store[int(i)]
+        side = size * mpp / roi.mpp  # ROI pixels under one crop
+        pad = max(0, int(np.ceil(side)) - roi.image.shape[0])
+        image = np.pad(roi.image, ((0, pad), (0, pad), (0, 0)), constant_values=255) if pad else roi.image
+        x, y = (float(rng.integers(0, int(max(d - side, 0)) + 1)) for d in image.shape[:2])  # whole ROI pixels
+        view = crop_view(Roi(image, roi.xy, roi.mpp), roi.mpp, (x, y), mpp, cfg, rng, augment=False)
+        tiles.append(random_geometry(view.image, np.zeros((0, 2), np.float32), rng)[0])
     return torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float()
 
 

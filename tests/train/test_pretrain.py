@@ -212,11 +212,19 @@ def test_lfov_stage_continues_from_224_weights(tiny_store, tmp_path):
             "init": str(tmp_path / "base" / "backbone.pth"),
         }
     )
+    from muse_fast.errors import ConfigError
+
+    # 96-px views at 0.5 um/px and a 1.5x coarser partner need 72 um; the tiny store's ROIs cover 64 um
+    with pytest.raises(ConfigError, match="covers 64 um per ROI, too small .* --size 144"):
+        pretrain(lfov)
+    writer = RoiWriter(tmp_path / "large", mpp=0.5, size=160)
+    for seed in range(3):
+        writer.add(_roi(size=160, seed=seed), f"synthetic#{seed}")
+    writer.close()
+    lfov = PretrainConfig(**{**lfov.__dict__, "rois": str(tmp_path / "large")})
     pretrain(lfov)
     state = torch.load(tmp_path / "lfov" / "backbone.pth", weights_only=True)
     assert state["muse_fast"]["view_size"] == 96
-    from muse_fast.errors import ConfigError
-
     with pytest.raises(ConfigError, match="--init"):
         PretrainConfig(stage="lfov").resolved()
 

@@ -2,10 +2,14 @@
 
 Layout of a store folder::
 
-    index.json            {"mpp": 0.5, "size": 448, "chunks": ["chunk_00000.npz", ...], "count": N, "sources": [...]}
-    chunk_00000.npz       images uint8 [n, size, size, 3]; xy float32 [total, 2]; offsets int64 [n + 1]
+    index.json            {"mpp": 0.5, "size": 320, "chunks": ["chunk_00000.npz", ...], "count": N, "sources": [...]}
+    chunk_00000.npz       image_00000 ... uint8 [s_j, s_j, 3], one per ROI; mpp float64 [n]; xy float32 [total, 2];
+                          offsets int64 [n + 1]
 
-Nucleus ``i`` of ROI ``j`` is ``xy[offsets[j] + i]`` in ROI pixels (x, y).
+Each ROI keeps its own resolution: ``mpp[j]`` is the store's ``mpp`` or, for slides scanned finer, the slide's native
+mpp (so 40x views exist where the scan has them). Every ROI covers the same field, ``size * mpp`` um square, so
+``s_j = round(size * mpp / mpp[j])``. Nucleus ``i`` of ROI ``j`` is ``xy[offsets[j] + i]`` in that ROI's pixels (x, y).
+Stores written before per-ROI resolution (one stacked ``images`` array, all at the store's mpp) still read.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from muse_fast.output.atomic import atomic_write
 
 @dataclass
 class Roi:
-    image: np.ndarray  # uint8 [S, S, 3] at the store's mpp
+    image: np.ndarray  # uint8 [S, S, 3] at ``mpp``
     xy: np.ndarray  # float32 [N, 2] nucleus positions (x, y) in ROI pixels
+    mpp: float | None = None  # um per pixel of ``image``; None = the store's mpp
 
 
 class RoiWriter:
@@ -37,9 +42,11 @@ class RoiWriter:
         self.sources: list[str] = []
 
     def add(self, roi: Roi, source: str) -> None:
-        if roi.image.shape != (self.size, self.size, 3):
-            raise ValueError(f"ROI must be {self.size}x{self.size}x3, got {roi.image.shape}")
-        self.pending.append(roi)
+        mpp = self.mpp if roi.mpp is None else float(roi.mpp)
+        side = round(self.size * self.mpp / mpp)
+        if roi.image.shape != (side, side, 3):
+            raise ValueError(f"a ROI at {mpp} um/px must be {side}x{side}x3 (the store's field), got {roi.image.shape}")
+        self.pending.append(Roi(roi.image, roi.xy, mpp))
         self.sources.append(source)
         if len(self.pending) == self.chunk:
             self._flush()
@@ -50,8 +57,10 @@ class RoiWriter:
         name = f"chunk_{len(self.chunks):05d}.npz"
         offsets = np.cumsum([0] + [len(r.xy) for r in self.pending]).astype(np.int64)
         xy = np.concatenate([r.xy for r in self.pending]).astype(np.float32).reshape(-1, 2)
+        images = {f"image_{j:05d}": r.image for j, r in enumerate(self.pending)}
+        mpp = np.array([r.mpp for r in self.pending], np.float64)
         with atomic_write(self.folder / name, "wb") as fh:
-            np.savez(fh, images=np.stack([r.image for r in self.pending]), xy=xy, offsets=offsets)
+            np.savez(fh, **images, mpp=mpp, xy=xy, offsets=offsets)
         self.chunks.append(name)
         self.count += len(self.pending)
         self.pending = []
@@ -87,6 +96,7 @@ class RoiStore:
             with np.load(self.folder / name) as z:
                 sizes.append(len(z["offsets"]) - 1)
         self.starts = np.cumsum([0] + sizes)
+        self.field_um = self.size * self.mpp  # every ROI covers this square field (RoiWriter.add checks it)
         self._cache: tuple[int, dict] | None = None
 
     def __len__(self) -> int:
@@ -104,7 +114,10 @@ class RoiStore:
         c = int(np.searchsorted(self.starts, i, side="right") - 1)
         z = self._chunk(c)
         j = i - int(self.starts[c])
-        return Roi(z["images"][j], z["xy"][z["offsets"][j] : z["offsets"][j + 1]])
+        xy = z["xy"][z["offsets"][j] : z["offsets"][j + 1]]
+        if "images" in z:  # a store from before per-ROI resolution: all at the store's mpp
+            return Roi(z["images"][j], xy, self.mpp)
+        return Roi(z[f"image_{j:05d}"], xy, float(z["mpp"][j]))
 
     def __iter__(self) -> Iterator[Roi]:
         for i in range(len(self)):

@@ -15,8 +15,8 @@ from .rois import Roi
 @dataclass(frozen=True)
 class ViewConfig:
     size: int = 224  # output side of every view (pixels)
-    mpp_min: float = 0.5  # MPP sampler range (log-uniform), teacher and student drawn separately
-    mpp_max: float = 1.0
+    mpp_min: float = 0.25  # MPP sampler range (log-uniform, method.md 4.2), teacher and student drawn separately;
+    mpp_max: float = 1.0  # never finer than the ROI's own pixels, never coarser than its field allows
     margin: float = 4.0  # nuclei closer than this to a view's edge are not used
     max_matched: int = 128  # cap on matched nuclei per view pair
 
@@ -30,9 +30,10 @@ class View:
 
 
 def sample_mpp(rng: np.random.Generator, cfg: ViewConfig, roi_mpp: float, roi_size: int) -> float:
-    """Log-uniform in [mpp_min, mpp_max], capped so the view fits in the ROI."""
+    """Log-uniform in [mpp_min, mpp_max], floored at the ROI's resolution (no views made by upsampling) and capped
+    so the view fits in the ROI."""
     hi = min(cfg.mpp_max, roi_size * roi_mpp / cfg.size)
-    lo = min(cfg.mpp_min, hi)
+    lo = min(max(cfg.mpp_min, roi_mpp), hi)
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
