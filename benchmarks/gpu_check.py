@@ -117,13 +117,15 @@ def _peak_inputs(batch: int, channels: int, points: int, device: str, dtype):
 
 
 def kernels(rehearsal: bool) -> dict:
-    """Peaks + gather, the fast implementation vs the torch reference, fp32 and bf16 feature maps."""
+    """Peaks + gather, the fast implementation (and the native library, when built) vs the torch reference."""
     import torch
 
+    from muse_fast.kernels.native import unavailable_reason
     from muse_fast.kernels.peaks import find_peaks
     from muse_fast.kernels.point_gather import gather_points
 
     device, fast = ("cpu", "numba") if rehearsal else ("cuda", "triton")
+    native_reason = unavailable_reason(device)
     batch = 16 if rehearsal else 256
     result = {"sizes": {"maps": batch, "hw": [56, 56], "channels": 192, "points_per_map": 200}, "fast": fast}
     if rehearsal:
@@ -146,6 +148,17 @@ def kernels(rehearsal: bool) -> dict:
             "same_peak_counts": bool(same),
             "max_abs_diff": float((got.float() - ref.float()).abs().max()),
             "peaks_per_map": float(ref_peaks.counts.float().mean()),
+        }
+        if native_reason:
+            result[name]["native"] = skipped(native_reason)
+            continue
+        nat, nat_peaks = run("native")
+        nat_ms = timed_ms(lambda: run("native"))
+        result[name]["native"] = {
+            "ms": round(nat_ms, 3),
+            f"speedup_vs_{fast}": round(fast_ms / nat_ms, 2),
+            "same_peak_counts": bool(torch.equal(ref_peaks.counts.cpu(), nat_peaks.counts.cpu())),
+            "max_abs_diff": float((nat.float() - ref.float()).abs().max()),
         }
     return result
 
@@ -272,7 +285,7 @@ def parity(png: Path, rehearsal: bool) -> dict:
 def collect(work: Path, out: Path) -> dict:
     """Merge the step files (with each step's exit status) and judge the targets."""
     report: dict = {"targets": TARGETS}
-    for step in ("install", "machine", "tests", "kernels", "models", "e2e", "parity"):
+    for step in ("install", "machine", "native", "tests", "kernels", "models", "e2e", "parity"):
         data = _read(work / f"{step}.json")
         rc_file = work / f"{step}.rc"
         rc = int(rc_file.read_text()) if rc_file.exists() else None

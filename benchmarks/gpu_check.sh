@@ -4,9 +4,11 @@
 #   on the GPU machine:       bash benchmarks/gpu_check.sh OUT_DIR          (device run with carry [".gpu_carry"])
 #   CPU rehearsal:            bash benchmarks/gpu_check.sh OUT_DIR --rehearsal
 # Steps, each under `timeout` and inside a 450 s budget: install (venv over the machine's torch, --no-deps, offline
-# from the wheelhouse), machine, tests (compiled Triton, CUDA decode/predict), kernels (Triton vs torch reference),
-# models (torch fp32/fp16/bf16/compile tiles/s), e2e (`muse-fast bench --device cuda`, batch 16/64/256, on a 4x4
-# mosaic of the carried slide), parity (CPU vs GPU nuclei), collect. Without a GPU every step runs its CPU stand-in.
+# from the wheelhouse), machine, native (CMake builds csrc/ from source: the CPU and CUDA libraries, and the TensorRT
+# plugin when TensorRT_ROOT is set), tests (compiled Triton, native CUDA, CUDA decode/predict), kernels (Triton and
+# native vs torch reference), models (torch fp32/fp16/bf16/compile tiles/s), e2e (`muse-fast bench --device cuda`,
+# batch 16/64/256, on a 4x4 mosaic of the carried slide), parity (CPU vs GPU nuclei), collect. Without a GPU every
+# step runs its CPU stand-in.
 set -uo pipefail
 out="${1:?usage: gpu_check.sh OUT_DIR [--rehearsal]}"
 cd "$(dirname "$0")/.."
@@ -71,11 +73,16 @@ cli=$(dirname "$py")/muse-fast
 gc=("$py" benchmarks/gpu_check.py)
 
 step machine 30 "${gc[@]}" machine --out "$work/machine.json" "${rehearsal[@]}"
+# nothing prebuilt travels: the GPU machine has cmake and nvcc; tests and kernels find the libraries through this
+export MUSE_NATIVE_BUILD=$work/native-build
+step native 150 bash -c 'cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE=Release ${3:+-DTensorRT_ROOT=$3} \
+    && cmake --build "$2" -j "$(nproc)"' _ "$root" "$MUSE_NATIVE_BUILD" "${TensorRT_ROOT:-}"
 timeout_flag=()
 "$py" -c "import pytest_timeout" 2>/dev/null && timeout_flag=(--timeout=90)
 step tests 150 "$py" -m pytest -q -p no:cacheprovider -o addopts="" -rs "${timeout_flag[@]}" \
     tests/kernels/test_cuda.py tests/runtime/test_cuda_predict.py tests/runtime/test_device_decode.py \
-    tests/kernels/test_kernel_edges.py --junitxml="$out/gpu_tests.xml"
+    tests/kernels/test_kernel_edges.py tests/kernels/test_native_cuda.py tests/kernels/test_native.py \
+    --junitxml="$out/gpu_tests.xml"
 [ -f "$out/gpu_tests.xml" ] && "${gc[@]}" junit --xml "$out/gpu_tests.xml" --out "$work/tests.json" >/dev/null
 step kernels 60 "${gc[@]}" kernels --out "$work/kernels.json" "${rehearsal[@]}"
 slide=$png

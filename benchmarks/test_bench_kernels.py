@@ -1,4 +1,5 @@
-"""Kernels: peak finding (reference, numba, scipy's maximum_filter approach; Triton on GPU) and the point gather.
+"""Kernels: peak finding (reference, numba, native, scipy's maximum_filter approach; Triton and native on GPU) and the
+point gather. ``native`` is the CMake-built csrc/ library (skipped when not built).
 
 Realistic sizes: a batch of 64 heatmaps of 224x224 with ~150 nuclei each, features C=384 at stride 4 (56x56).
 ``MUSE_BENCH_QUICK=1`` uses 4 maps.
@@ -38,8 +39,17 @@ def _need(module):
         pytest.skip(f"{module} not installed")
 
 
-@pytest.mark.parametrize("impl", ["reference", "numba"])
+def _need_native(device: str):
+    from muse_fast.kernels.native import unavailable_reason
+
+    if reason := unavailable_reason(device):
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba", "native"])
 def test_peaks_cpu(benchmark, heatmaps, impl):
+    if impl == "native":
+        _need_native("cpu")
     if impl == "numba":
         _need("numba")
         find_peaks(heatmaps, 0.3, 2, 1024, impl=impl)  # compile outside the timing, at full size (it picks the kernel)
@@ -57,8 +67,10 @@ def test_peaks_scipy_maximum_filter(benchmark, heatmaps):
     assert sum(len(p) for p in benchmark(scipy_peaks)) > 0
 
 
-@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("impl", ["reference", "numba", "native"])
 def test_point_gather_cpu(benchmark, quick, impl):
+    if impl == "native":
+        _need_native("cpu")
     if impl == "numba":
         _need("numba")
     b = 4 if quick else 64
@@ -79,12 +91,14 @@ def _peaks_then_gather(heat, fmap, impl):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("impl", ["reference", "triton"])
+@pytest.mark.parametrize("impl", ["reference", "triton", "native"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_peaks_and_gather_gpu(benchmark, impl, dtype):
     """Heatmap -> points -> point features on the GPU (the inference path after the network)."""
     if impl == "triton":
         _need("triton")
+    if impl == "native":
+        _need_native("cuda")
     heat = _heatmaps(64, "cuda")[:, ::4, ::4].contiguous()  # stride-4 maps, as the network produces
     fmap = torch.randn(64, 384, 56, 56, device="cuda", dtype=dtype)
     _peaks_then_gather(heat, fmap, impl)

@@ -121,19 +121,7 @@ def export_model(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            graph,
-            (example,),
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"tiles": {0: torch.export.Dim("batch", min=1, max=1024)}},
-        )
-    proto = program.model_proto
+    proto = dynamo_proto(graph, example, INPUT_NAME, OUTPUT_NAMES)
     for key, value in onnx_metadata(meta, sha).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -150,6 +138,24 @@ def export_model(
                 raise WeightsError(f"ONNX export does not match PyTorch (max |diff| {bad}); report this model")
         staged.commit()
     return OnnxExport(out, meta, sha, diffs)
+
+
+def dynamo_proto(module: nn.Module, example: torch.Tensor, input_name: str, output_names, opset: int | None = None):
+    """``module`` on ``example`` through the dynamo exporter as a ModelProto, with a dynamic batch (1-1024)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=list(output_names),
+            dynamic_shapes={input_name: {0: torch.export.Dim("batch", min=1, max=1024)}},
+        )
+    return program.model_proto
 
 
 def onnxruntime_parity(path: str | Path, graph: DenseGraph, tiles: torch.Tensor) -> dict[str, float]:

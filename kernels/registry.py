@@ -3,7 +3,7 @@
 ``auto`` picks Triton for CUDA tensors, numba for CPU tensors, and falls back to the plain-PyTorch reference when
 the preferred one is unavailable (a warning with the reason and the fix is logged once). An explicit request that
 cannot run raises one line with the reason and the choices. Triton also runs on CPU tensors under
-``TRITON_INTERPRET=1`` (tests).
+``TRITON_INTERPRET=1`` (tests). ``native`` (the CMake-built ``csrc/`` libraries, CPU and CUDA) runs only when asked.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class KernelImpl:
             return "Triton needs a CUDA tensor (or TRITON_INTERPRET=1 for the CPU interpreter)"
         if self.device == "cpu" and tensor.device.type != "cpu":
             return f"{self.name} runs on CPU tensors only"
+        if self.name == "native":  # the CMake-built library for the tensor's device (kernels/native.py)
+            from .native import unavailable_reason
+
+            return unavailable_reason(tensor.device.type)
         return None
 
     def function(self, name: str) -> Callable:
@@ -57,6 +61,7 @@ def implementations(package: str) -> dict[str, KernelImpl]:
         "reference": KernelImpl("reference", f"{package}.reference", None, "any"),
         "numba": KernelImpl("numba", f"{package}.cpu", "numba", "cpu"),
         "triton": KernelImpl("triton", f"{package}.triton", "triton", "any"),
+        "native": KernelImpl("native", f"{package}.native", None, "any"),  # csrc/ via CMake; never picked by auto
     }
 
 

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 from .errors import MuseError
@@ -15,6 +16,10 @@ from .errors import MuseError
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled like Ctrl-C
+PRECISION_HELP = (
+    "fp32, bf16, fp16 (CUDA), int8 (--engine onnx on the CPU) or auto (default): bf16 on CPUs with AMX or "
+    "AVX512-BF16, fp16 on CUDA GPUs with tensor cores, else fp32; results at another precision are not resumed"
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,6 +42,7 @@ def _add_infer(sub) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson, .csv, ... per slide)")
     p.add_argument("--engine", default="torch", help="inference engine: torch, onnx, trt or auto (default: torch)")
+    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped BRCA-M2C model)")
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the file)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for the torch engine")
@@ -54,6 +60,26 @@ def _add_infer(sub) -> None:
         help="finish slides whose image data is damaged in places, skipping those tiles (listed in the GeoJSON, "
         "manifest and run summary, crossed out on the overlay); by default such a slide fails",
     )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write <stem>.h5ad (AnnData): the float16 point feature of every nucleus, row for row the CSV "
+        "(needs h5py: pip install h5py anndata)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        default=None,
+        help="run the slides on a Ray cluster: 'auto' joins the cluster of this machine (RAY_ADDRESS or 'ray start'), "
+        "or starts one here; ADDRESS is a head node (host:port or ray://host:10001). --out must be shared storage",
+    )
+    p.add_argument(
+        "--workers-per-node",
+        type=int,
+        default=None,
+        help="with --ray and --device cpu: workers per node, each with the node's CPUs / N threads (default: 1); "
+        "with --device cuda there is one worker per GPU",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -65,12 +91,19 @@ def _add_export(sub) -> None:
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
     p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
     p.add_argument("--opt-batch", type=int, default=16, help="TensorRT profile: batch to tune for")
+    p.add_argument(
+        "--fused-post",
+        action="store_true",
+        help="also put peak finding, the point gather and the classifier in the graph, so it outputs nuclei (custom "
+        "op muse_fast::NucleiDecode; TensorRT runs it with libmuse_trt_plugin.so, built by CMake)",
+    )
 
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="end-to-end vs model-only throughput on one slide, as JSON")
     p.add_argument("slide", type=Path)
     p.add_argument("--engine", default="torch")
+    p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--mpp", type=float, default=None)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -78,12 +111,14 @@ def _add_bench(sub) -> None:
     p.add_argument("--max-batches", type=int, default=0, help="only the first N batches (0 = all)")
 
 
-def _build_engine(name: str, weights: Path | None, device: str, batch_size: int):
+def _build_engine(name: str, weights: Path | None, device: str, batch_size: int, precision: str = "auto"):
     from .config import check_weights_mpp
     from .model.weights import file_sha256, load_weights, resolve_weights
     from .runtime.budget import check_batch_size
     from .runtime.engines import EngineInputs, create_engine
+    from .runtime.precision import check_precision
 
+    check_precision(precision)
     if batch_size < 1:
         from .errors import ConfigError
 
@@ -94,7 +129,7 @@ def _build_engine(name: str, weights: Path | None, device: str, batch_size: int)
     if note:
         logging.getLogger(__name__).warning(note)
     sha = file_sha256(resolve_weights(weights))
-    return create_engine(name, EngineInputs(model, meta, sha, device, batch_size)), meta, sha
+    return create_engine(name, EngineInputs(model, meta, sha, device, batch_size, precision)), meta, sha
 
 
 def _infer(args) -> int:
@@ -102,11 +137,11 @@ def _infer(args) -> int:
     from .errors import ConfigError
     from .output.folder import prepare_out_dir
     from .post.decode import DecodeConfig
-    from .runtime.cohort import collect_jobs
-    from .runtime.fingerprint import settings_fingerprint
-    from .runtime.pipeline import output_stem, run_slide
-    from .runtime.summary import SlideSummary, write_run_summary
+    from .runtime.cohort import collect_jobs, engine_fingerprint, finish_cohort, run_job
+    from .runtime.pipeline import output_stem
 
+    if args.workers_per_node is not None and not args.ray:
+        raise ConfigError("--workers-per-node applies to --ray runs only; add --ray auto or drop it")
     jobs = collect_jobs(args.slides)
     stems = [output_stem(j.path) for j in jobs]
     clash = sorted({s for s in stems if stems.count(s) > 1})
@@ -118,6 +153,7 @@ def _infer(args) -> int:
     cfg = InferConfig(
         out_dir=args.out,
         engine=args.engine,
+        precision=args.precision,
         device=args.device,
         weights=args.weights,
         mpp=args.mpp,
@@ -129,33 +165,29 @@ def _infer(args) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         skip_unreadable=args.skip_unreadable,
+        embeddings=args.embeddings,
     )
-    engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size)
-    fingerprint = {"weights": sha, "engine": engine.name}  # run_slide adds the file's identity and the settings
+    if args.ray:  # each worker builds its engine with the same call as below
+        from .runtime.ray_cohort import RayOptions, run_cohort_on_ray
+
+        build = partial(_build_engine, cfg.engine, cfg.weights, cfg.device, cfg.batch_size, cfg.precision)
+        return run_cohort_on_ray(jobs, cfg, build, RayOptions(args.ray, args.workers_per_node or 1))
+    engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size, cfg.precision)
+    fingerprint = engine_fingerprint(engine, sha)  # run_slide adds the file's identity and the settings
     prepare_out_dir(cfg.out_dir)
     summaries = []
     for job in jobs:
-        try:
-            summary = run_slide(job.path, engine, meta, cfg, fingerprint, job.mpp)
-        except Exception as exc:  # noqa: BLE001 - in a cohort one bad slide must not stop the others
-            if len(jobs) == 1 or isinstance(exc, KeyboardInterrupt):
-                raise
-            message = str(exc) if isinstance(exc, MuseError) else f"{type(exc).__name__}: {exc}"
-            summary = SlideSummary(str(job.path), "failed", error=message.splitlines()[0] if message else "")
+        summary = run_job(job, engine, meta, cfg, fingerprint, single=len(jobs) == 1)
         summaries.append(summary)
         print(summary.line(), file=sys.stderr)
-    if len(jobs) > 1:
-        config = {**fingerprint, **settings_fingerprint(cfg), "batch_size": cfg.batch_size, "engine": cfg.engine}
-        path = write_run_summary(cfg.out_dir, summaries, config)
-        failed = sum(s.status == "failed" for s in summaries)
-        print(f"{len(jobs) - failed}/{len(jobs)} slides done; summary: {path}", file=sys.stderr)
-        return EXIT_USER_ERROR if failed else 0
-    return 0
+    return finish_cohort(cfg, summaries, fingerprint) if len(jobs) > 1 else 0
 
 
 def _export(args) -> int:
     from muse_fast.export.onnx import INPUT_NAME, export_onnx
 
+    if args.fused_post:
+        return _export_fused(args)
     if args.format == "onnx":
         result = export_onnx(args.weights, args.out)
         print(f"wrote {result.path} (ONNX Runtime parity max |diff|: {result.max_abs_diff})", file=sys.stderr)
@@ -178,10 +210,25 @@ def _export(args) -> int:
     return 0
 
 
+def _export_fused(args) -> int:
+    from muse_fast.export.fused import build_fused_engine, export_fused
+    from muse_fast.export.tensorrt import BuildSpec
+
+    if args.format == "onnx":
+        result = export_fused(args.weights, args.out)
+        rows = result.params.max_points
+        print(f"wrote {result.path} (nuclei out, {rows} rows per tile; op muse_fast::NucleiDecode)", file=sys.stderr)
+        return 0
+    spec = BuildSpec(1, args.opt_batch, args.max_batch, args.precision)
+    build_fused_engine(args.weights, args.out, spec)
+    print(f"wrote {args.out} (TensorRT {args.precision}, nuclei out, batch profile {spec.profile})", file=sys.stderr)
+    return 0
+
+
 def _bench(args) -> int:
     from .runtime.bench import bench_slide
 
-    engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size)
+    engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size, args.precision)
     result = bench_slide(args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches)
     print(json.dumps(result, indent=2))
     return 0

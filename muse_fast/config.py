@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, WeightsError
+from .errors import BackendUnavailable, ConfigError, WeightsError
 from .post.decode import DecodeConfig
+from .runtime.precision import check_precision
 
 PLAUSIBLE_MPP = (0.1, 4.0)  # microns per pixel of real slides and images; outside it a run warns with its tile count
 
@@ -39,6 +40,7 @@ def check_weights_mpp(value: object, name: str) -> None:
 class InferConfig:
     out_dir: Path
     engine: str = "torch"
+    precision: str = "auto"  # fp32, bf16, fp16, int8 or auto (runtime/precision.py); the engine built from it rules
     device: str = "cpu"
     weights: Path | None = None  # None = the shipped default weights
     mpp: float | None = None  # override of the slide's level-0 microns per pixel
@@ -52,6 +54,7 @@ class InferConfig:
     overwrite: bool = False  # recompute slides whose outputs exist
     quiet: bool = False
     skip_unreadable: bool = False  # finish slides with damaged tiles, listing the skipped regions (default: fail)
+    embeddings: bool = False  # also write <stem>.h5ad: every nucleus's point feature (needs h5py)
 
     def __post_init__(self) -> None:
         threshold = self.decode.threshold
@@ -65,3 +68,10 @@ class InferConfig:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}; the default is 2")
         check_mpp(self.mpp)
+        check_precision(self.precision)
+        if self.embeddings:
+            from .output.h5ad import embeddings_unavailable_reason
+
+            reason = embeddings_unavailable_reason()
+            if reason:
+                raise BackendUnavailable(reason)

@@ -122,6 +122,7 @@ def test_default_weights_ship_with_the_package():
         (["--workers", "0"], "--workers must be at least 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--batch-size", "1000000"], "or less (the default is 16)"),
+        (["--workers-per-node", "2"], "--workers-per-node applies to --ray runs only"),
     ],
 )
 def test_bad_parameters_exit_2_with_one_line(tmp_path, capsys, flags, says):

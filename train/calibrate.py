@@ -67,7 +67,7 @@ def sweep(
     model, images, labels: np.ndarray, taus=TAUS, thresholds=(DecodeConfig.threshold,), cfg: EvalConfig = EvalConfig()
 ) -> list[dict]:
     """Val scores (BRCA-M2C protocol) for each ``tau`` and detection threshold, from one network pass."""
-    engine = CachedEngine(TorchEngine(model, "cpu"))
+    engine = CachedEngine(TorchEngine(model, "cpu", precision="fp32"))  # thresholds are chosen at the reference
     rows = []
     for threshold in thresholds:
         run_cfg = replace(cfg, decode=replace(cfg.decode, threshold=threshold))

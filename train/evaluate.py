@@ -65,14 +65,16 @@ def evaluate_images(
     perturb: Perturbation = Perturbation(),
     tta: bool = False,
     engine=None,
+    precision: str = "fp32",
 ) -> dict:
     """Scores of ``model`` on labelled images; one matcher's flat dict, or all of them nested when ``matcher=None``.
 
     ``perturb`` alters each image first (:mod:`train.perturb`); predictions are matched in the original pixels.
     ``tta`` averages the plain pass with horizontal and vertical flips (:class:`train.tta.FlipTTAEngine`).
-    ``engine`` replaces the model's torch engine (e.g. :class:`train.calibrate.CachedEngine`).
+    ``engine`` replaces the model's torch engine (e.g. :class:`train.calibrate.CachedEngine`); ``precision`` is the
+    torch engine's (fp32, the reference, by default; see :mod:`muse_fast.runtime.precision`).
     """
-    engine = engine or TorchEngine(model, device)
+    engine = engine or TorchEngine(model, device, precision)
     engine = FlipTTAEngine(engine) if tta else engine
     per_image = []
     for index, im in enumerate(images):
@@ -203,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         help="robustness: e.g. hed=0.5,scale=0.8,blur=1.0,jpeg=40 (see train.perturb; skips accuracy at GT)",
     )
     parser.add_argument("--tta", action="store_true", help="average with horizontal and vertical flips (3 passes)")
+    parser.add_argument("--precision", default="fp32", help="torch engine precision: fp32 (default), bf16, fp16, auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
     if args.probes:
@@ -217,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     perturb = parse_perturbation(args.perturb)
     images = load_split(args.split)
     scores = evaluate_images(
-        model, images, cfg, device=args.device, with_accuracy=not perturb.active, perturb=perturb, tta=args.tta
+        model,
+        images,
+        cfg,
+        device=args.device,
+        with_accuracy=not perturb.active,
+        perturb=perturb,
+        tta=args.tta,
+        precision=args.precision,
     )
     if perturb.active:
         scores["perturb"] = perturb.describe()

@@ -26,8 +26,14 @@ class CentreHead(nn.Module):
         with torch.no_grad():
             self.out.bias.copy_(torch.tensor([math.log(HEATMAP_PRIOR / (1 - HEATMAP_PRIOR)), 0.5, 0.5]))
 
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(fmap))
+    def forward(self, fmap: torch.Tensor, fp32_out: bool = False) -> torch.Tensor:
+        """``fp32_out``: the last 1x1 conv runs in fp32 even under autocast. Logits rounded to bf16 tie neighbouring
+        cells, and the peak finder drops plateaus (0.7% fewer nuclei on CMU-1 with all of it in bf16)."""
+        hidden = self.body(fmap)
+        if not fp32_out:
+            return self.out(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.out(hidden.float())
 
 
 class PointClassifier(nn.Module):

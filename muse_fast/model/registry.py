@@ -45,9 +45,10 @@ class MuseNet(nn.Module):
         self.register_buffer("mean", 255.0 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", 255.0 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> DenseOutputs:
+    def forward(self, images: torch.Tensor, fp32_logits: bool = False) -> DenseOutputs:
+        """``fp32_logits``: the centre head's output layer in fp32 under autocast (see :class:`CentreHead`)."""
         out = self.backbone((images - self.mean) / self.std)
-        return DenseOutputs(self.centre_head(out.fmap), out.fmap)
+        return DenseOutputs(self.centre_head(out.fmap, fp32_logits), out.fmap)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Overlay PNG: a slide thumbnail with each nucleus drawn as a dot in its class colour."""
+"""Overlay PNG: a slide thumbnail with each nucleus drawn as a dot in its class colour (or any other label's)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ class Overlay:
         self.radius = max(1.5, 3.0 / self.scale)
 
     def add(self, nuclei: Nuclei) -> None:
+        self.add_points(nuclei.xy, nuclei.class_id)
+
+    def add_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
+        """A dot at each level-0 ``xy [N, 2]`` in the colour of its label (an index into the names given)."""
         r = self.radius
-        for (x, y), c in zip(nuclei.xy / self.scale, nuclei.class_id):
+        for (x, y), c in zip(np.asarray(xy) / self.scale, labels):
             self.draw.ellipse((x - r, y - r, x + r, y + r), fill=self.colours[int(c)])
 
     def mark_unreadable(self, regions: list[list[int]]) -> None:

@@ -1,4 +1,5 @@
-"""Streaming writers for nuclei: QuPath GeoJSON, CSV, and Parquet when pyarrow is installed.
+"""Streaming writers for nuclei: QuPath GeoJSON, CSV, Parquet when pyarrow is installed, and with embeddings the
+AnnData file of point features (:mod:`muse_fast.output.h5ad`).
 
 Each writer takes chunks of nuclei as they are produced and writes to a hidden temporary file staged in a
 :class:`~muse_fast.output.atomic.StagedFiles`; ``NucleiWriters`` completes them all when its block succeeds, and the
@@ -154,15 +155,20 @@ class NucleiWriters:
         classes: tuple[str, ...],
         staged: StagedFiles,
         unreadable_regions: list | None = None,
+        embeddings: dict | None = None,
     ) -> None:
-        kinds = [("geojson", GeoJSONWriter), ("csv", CSVWriter)]
+        """``embeddings``: the ``uns`` of ``<stem>.h5ad``, written only when given (nuclei then carry ``feat``)."""
+        kinds = [("geojson", GeoJSONWriter, (unreadable_regions,)), ("csv", CSVWriter, ())]
         if parquet_available():
-            kinds.append(("parquet", ParquetWriter))
+            kinds.append(("parquet", ParquetWriter, ()))
+        if embeddings is not None:
+            from .h5ad import H5adWriter  # it builds on _TempOutput, so it imports this module
+
+            kinds.append(("h5ad", H5adWriter, (embeddings,)))
         self.writers: list[_TempOutput] = []
         try:
-            for suffix, cls in kinds:
+            for suffix, cls, extra in kinds:
                 path = out_dir / f"{stem}.{suffix}"
-                extra = (unreadable_regions,) if cls is GeoJSONWriter else ()
                 self.writers.append(cls(path, staged.add(path), classes, *extra))
         except BaseException:
             self._abort()

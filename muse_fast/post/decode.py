@@ -24,6 +24,7 @@ class TileNuclei(NamedTuple):
     score: torch.Tensor  # [N] centre probability
     class_id: torch.Tensor  # [N] int64
     class_prob: torch.Tensor  # [N] probability of the chosen class
+    feat: torch.Tensor | None = None  # [N, D] point features: exactly what the classifier was given
 
 
 @torch.no_grad()
@@ -54,5 +55,5 @@ def decode_batch(
     out = []
     for i in range(b):
         n = int(peaks.counts[i])
-        out.append(TileNuclei(xy[i, :n], peaks.scores[i, :n].float(), class_id[i, :n], class_prob[i, :n]))
+        out.append(TileNuclei(xy[i, :n], peaks.scores[i, :n].float(), class_id[i, :n], class_prob[i, :n], feats[i, :n]))
     return out

@@ -3,7 +3,8 @@
 :func:`decode_batch` reads the peak counts back several times per batch and its caller copies four arrays per tile,
 each a blocking sync from pageable memory. Here every step stays on the device with static shapes (``k`` rows per
 tile, padding included), the results are packed into one ``float32 [B, 1 + 5k]`` tensor (count, then x, y, score,
-class id, class probability per row) and copied once into a pinned host buffer that lives as long as the decoder.
+class id, class probability per row; with ``features``, then the ``D`` point features of each row) and copied once
+into a pinned host buffer that lives as long as the decoder.
 The nuclei are those of :func:`decode_batch` (tested): when a tile has more than ``k`` peaks, the batch is decoded
 again with a ``k`` that fits (a second copy; ``k`` then stays larger for the rest of the run).
 """
@@ -39,6 +40,7 @@ class TileArrays(NamedTuple):
     score: np.ndarray  # [N] float32
     class_id: np.ndarray  # [N] int64
     class_prob: np.ndarray  # [N] float32
+    feat: np.ndarray | None = None  # [N, D] float32 point features (only when decoded with ``features``)
 
 
 @torch.no_grad()
@@ -50,8 +52,10 @@ def decode_packed(
     stride: int,
     cfg: DecodeConfig,
     rows: int,
+    features: bool = False,
 ) -> torch.Tensor:
-    """``float32 [B, 1 + 5 * rows]`` on the tensors' device, without a host sync (see the module docstring)."""
+    """``float32 [B, 1 + (5 + D) * rows]`` (``D`` = 0 without ``features``) on the tensors' device, without a host
+    sync (see the module docstring)."""
     device = centre.device
     heat = torch.sigmoid(centre[:, 0].float())
     peaks = find_peaks(heat, cfg.threshold, cfg.min_distance, cfg.max_points)
@@ -74,18 +78,27 @@ def decode_packed(
         torch.where(valid, class_id.reshape(b, k).float(), 0.0),
         torch.where(valid, class_prob.reshape(b, k), 0.0),
     ]
+    if features:
+        columns.append(feats.float().reshape(b, -1))
     return torch.cat(columns, dim=1)
 
 
-def unpack(host: np.ndarray, rows: int) -> list[TileArrays]:
-    """Per-tile arrays (copies) from a packed ``[B, 1 + 5 * rows]`` host array."""
+def unpack(host: np.ndarray, rows: int, dim: int = 0) -> list[TileArrays]:
+    """Per-tile arrays (copies) from a packed ``[B, 1 + (5 + dim) * rows]`` host array (``dim`` features per row)."""
     counts = host[:, 0].astype(np.int64)
     xy = host[:, 1 : 1 + 2 * rows].reshape(-1, rows, 2)
     score = host[:, 1 + 2 * rows : 1 + 3 * rows]
     class_id = host[:, 1 + 3 * rows : 1 + 4 * rows]
     class_prob = host[:, 1 + 4 * rows : 1 + 5 * rows]
+    feat = host[:, 1 + 5 * rows : 1 + (5 + dim) * rows].reshape(-1, rows, dim) if dim else None
     return [
-        TileArrays(xy[i, :n].copy(), score[i, :n].copy(), class_id[i, :n].astype(np.int64), class_prob[i, :n].copy())
+        TileArrays(
+            xy[i, :n].copy(),
+            score[i, :n].copy(),
+            class_id[i, :n].astype(np.int64),
+            class_prob[i, :n].copy(),
+            None if feat is None else feat[i, :n].copy(),
+        )
         for i, n in enumerate(counts)
     ]
 
@@ -111,9 +124,10 @@ class PackedDecoder:
         input_hw: tuple[int, int],
         stride: int,
         cfg: DecodeConfig,
+        features: bool = False,
     ) -> list[TileArrays]:
         rows = min(self.rows, cfg.max_points)
-        packed = decode_packed(centre, fmap, classifier, input_hw, stride, cfg, rows)
+        packed = decode_packed(centre, fmap, classifier, input_hw, stride, cfg, rows, features)
         host = self._buffer(packed)
         host.copy_(packed, non_blocking=packed.is_cuda)
         TRANSFER_HOOK("decode", packed.numel() * packed.element_size())
@@ -125,5 +139,5 @@ class PackedDecoder:
         most = int(array[:, 0].max()) if len(array) else 0
         if most > rows:  # more peaks in a tile than rows decoded: decode again with enough rows
             self.rows = 1 << (most - 1).bit_length()
-            return self(centre, fmap, classifier, input_hw, stride, cfg)
-        return unpack(array, rows)
+            return self(centre, fmap, classifier, input_hw, stride, cfg, features)
+        return unpack(array, rows, fmap.shape[1] if features else 0)

@@ -75,6 +75,7 @@ def bench_slide(
     return {
         "slide": str(path),
         "engine": engine.name,
+        "precision": getattr(engine, "precision", "fp32"),
         "device": str(engine.device),
         "batch_size": batch_size,
         "tiles": len(tiles),

@@ -1,14 +1,17 @@
-"""Collect the slides of a run: files, folders (their supported files, sorted) and CSV lists (``path[,mpp]``)."""
+"""A cohort: its slides (files; folders: their supported files, sorted; CSV lists: ``path[,mpp]``), one slide run and
+recorded (locally or on a Ray worker, the same way), and ``run_summary.json``."""
 
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import valid_mpp
-from ..errors import InputError
+from ..config import InferConfig, valid_mpp
+from ..errors import InputError, MuseError
 from ..io.readers import SUPPORTED_SUFFIXES
+from .summary import SlideSummary, write_run_summary
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,43 @@ def collect_jobs(inputs: list[Path]) -> list[SlideJob]:
         else:
             jobs.append(SlideJob(item))
     return jobs
+
+
+def failed_summary(job: SlideJob, exc: BaseException) -> SlideSummary:
+    """How a slide that raised is recorded in ``run_summary.json``: the error's first line."""
+    message = str(exc) if isinstance(exc, MuseError) else f"{type(exc).__name__}: {exc}"
+    return SlideSummary(str(job.path), "failed", error=message.splitlines()[0] if message else "")
+
+
+def run_job(job: SlideJob, engine, meta, cfg: InferConfig, fingerprint: dict, single: bool = False) -> SlideSummary:
+    """One slide of a cohort: its summary, or a failed one (a lone slide's error is raised, as are interrupts)."""
+    from .pipeline import run_slide
+
+    try:
+        return run_slide(job.path, engine, meta, cfg, fingerprint, job.mpp)
+    except Exception as exc:  # noqa: BLE001 - in a cohort one bad slide must not stop the others
+        if single:
+            raise
+        return failed_summary(job, exc)
+
+
+def engine_fingerprint(engine, sha: str) -> dict:
+    """What a run's engine adds to every slide's fingerprint (run_slide adds the file's identity and the settings)."""
+    from .fingerprint import precision_fingerprint
+
+    return {"weights": sha, "engine": engine.name, **precision_fingerprint(engine)}
+
+
+def run_config(fingerprint: dict, cfg: InferConfig) -> dict:
+    """The ``config`` of ``run_summary.json``: weights, engine and the settings that change nuclei."""
+    from .fingerprint import settings_fingerprint
+
+    return {**fingerprint, **settings_fingerprint(cfg), "batch_size": cfg.batch_size, "engine": cfg.engine}
+
+
+def finish_cohort(cfg: InferConfig, summaries: list[SlideSummary], fingerprint: dict, extra: dict | None = None) -> int:
+    """Write ``run_summary.json`` (slides in input order), say how many are done, and return the exit code."""
+    path = write_run_summary(cfg.out_dir, summaries, run_config(fingerprint, cfg), extra)
+    failed = sum(s.status == "failed" for s in summaries)
+    print(f"{len(summaries) - failed}/{len(summaries)} slides done; summary: {path}", file=sys.stderr)
+    return 2 if failed else 0

@@ -1,8 +1,10 @@
 """Inference engines behind one interface, chosen in one registry.
 
 An engine turns a batch of RGB tiles (``uint8 [B, H, W, 3]``) into the dense outputs (``centre``, ``fmap``) as torch
-tensors on ``engine.device``, and classifies point features. Engines: ``torch`` (eager, CPU or CUDA), ``onnx``
-(ONNX Runtime: CUDA execution provider when present, else CPU), ``trt`` (TensorRT, fp16, CUDA only). ``auto`` tries
+tensors on ``engine.device``, and classifies point features; ``engine.precision`` says at which precision it runs
+(:mod:`.precision`). Engines: ``torch`` (eager, CPU or CUDA; fp32, bf16, fp16 autocast), ``onnx`` (ONNX Runtime:
+CUDA execution provider when present, else CPU; fp32, int8 on the CPU), ``trt`` (TensorRT, fp16 or fp32, CUDA
+only). ``auto`` on the CPU measures the candidates once per machine (:mod:`.autotune`); on CUDA it tries
 trt -> onnx -> torch and logs why it skipped any. ONNX models and TensorRT engines are built on first use and
 cached (see ``export.cache``).
 """
@@ -12,16 +14,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, one_line
 from ..model.registry import DenseOutputs, MuseNet
 from ..model.weights import WeightsMeta
 from .ort_binding import OrtCudaBinding
+from .precision import check_precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 class Engine(Protocol):
     name: str
     device: torch.device
+    precision: str  # fp32, bf16, fp16 or int8: what the network runs at (engines without it count as fp32)
 
     def run(self, tiles: np.ndarray) -> DenseOutputs: ...
 
@@ -42,6 +47,7 @@ class EngineInputs:
     weights_sha256: str  # identifies the weights for the export/engine caches
     device: str = "cpu"
     batch_size: int = 16
+    precision: str = "auto"  # see :mod:`.precision`; engines say which they support
 
 
 class _PointClassifier:
@@ -59,7 +65,10 @@ AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
 class TorchEngine(_PointClassifier):
-    """Eager PyTorch on CPU or CUDA; ``precision`` ``auto`` is fp16 autocast on CUDA and fp32 on the CPU."""
+    """Eager PyTorch on CPU or CUDA under autocast at ``precision`` (``auto``: see :mod:`.precision`).
+
+    The centre map is handed over in fp32, so peaks and the ownership merge never see reduced precision.
+    """
 
     name = "torch"
 
@@ -67,9 +76,10 @@ class TorchEngine(_PointClassifier):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("--device cuda requested but CUDA is not available here; use --device cpu")
-        if precision != "auto" and precision not in AUTOCAST:
-            raise ConfigError(f"unknown precision '{precision}'; choose one of: auto, {', '.join(AUTOCAST)}")
-        self.precision = ("fp16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.choice = resolve_precision(precision, self.device)
+        self.precision = self.choice.precision
+        if precision == "auto":
+            log.info("precision auto: %s (%s)", self.precision, self.choice.reason)
         self.model = model.to(self.device).eval()
         super().__init__(model, self.device)
 
@@ -81,7 +91,7 @@ class TorchEngine(_PointClassifier):
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         dtype = AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
-            out = self.model(x)
+            out = self.model(x, fp32_logits=dtype is not None)
         return DenseOutputs(out.centre.float(), out.fmap)
 
 
@@ -99,26 +109,72 @@ def _cached_onnx(inputs: EngineInputs, precision: str = "fp32"):
     return path
 
 
+def _cached_int8(inputs: EngineInputs):
+    """The dynamic int8 model (:func:`export.quantize.quantize_dynamic_int8`), built once per fp32 export and ORT."""
+    import onnxruntime as ort
+
+    from muse_fast.export.cache import build_lock
+    from muse_fast.export.quantize import quantize_dynamic_int8
+
+    src = _cached_onnx(inputs)
+    path = src.with_name(f"{src.stem}-int8-dynamic-ort{ort.__version__}.onnx")
+    if not path.exists():
+        with build_lock(path):
+            if not path.exists():
+                log.info("quantizing the ONNX model to int8 (once per weights file): %s", path)
+                quantize_dynamic_int8(src, path)
+    return path
+
+
+ONNX_PRECISIONS = ("fp32", "int8", "fp16")  # int8: CPU execution provider only; fp16: CUDA execution provider only
+
+
+def onnx_precision(requested: str, cuda: bool) -> str:
+    """ONNX Runtime's precision for ``requested`` (``cuda``: the CUDA provider will run it); ``auto`` is fp32."""
+    if requested == "bf16" or (requested == "fp16" and not cuda):
+        raise BackendUnavailable(
+            f"ONNX Runtime has no fast {requested} kernels here; use --engine torch --precision {requested}, or "
+            f"--engine onnx --precision fp32"
+        )
+    check_precision(requested, ("auto", *ONNX_PRECISIONS), "onnx")
+    return "fp32" if requested == "auto" else requested
+
+
 class OnnxEngine(_PointClassifier):
-    """ONNX Runtime: CUDA execution provider when onnxruntime-gpu and a GPU are present, else CPU."""
+    """ONNX Runtime: CUDA execution provider when onnxruntime-gpu and a GPU are present, else CPU.
+
+    ``inputs.precision``: fp32 (``auto``), int8 (dynamic quantization) or fp16 (CUDA provider); ``path`` runs
+    another ONNX file of the same graph instead of the cached export (e.g. a static QDQ model).
+    """
 
     name = "onnx"
 
-    def __init__(self, inputs: EngineInputs) -> None:
+    def __init__(self, inputs: EngineInputs, path: Path | None = None) -> None:
         import onnxruntime as ort
 
         from muse_fast.export.onnx import INPUT_NAME, OUTPUT_NAMES
 
-        path = _cached_onnx(inputs)
+        if inputs.precision == "int8" and torch.device(inputs.device).type == "cuda":
+            raise BackendUnavailable(
+                "int8 runs on ONNX Runtime's CPU provider only; use --device cpu or --precision fp16"
+            )
         wanted = ["CPUExecutionProvider"]
         cuda_wanted = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+        cuda_wanted &= inputs.precision != "int8"
         if cuda_wanted:
             wanted.insert(0, "CUDAExecutionProvider")
+        self.precision = onnx_precision(inputs.precision, cuda_wanted)
+        cached = path is None
+        if path is None:
+            path = _cached_int8(inputs) if self.precision == "int8" else _cached_onnx(inputs, self.precision)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = torch.get_num_threads()  # the same CPU threads as the torch engine
         try:
             self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:  # noqa: BLE001 - a corrupt cache entry or an incompatible file
+            if not cached:
+                raise BackendUnavailable(f"cannot load the ONNX model {path} ({one_line(exc)}); check it") from None
             path.unlink(missing_ok=True)
             raise BackendUnavailable(
                 f"cannot load the cached ONNX model ({type(exc).__name__}); it was removed, run again to re-export it"
@@ -126,7 +182,7 @@ class OnnxEngine(_PointClassifier):
         got = self.session.get_providers()
         self.provider = got[0]
         check_cuda_provider(cuda_wanted, self.provider, inputs.device)
-        log.info("onnx engine running on %s", self.provider)
+        log.log(logging.INFO if cuda_wanted else logging.DEBUG, "onnx engine running on %s", self.provider)
         self.device = torch.device("cuda" if self.provider == "CUDAExecutionProvider" else "cpu")
         self.input_name, self.output_names = INPUT_NAME, list(OUTPUT_NAMES)
         on_gpu = self.device.type == "cuda"
@@ -155,14 +211,17 @@ def check_cuda_provider(wanted: bool, got: str, device: str) -> None:
 
 
 class TensorRTEngine(_PointClassifier):
-    """TensorRT fp16 engine from the cached ONNX, built once per (ONNX, profile, precision, TRT, GPU)."""
+    """TensorRT engine (fp16 for ``auto``, or fp32) from the cached ONNX, built once per (ONNX, profile, precision,
+    TRT, GPU)."""
 
     name = "trt"
 
-    def __init__(self, inputs: EngineInputs, precision: str = "fp16") -> None:
+    def __init__(self, inputs: EngineInputs) -> None:
         from muse_fast.export.onnx import INPUT_NAME, OUTPUT_NAMES
         from muse_fast.export.tensorrt import BuildSpec, TensorRTRunner
 
+        requested = check_precision(inputs.precision, ("auto", "fp16", "fp32"), "trt")
+        self.precision = precision = "fp16" if requested == "auto" else requested
         size = inputs.meta.tile_size
         spec = BuildSpec(1, inputs.batch_size, max(64, inputs.batch_size), precision)
         onnx_path = _cached_onnx(inputs, precision)  # strongly typed build: the ONNX file's dtypes set the precision
@@ -197,7 +256,7 @@ class EngineEntry:
 
 
 ENGINES: dict[str, EngineEntry] = {
-    "torch": EngineEntry("torch", lambda: None, lambda i: TorchEngine(i.model, i.device)),
+    "torch": EngineEntry("torch", lambda: None, lambda i: TorchEngine(i.model, i.device, i.precision)),
     "onnx": EngineEntry("onnx", _onnx_reason, OnnxEngine),
     "trt": EngineEntry("trt", _trt_reason, TensorRTEngine),
 }
@@ -205,7 +264,19 @@ AUTO_ORDER = ("trt", "onnx", "torch")
 
 
 def create_engine(name: str, inputs: EngineInputs) -> Engine:
-    """Build engine ``name`` (or the first available for ``auto``); unavailable requests raise one line."""
+    """Build engine ``name`` at ``inputs.precision``; unavailable requests raise one line.
+
+    ``auto``: on the CPU the fastest engine and precision measured on this machine (:mod:`.autotune`); on CUDA the
+    first available of :data:`AUTO_ORDER`.
+    """
+    check_precision(inputs.precision)
+    if name == "auto" and torch.device(inputs.device).type == "cpu":
+        from .autotune import auto_cpu_engine
+
+        def build(candidate) -> Engine:
+            return create_engine(candidate.engine, replace(inputs, precision=candidate.precision))
+
+        return auto_cpu_engine(inputs, build, _onnx_reason() is None)
     if name == "auto":
         for candidate in AUTO_ORDER:
             reason = ENGINES[candidate].unavailable_reason()

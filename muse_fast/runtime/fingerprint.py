@@ -18,6 +18,9 @@ from ..config import InferConfig
 from ..model.weights import WeightsMeta
 
 IDENTITY_BYTES = 1 << 20  # hashed at each end of the file
+# Settings that add output files without changing a nucleus. A slide done without one is run again when a run asks
+# for it (its other files come out the same); one done with it is done for a run that does not ask.
+OUTPUT_SETTINGS = ("embeddings",)
 
 
 def file_identity(path: Path) -> dict:
@@ -41,7 +44,18 @@ def settings_fingerprint(cfg: InferConfig) -> dict:
         "skip_background": cfg.skip_background,
         "reader": cfg.reader,
         "device": cfg.device,
+        **({"embeddings": True} if cfg.embeddings else {}),  # only when on: older manifests stay valid
     }
+
+
+def precision_fingerprint(engine: object) -> dict:
+    """``{"precision": p}`` for an engine running below fp32, else ``{}``.
+
+    Results at another precision are never mixed on resume nor taken for finished. fp32 adds nothing, so results
+    written before engines had a precision (all fp32 on the CPU) stay valid.
+    """
+    precision = getattr(engine, "precision", "fp32")
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 def slide_fingerprint(
@@ -56,6 +70,22 @@ def slide_fingerprint(
         "file": file_identity(path),
     }
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
+def _nuclei_part(fingerprint: dict) -> dict:
+    settings = {k: v for k, v in fingerprint.get("settings", {}).items() if k not in OUTPUT_SETTINGS}
+    return {**fingerprint, "settings": settings}
+
+
+def same_nuclei(old: dict, new: dict) -> bool:
+    """Whether two fingerprints give the same nuclei (they may differ in :data:`OUTPUT_SETTINGS`)."""
+    return _nuclei_part(old) == _nuclei_part(new)
+
+
+def missing_outputs(done: dict, wanted: dict) -> list[str]:
+    """The output settings that ``wanted`` turns on and the run of ``done`` did not have."""
+    had, want = done.get("settings", {}), wanted.get("settings", {})
+    return [k for k in OUTPUT_SETTINGS if want.get(k) and not had.get(k)]
 
 
 def _flat(value: object, prefix: str = "") -> dict[str, object]:

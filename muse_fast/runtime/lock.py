@@ -19,6 +19,23 @@ def lock_path(out_dir: Path, stem: str) -> Path:
     return Path(out_dir) / f".{stem}.lock"
 
 
+def is_locked(out_dir: Path, stem: str) -> bool:
+    """Whether a run holds the slide's lock now: a probe that takes nothing and changes nothing."""
+    try:
+        fd = os.open(lock_path(out_dir, stem), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the shared lock, if we got it
+    return False
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         st = os.stat(path)

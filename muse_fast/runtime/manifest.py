@@ -8,14 +8,16 @@ exists; anything else (no manifest, a missing file, an unreadable manifest) mean
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import OutputError
 from ..output.atomic import atomic_write
-from .fingerprint import differences
+from .fingerprint import differences, missing_outputs, same_nuclei
 
 MANIFEST_FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 def manifest_path(out_dir: Path, stem: str) -> Path:
@@ -62,14 +64,19 @@ def write_manifest(out_dir: Path, stem: str, manifest: Manifest) -> Path:
 def finished_manifest(out_dir: Path, stem: str, fingerprint: dict, name: str) -> Manifest | None:
     """The manifest of a slide done under ``fingerprint`` with every listed file present, else None.
 
-    Raises :class:`OutputError` when the folder holds finished results of ``name`` under another fingerprint.
+    Raises :class:`OutputError` when the folder holds finished results of ``name`` under another fingerprint. A run
+    that only adds outputs (``--embeddings`` on a slide done without) gets None: the slide is run again, in full.
     """
     done = read_manifest(out_dir, stem)
     if done is None:
         return None
-    if done.fingerprint != fingerprint:
+    if not same_nuclei(done.fingerprint, fingerprint):
         raise OutputError(
             f"{out_dir} already holds results of {name} that this run would not reproduce "
             f"({differences(done.fingerprint, fingerprint)}); pass --overwrite to replace them, or another --out"
         )
+    missing = missing_outputs(done.fingerprint, fingerprint)
+    if missing:
+        log.info("%s: done without %s; running it again to add them", name, ", ".join(missing))
+        return None
     return done if done.complete(out_dir) else None

@@ -33,7 +33,7 @@ def overlap_duplicates(store: ShardStore, tiles: list[Tile], n_batches: int) -> 
     merge = MergeConfig()
     refs, xy, tile_ids, scores = [], [], [], []
     for index in range(n_batches):
-        nuc, _ = store.read(index)
+        nuc, _ = store.read(index, features=False)
         halo = np.flatnonzero(in_halo(tiles, nuc.tile, nuc.xy, merge))
         refs += [(index, int(r)) for r in halo]
         xy.append(nuc.xy[halo])
@@ -60,12 +60,14 @@ def write_outputs(
     mask: TissueMask | None,
     staged: StagedFiles,
     unreadable_regions: list[list[int]] | None = None,
+    embeddings: dict | None = None,
 ) -> WrittenOutputs:
     """Pass 2: stream the shards in batch order, without overlap duplicates, into the writers and the overlay.
 
     ``scale`` is level-0 pixels per model pixel. Tables, ``<stem>.overlay.png`` and (with a mask)
     ``<stem>.tissue.png`` are complete under their temporary names when this returns. ``unreadable_regions``
     (level-0 ``[x, y, w, h]`` skipped as damaged) go into the GeoJSON's metadata and are marked on the overlay.
+    With ``embeddings`` (its ``uns``), ``<stem>.h5ad`` gets the point features of the same rows, in the same order.
     """
     regions = unreadable_regions or []
     counts = np.zeros(len(classes), np.int64)
@@ -73,7 +75,7 @@ def write_outputs(
     drop = overlap_duplicates(store, tiles, n_batches)
     overlay = Overlay(slide, classes)
     overlay.mark_unreadable(regions)
-    with NucleiWriters(out_dir, stem, classes, staged, regions) as writers:
+    with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
         for index in range(n_batches):
             nuc, skipped = store.read(index)
             keep = np.ones(len(nuc), bool)

@@ -2,7 +2,7 @@
 
     tissue mask -> tile grid at the model's mpp -> batched reads (a reader thread, bounded prefetch)
     -> engine -> peaks + point classes -> ownership filter (each tile keeps its core) -> shard per batch
-    -> streaming writers (GeoJSON, CSV, Parquet) + overlay
+    -> streaming writers (GeoJSON, CSV, Parquet; with embeddings the point features, .h5ad) + overlay
 
 Tile cores partition the slide, so merging overlapping tiles needs no state: every nucleus is final when its tile
 is done, and nothing grows with slide size except the shard files on disk. Shards make runs resumable.
@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,11 @@ from ..io.readers import SlideReader, open_slide
 from ..io.tiling import Tile, tile_grid
 from ..io.tissue import TissueMask, detect_tissue
 from ..model.weights import WeightsMeta
-from ..output.atomic import StagedFiles, remove_stale_partials
+from ..output.atomic import StagedFiles, remove_quietly, remove_stale_partials
 from ..output.folder import output_errors, prepare_out_dir
+from ..output.h5ad import embeddings_uns
 from .engines import Engine
-from .fingerprint import slide_fingerprint
+from .fingerprint import precision_fingerprint, slide_fingerprint
 from .lock import SlideLock
 from .manifest import Manifest, finished_manifest, manifest_path, write_manifest
 from .outputs import write_outputs
@@ -45,7 +47,7 @@ from .unreadable import unreadable_error, unreadable_regions
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
 PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
-OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "overlay.png", "tissue.png", "manifest.json")
+OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "h5ad", "overlay.png", "tissue.png", "manifest.json")
 log = logging.getLogger(__name__)
 
 
@@ -153,9 +155,10 @@ def iter_batches(
                 if overlap:  # the engine's next batch is queued on the device while this one decodes
                     dense = engine.run(pixels)
                     args = (engine, dense, tiles_kept, ids, pixels.shape[1:3], cfg.decode)
-                    job = decoder.submit(_on_device, engine, nuclei_from_dense, *args)
+                    decode = partial(nuclei_from_dense, features=cfg.embeddings)
+                    job = decoder.submit(_on_device, engine, decode, *args)
                 else:
-                    result.nuclei = decode_tiles(engine, tiles_kept, ids, pixels, cfg.decode)
+                    result.nuclei = decode_tiles(engine, tiles_kept, ids, pixels, cfg.decode, features=cfg.embeddings)
             decoding.append((result, job))
             while len(decoding) > (1 if overlap else 0):
                 yield _finished(*decoding.popleft())
@@ -216,7 +219,8 @@ def output_stem(path: Path) -> str:
 def run_slide(
     path: Path, engine: Engine, meta: WeightsMeta, cfg: InferConfig, fingerprint: dict, mpp: float | None = None
 ) -> SlideSummary:
-    """Predict one slide into ``cfg.out_dir``: GeoJSON, CSV (+ Parquet), overlay and tissue PNGs, then the manifest.
+    """Predict one slide into ``cfg.out_dir``: GeoJSON, CSV (+ Parquet, + .h5ad with ``cfg.embeddings``), overlay and
+    tissue PNGs, then the manifest.
 
     The run holds the slide's lock (``OUT/.<stem>.lock``; a second run gets an :class:`OutputError`). A slide whose
     manifest matches this run's fingerprint (the file's identity, the settings, and ``fingerprint``: weights, engine)
@@ -233,6 +237,7 @@ def run_slide(
         seam("lock")
         if lock.stale or shard_dir(out_dir, stem).exists():  # a run was killed or stopped: clear what it left
             remove_stale_partials(out_dir, [f"{stem}.{suffix}" for suffix in OUTPUT_SUFFIXES])
+        fingerprint = {**fingerprint, **precision_fingerprint(engine)}  # never mix precisions on resume
         finger = slide_fingerprint(path, cfg, meta, mpp, fingerprint) if path.is_file() else None
         done = None if cfg.overwrite or finger is None else finished_manifest(out_dir, stem, finger, path.name)
         if done is not None:
@@ -301,11 +306,14 @@ def _predict_into(
             )
         regions = unreadable_regions(unreadable, tiles, scale, meta.tile_size)
         with StagedFiles() as staged:
+            uns = embeddings_uns(meta, slide.mpp, finger, path.name) if cfg.embeddings else None
             written = write_outputs(
-                slide, store, tiles, n_batches, meta.classes, scale, out_dir, stem, mask, staged, regions
+                slide, store, tiles, n_batches, meta.classes, scale, out_dir, stem, mask, staged, regions, uns
             )
             seam("staged")
             manifest_path(out_dir, stem).unlink(missing_ok=True)  # an old manifest no longer describes the folder
+            for name in {f"{stem}.{suffix}" for suffix in OUTPUT_SUFFIXES} - {f.name for f in written.files}:
+                remove_quietly(out_dir / name)  # nor do an older run's outputs that this one does not write (.h5ad)
             staged.commit(lambda final: seam("rename:" + final.name[len(stem) + 1 :]))
         w0, h0 = slide.level_dimensions[0]
         area = w0 * h0 * slide.mpp**2 / 1e6 * (float(mask.mask.mean()) if mask is not None else 1.0)

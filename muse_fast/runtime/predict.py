@@ -26,8 +26,9 @@ class Nuclei:
     class_id: np.ndarray  # [N] int64
     class_prob: np.ndarray  # [N] float32
     tile: np.ndarray | None = None  # [N] int64 index of the tile that produced each nucleus (before merging)
+    feat: np.ndarray | None = None  # [N, D] point features, the classifier's input (only when asked for)
 
-    FIELDS = ("xy", "score", "class_id", "class_prob", "tile")
+    FIELDS = ("xy", "score", "class_id", "class_prob", "tile", "feat")
 
     @staticmethod
     def empty() -> Nuclei:
@@ -42,8 +43,12 @@ class Nuclei:
     @staticmethod
     def concat(parts: Iterable[Nuclei]) -> Nuclei:
         parts = [p for p in parts if len(p)] or [Nuclei.empty()]
-        tiles = None if any(p.tile is None for p in parts) else np.concatenate([p.tile for p in parts])
-        return Nuclei(*(np.concatenate([getattr(p, f) for p in parts]) for f in Nuclei.FIELDS[:4]), tiles)
+
+        def joined(field: str) -> np.ndarray | None:  # an optional field is None unless every part has it
+            arrays = [getattr(p, field) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return Nuclei(*(joined(f) for f in Nuclei.FIELDS))
 
     def select(self, mask: np.ndarray) -> Nuclei:
         return Nuclei(*(None if getattr(self, f) is None else getattr(self, f)[mask] for f in Nuclei.FIELDS))
@@ -68,13 +73,15 @@ def decode_tiles(
     cfg: DecodeConfig,
     stride: int = 4,
     merge: MergeConfig = MergeConfig(),
+    features: bool = False,
 ) -> Nuclei:
     """Run one batch of tiles; keep each tile's nuclei in its core plus the merge margin (model pixels, whole image).
 
-    The result still holds the duplicates of the overlap strips; :mod:`muse_fast.post.merge` resolves them.
+    The result still holds the duplicates of the overlap strips; :mod:`muse_fast.post.merge` resolves them. With
+    ``features``, ``Nuclei.feat`` holds each nucleus's point feature (the classifier's input).
     """
     dense = engine.run(batch)
-    return nuclei_from_dense(engine, dense, tiles, tile_ids, batch.shape[1:3], cfg, stride, merge)
+    return nuclei_from_dense(engine, dense, tiles, tile_ids, batch.shape[1:3], cfg, stride, merge, features)
 
 
 def nuclei_from_dense(
@@ -86,10 +93,11 @@ def nuclei_from_dense(
     cfg: DecodeConfig,
     stride: int = 4,
     merge: MergeConfig = MergeConfig(),
+    features: bool = False,
 ) -> Nuclei:
     """Decode an engine's outputs (see :func:`decode_tiles`): on the CPU as before, on devices in one packed copy."""
     if dense.centre.device.type in DEVICE_DECODE:
-        per_tile = device_decoder()(dense.centre, dense.fmap, engine.classify, input_hw, stride, cfg)
+        per_tile = device_decoder()(dense.centre, dense.fmap, engine.classify, input_hw, stride, cfg, features)
     else:
         per_tile = decode_batch(dense.centre, dense.fmap, engine.classify, input_hw, stride, cfg)
     kept = []
@@ -103,13 +111,17 @@ def nuclei_from_dense(
                 _numpy(nuc.class_id)[keep],
                 _numpy(nuc.class_prob)[keep],
                 np.full(int(keep.sum()), tile_id, np.int64),
+                _numpy(nuc.feat, float32=True)[keep] if features else None,
             )
         )
     return Nuclei.concat(kept)
 
 
-def _numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
+def _numpy(a: np.ndarray | torch.Tensor, float32: bool = False) -> np.ndarray:
+    """``a`` as numpy; with ``float32`` as the classifier takes it (engines may hand over fp16 or bf16 features)."""
+    if isinstance(a, np.ndarray):
+        return a.astype(np.float32, copy=False) if float32 else a
+    return (a.float() if float32 else a).cpu().numpy()
 
 
 # Device types whose outputs are decoded on the device in one packed copy (tests add "cpu" to run that path here).
@@ -140,13 +152,16 @@ def predict_image(
     cfg: DecodeConfig,
     batch_size: int = 16,
     stride: int = 4,
+    features: bool = False,
 ) -> Nuclei:
-    """Nuclei of an RGB ``uint8 [H, W, 3]`` image already at the model's mpp (coordinates in its pixels)."""
+    """Nuclei of an RGB ``uint8 [H, W, 3]`` image already at the model's mpp (coordinates in its pixels); with
+    ``features``, ``Nuclei.feat`` holds their point features (float32, the classifier's input)."""
     h, w = image.shape[:2]
     tiles = tile_grid(w, h, tile_size, overlap)
     parts = []
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
         batch = np.stack([crop_tile(image, t, tile_size) for t in chunk])
-        parts.append(decode_tiles(engine, chunk, list(range(i, i + len(chunk))), batch, cfg, stride))
+        ids = list(range(i, i + len(chunk)))
+        parts.append(decode_tiles(engine, chunk, ids, batch, cfg, stride, features=features))
     return merge_in_memory(Nuclei.concat(parts), tiles)

@@ -2,8 +2,9 @@
 
 Shards live in ``OUT/.<stem>.partial/`` as ``batch_000042.npz`` written atomically, beside a fingerprint of
 everything that determines the result (the slide file's identity, weights, engine, decode and tiling settings, batch
-size, slide resolution). A rerun with another fingerprint discards them, with one INFO line. Only the holder of the
-slide's lock (:mod:`muse_fast.runtime.lock`) opens the folder, and it removes it after the manifest is written.
+size, slide resolution, whether point features are kept: they are stored as float16). A rerun with another
+fingerprint discards them, with one INFO line. Only the holder of the slide's lock (:mod:`muse_fast.runtime.lock`)
+opens the folder, and it removes it after the manifest is written.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class ShardStore:
         unreadable = unreadable or {}
         try:
             with open(tmp, "wb") as fh:
-                fields = {f: getattr(nuclei, f) for f in Nuclei.FIELDS}
+                fields = {f: getattr(nuclei, f) for f in Nuclei.FIELDS if getattr(nuclei, f) is not None}
+                if nuclei.feat is not None:
+                    fields["feat"] = nuclei.feat.astype(np.float16)  # what the embeddings file stores
                 np.savez(
                     fh,
                     skipped=np.int64(skipped),
@@ -66,9 +69,11 @@ class ShardStore:
         finally:
             remove_quietly(tmp)
 
-    def read(self, index: int) -> tuple[Nuclei, int]:
+    def read(self, index: int, features: bool = True) -> tuple[Nuclei, int]:
+        """A batch's nuclei (with their point features when saved and ``features``) and its count of blank tiles."""
+        fields = [f for f in Nuclei.FIELDS if features or f != "feat"]
         with np.load(self._path(index)) as z:
-            return Nuclei(*(z[f] for f in Nuclei.FIELDS)), int(z["skipped"])
+            return Nuclei(**{f: z[f] for f in fields if f in z.files}), int(z["skipped"])
 
     def tally(self, n_batches: int) -> tuple[int, dict[int, str]]:
         """Over every checkpointed batch: blank tiles, and tile id -> reason for tiles that could not be decoded."""

@@ -39,11 +39,13 @@ class SlideSummary:
         )
 
 
-def write_run_summary(out_dir: Path, summaries: list[SlideSummary], config: dict) -> Path:
+def write_run_summary(out_dir: Path, summaries: list[SlideSummary], config: dict, extra: dict | None = None) -> Path:
+    """``OUT/run_summary.json``: every slide's summary, the number failed, the run's config, and ``extra`` sections
+    (``ray``: the cluster's workers and retries)."""
     path = Path(out_dir) / "run_summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     failed = [s for s in summaries if s.status == "failed"]
-    payload = {"slides": [asdict(s) for s in summaries], "failed": len(failed), "config": config}
+    payload = {"slides": [asdict(s) for s in summaries], "failed": len(failed), "config": config, **(extra or {})}
     with output_errors(out_dir), atomic_write(path) as fh:
         json.dump(payload, fh, indent=2, default=str)
     return path

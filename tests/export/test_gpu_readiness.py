@@ -176,6 +176,6 @@ def test_onnx_cuda_engine_keeps_outputs_on_the_gpu(tmp_path, monkeypatch):
     engine = create_engine("onnx", EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), "cuda"))
     assert engine.provider == "CUDAExecutionProvider" and engine.binding is not None
     tiles = np.random.default_rng(0).integers(0, 255, (4, 224, 224, 3), dtype=np.uint8)
-    got, ref = engine.run(tiles), TorchEngine(load_weights()[0], "cpu").run(tiles)
+    got, ref = engine.run(tiles), TorchEngine(load_weights()[0], "cpu", "fp32").run(tiles)
     assert got.centre.is_cuda and got.fmap.is_cuda
     assert (got.centre.cpu() - ref.centre).abs().max() < 1e-2  # cuDNN/TF32 convolutions against fp32 CPU

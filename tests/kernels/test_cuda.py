@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from gather_oracle import check_gather
+from peak_checks import assert_same_peaks, tied_maps
 
 from muse_fast.kernels.peaks import find_peaks
 from muse_fast.kernels.point_gather import gather_points
@@ -17,30 +18,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _maps(shape, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed + sum(shape))
-    x = torch.rand(shape, generator=g)
-    x[:, ::5, ::3] = 0.75  # plateaus and equal neighbours exercise the tie rule
-    return x.to(dtype).cuda()
-
-
-def _same_peaks(got, ref):
-    assert got.counts.cpu().tolist() == ref.counts.cpu().tolist()
-    assert got.overflow.cpu().tolist() == ref.overflow.cpu().tolist()
-    for i in range(len(ref.counts)):
-        n = int(ref.counts[i])
-        assert torch.equal(got.yx[i, :n].cpu(), ref.yx[i, :n].cpu())
-        assert torch.equal(got.scores[i, :n].cpu(), ref.scores[i, :n].cpu())
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (5, 57, 61), (64, 56, 56), (2, 300, 517)])
 @pytest.mark.parametrize("radius,border", [(1, 0), (2, 0), (3, 0), (1, 3), (3, 5)])
 def test_cuda_peaks_match_reference(dtype, shape, radius, border):
-    x = _maps(shape, dtype)
+    x = tied_maps(shape, dtype)
     for cap in (8, 4096):
         ref = find_peaks(x.cpu(), 0.4, radius, cap, border, impl="reference")
-        _same_peaks(find_peaks(x, 0.4, radius, cap, border, impl="triton"), ref)
+        assert_same_peaks(find_peaks(x, 0.4, radius, cap, border, impl="triton"), ref)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -97,7 +82,7 @@ def test_cuda_peaks_offsets_past_int32():
 
 def test_cuda_runs_are_deterministic():
     """Peaks and the forward gather are bitwise identical run to run (only the backward uses atomics)."""
-    heat = _maps((64, 56, 56), torch.float32, seed=1)
+    heat = tied_maps((64, 56, 56), torch.float32, seed=1)
     fmap = torch.randn(64, 192, 56, 56, device="cuda", dtype=torch.bfloat16)
     first = None
     for _ in range(3):

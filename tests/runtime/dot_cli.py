@@ -13,7 +13,7 @@ from dots import META, DotEngine  # noqa: E402
 import muse_fast.cli as cli  # noqa: E402
 
 
-def build_dot_engine(name, weights, device, batch_size):
+def build_dot_engine(name, weights, device, batch_size, precision="auto"):
     return DotEngine(), META, "dots"
 
 

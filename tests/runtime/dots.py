@@ -2,7 +2,8 @@
 
 Dots are 3x3 squares of pure red, green or blue on white at known positions; the engine's centre logit is the
 darkness of each stride-4 cell, its offsets the darkness-weighted centroid inside the cell, and its point features
-are the tile's colours, classified by the dominant channel (red 0, green 1, blue 2).
+are the tile's colours (repeated up to ``feature_dim`` channels), classified by the dominant one (red 0, green 1,
+blue 2).
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ class DotEngine:
     name = "dots"
     device = torch.device("cpu")
 
-    def __init__(self, fail_at_call: int | None = None) -> None:
+    def __init__(self, fail_at_call: int | None = None, feature_dim: int = 3) -> None:
         self.calls = 0
         self.fail_at_call = fail_at_call
+        self.feature_dim = feature_dim
 
     def run(self, tiles: np.ndarray) -> DenseOutputs:
         self.calls += 1
@@ -84,7 +86,9 @@ class DotEngine:
         cx = (cells.sum(3) * pos).sum(-1) / mass.clamp(min=1e-6)
         cy = (cells.sum(5) * pos[:, None]).sum(-2) / mass.clamp(min=1e-6)
         centre = torch.cat([mass / 16.0 - 20.0, (cx - 0.5) / 4, (cy - 0.5) / 4], dim=1)
-        return DenseOutputs(centre, F.avg_pool2d(x, 4))
+        colours = F.avg_pool2d(x, 4)
+        return DenseOutputs(centre, colours.repeat(1, -(-self.feature_dim // 3), 1, 1)[:, : self.feature_dim])
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats - feats.mean(-1, keepdim=True)
+        colours = feats[..., :3]
+        return colours - colours.mean(-1, keepdim=True)

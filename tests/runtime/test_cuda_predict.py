@@ -25,7 +25,7 @@ def engines():
     torch.backends.cuda.matmul.allow_tf32 = False
     cpu_model, meta = load_weights()
     gpu_model, _ = load_weights()
-    return TorchEngine(cpu_model, "cpu"), TorchEngine(gpu_model, "cuda", precision="fp32"), meta
+    return TorchEngine(cpu_model, "cpu", "fp32"), TorchEngine(gpu_model, "cuda", precision="fp32"), meta
 
 
 def _image() -> np.ndarray:

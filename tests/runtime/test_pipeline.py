@@ -128,17 +128,19 @@ from muse_fast.config import InferConfig
 from muse_fast.runtime.pipeline import run_slide
 import muse_fast.io.resample as resample
 resample.THUMBNAIL_BAND_BYTES = 1 << 20  # the overlay's thumbnail bands, bounded by a constant: keep it below both
-cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8, workers=1)
-engine = DotEngine()
+cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8, workers=1, embeddings={emb})
+engine = DotEngine(feature_dim=192 if {emb} else 3)  # with embeddings: as many features as the shipped model's
 tracemalloc.start()
 summary = run_slide(Path({slide!r}), engine, META, cfg, {{}})
 print(summary.nuclei, tracemalloc.get_traced_memory()[1])
 """
 
 
-def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_peak_memory_does_not_grow_with_slide_size(tmp_path, embeddings):
     """Peak memory allocated by the run (tracemalloc: Python and numpy, which hold tiles, nuclei and shards) for a
-    16x larger slide (16x the tiles and nuclei) stays within 15% of the small one's.
+    16x larger slide (16x the tiles and nuclei) stays within 15% of the small one's, also with ``--embeddings``
+    (192 float16 features per nucleus streamed into the .h5ad).
 
     Allocations, unlike the process's peak RSS, do not depend on the allocator's arenas or on thread timing, so two
     noisy cores cannot flake this; holding every nucleus of the slide would add ~16x the small run's nuclei. The
@@ -149,7 +151,9 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path):
         slide = tmp_path / f"{name}.tif"
         xy, cls = dot_positions(side, side, 24, seed=1)
         write_dot_slide(slide, side, side, xy, cls)
-        script = PEAK_MEMORY_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / name), slide=str(slide))
+        script = PEAK_MEMORY_SCRIPT.format(
+            tests=str(Path(__file__).parent), out=str(tmp_path / name), slide=str(slide), emb=embeddings
+        )
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
         nuclei, peak_bytes = map(int, out.stdout.split())
         results[name] = (nuclei, peak_bytes)

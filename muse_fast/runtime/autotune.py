@@ -1,0 +1,201 @@
+"""``--engine auto`` on the CPU: time every engine and precision that passed the accuracy gate, keep the fastest.
+
+Which engine is fastest depends on the CPU (ONNX Runtime fp32 was 1.44x torch on an AMD EPYC and 0.9-1.15x on an
+Intel Xeon; bf16 wins only with bf16 units), so it is measured: one warm-up batch per candidate, then
+``CALIBRATION_ROUNDS`` interleaved rounds of one batch each (so machine load affects every candidate alike), the
+median counting. The result is cached per machine (CPU model, flags, cores, threads), model (weights, batch size)
+and version (muse-fast, torch, ONNX Runtime) in ``<cache>/autotune/``; any change means a new measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .precision import cpu_bf16_units, cpu_flags, cpu_model_name
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE_VERSION = 1  # bump when candidates or the measurement change
+CALIBRATION_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    engine: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    candidate: Candidate
+    tiles_per_s: dict[str, float]  # label -> measured model-only tiles/s (empty: nothing to choose between)
+    cached: bool  # read from the cache, not measured now
+    cache_path: Path | None
+    machine: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line: what was picked and why."""
+        label = self.candidate.label
+        if not self.tiles_per_s:
+            return f"engine auto: {label}, the only candidate for --precision {self.candidate.precision}"
+        others = sorted(((v, k) for k, v in self.tiles_per_s.items() if k != label), reverse=True)
+        bf16 = " and ".join(self.machine.get("bf16_units", [])) or "no bf16 units"
+        threads = self.machine.get("threads", 0)
+        where = f"{self.machine.get('cpu', 'this CPU')} with {bf16}, {threads} thread{'s' if threads != 1 else ''}"
+        when = "cached measurement" if self.cached else "measured now, cached"
+        return (
+            f"engine auto: {label}, the fastest at {self.tiles_per_s[label]:.1f} tiles/s"
+            + (" (" + ", ".join(f"{k} {v:.1f}" for v, k in others) + ")" if others else "")
+            + f" on {where}; {when} in {self.cache_path}"
+        )
+
+
+def cpu_candidates(precision: str, onnx_available: bool, bf16_units: list[str]) -> list[Candidate]:
+    """The engine/precision pairs that passed the accuracy gate (docs/results.md) and fit ``precision``.
+
+    bf16 is a candidate only on CPUs with bf16 units (elsewhere it is emulated and never wins).
+    """
+    pool = [Candidate("torch", "fp32")]
+    if bf16_units:
+        pool.append(Candidate("torch", "bf16"))
+    if onnx_available:
+        pool += [Candidate("onnx", "fp32"), Candidate("onnx", "int8")]
+    if precision == "auto":
+        return pool
+    fitting = [c for c in pool if c.precision == precision]
+    # none here: the engine that offers it will say why it cannot run
+    return fitting or [Candidate("onnx" if precision == "int8" else "torch", precision)]
+
+
+def machine_key(threads: int) -> dict:
+    """What makes timings of this machine comparable: the CPU, its flags, its cores and the threads used."""
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model_name(),
+        "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16],
+        "bf16_units": cpu_bf16_units(flags),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+    }
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    from .. import __version__
+
+    try:
+        ort = md.version("onnxruntime")
+    except md.PackageNotFoundError:
+        ort = None
+    return {"muse_fast": __version__, "torch": torch.__version__, "onnxruntime": ort, "autotune": AUTOTUNE_VERSION}
+
+
+def cache_path(key: dict) -> Path:
+    from muse_fast.export.cache import cache_dir, digest
+
+    return cache_dir() / "autotune" / f"{digest(key)[:24]}.json"
+
+
+def read_cached(path: Path, key: dict) -> dict | None:
+    """The cached timings for ``key``, or None (missing, unreadable, or written for another key)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("tiles_per_s"), dict):
+        return None
+    return data
+
+
+def measure(engines: dict[str, object], batch: np.ndarray, rounds: int = CALIBRATION_ROUNDS) -> dict[str, float]:
+    """Median model-only tiles/s of each engine over ``rounds`` interleaved runs of ``batch``, after a warm-up."""
+    for engine in engines.values():
+        engine.run(batch)
+    times: dict[str, list[float]] = {label: [] for label in engines}
+    for _ in range(rounds):
+        for label, engine in engines.items():
+            start = time.perf_counter()
+            engine.run(batch)
+            times[label].append(time.perf_counter() - start)
+    return {label: round(len(batch) / statistics.median(t), 2) for label, t in times.items()}
+
+
+def calibration_batch(batch_size: int, tile_size: int) -> np.ndarray:
+    """A fixed pseudo-random batch: the networks' run time does not depend on the pixel values."""
+    rng = np.random.default_rng(18)
+    return rng.integers(0, 256, (batch_size, tile_size, tile_size, 3), dtype=np.uint8)
+
+
+def choose(
+    candidates: list[Candidate],
+    build: Callable[[Candidate], object],
+    key: dict,
+    batch: np.ndarray,
+    machine: dict,
+) -> tuple[AutoChoice, object | None]:
+    """The fastest candidate (cached for ``key``, else measured now) and its engine if it was built here.
+
+    A candidate that cannot be built here is skipped with its reason; if none can, the first one's error is raised.
+    """
+    from muse_fast.export.cache import write_atomic
+
+    from ..errors import one_line
+
+    if len(candidates) == 1:
+        return AutoChoice(candidates[0], {}, False, None, machine), None
+    key = {**key, "candidates": [c.label for c in candidates]}
+    path = cache_path(key)
+    labels = {c.label: c for c in candidates}
+    cached = read_cached(path, key)
+    if cached is not None and cached["tiles_per_s"] and set(cached["tiles_per_s"]) <= set(labels):
+        speeds = cached["tiles_per_s"]
+        return AutoChoice(labels[max(speeds, key=speeds.get)], speeds, True, path, machine), None
+    engines, first_error = {}, None
+    for candidate in candidates:
+        try:
+            engines[candidate.label] = build(candidate)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot run here is not a choice
+            first_error = first_error or exc
+            log.info("engine auto: skipping %s (%s)", candidate.label, one_line(exc))
+    if not engines:
+        raise first_error
+    speeds = measure(engines, batch)
+    best = max(speeds, key=speeds.get)
+    write_atomic(path, (json.dumps({"key": key, "tiles_per_s": speeds, "choice": best}, indent=2) + "\n").encode())
+    return AutoChoice(labels[best], speeds, False, path, machine), engines[best]
+
+
+def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available: bool):
+    """``--engine auto`` on the CPU (see the module's doc); logs the one line of :meth:`AutoChoice.line`."""
+    import torch
+
+    machine = machine_key(torch.get_num_threads())
+    candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"])
+    model = {
+        "name": inputs.meta.model,
+        "weights_sha256": inputs.weights_sha256,
+        "tile_size": inputs.meta.tile_size,
+        "batch_size": inputs.batch_size,
+    }
+    key = {"machine": machine, "model": model, "versions": versions(), "precision": inputs.precision}
+    batch = calibration_batch(inputs.batch_size, inputs.meta.tile_size)
+    choice, engine = choose(candidates, build, key, batch, machine)
+    log.info("%s", choice.line())
+    return engine if engine is not None else build(choice.candidate)

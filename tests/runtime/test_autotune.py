@@ -1,0 +1,158 @@
+"""Issue 18: ``--engine auto`` on the CPU: candidates, the choice, and its cache (re-measured when anything changes)."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from muse_fast.runtime import autotune
+from muse_fast.runtime.autotune import AutoChoice, Candidate, choose, cpu_candidates
+
+MACHINE = {"cpu": "AMD EPYC 9R14", "flags_sha256": "ab", "bf16_units": ["avx512_bf16"], "logical_cpus": 2, "threads": 1}
+KEY = {"machine": MACHINE, "model": {"weights_sha256": "a" * 64}, "versions": {"muse_fast": "0.1.0"}}
+FOUR = [Candidate("torch", "fp32"), Candidate("torch", "bf16"), Candidate("onnx", "fp32"), Candidate("onnx", "int8")]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSE_FAST_CACHE", str(tmp_path))
+    return tmp_path
+
+
+class FakeEngine:
+    def __init__(self, candidate: Candidate) -> None:
+        self.candidate = candidate
+
+    def run(self, tiles):
+        return None
+
+
+class Measured:
+    """Stands in for :func:`autotune.measure` (no wall-clock in tests): fixed speeds, and how often it ran."""
+
+    def __init__(self, speeds: dict[str, float]) -> None:
+        self.speeds, self.calls = speeds, 0
+
+    def __call__(self, engines, batch, rounds=autotune.CALIBRATION_ROUNDS):
+        self.calls += 1
+        return {label: self.speeds[label] for label in engines}
+
+
+def _choose(monkeypatch, speeds, key=KEY, candidates=FOUR):
+    measured = Measured(speeds)
+    monkeypatch.setattr(autotune, "measure", measured)
+    built = []
+
+    def build(candidate):
+        built.append(candidate.label)
+        return FakeEngine(candidate)
+
+    choice, engine = choose(candidates, build, key, np.zeros((1, 4, 4, 3), np.uint8), MACHINE)
+    return choice, engine, built, measured.calls
+
+
+SPEEDS = {"torch fp32": 20.9, "torch bf16": 46.6, "onnx fp32": 29.8, "onnx int8": 38.3}
+
+
+@pytest.mark.parametrize(
+    "precision, onnx, units, expected",
+    [
+        ("auto", True, ["avx512_bf16"], ["torch fp32", "torch bf16", "onnx fp32", "onnx int8"]),
+        ("auto", True, [], ["torch fp32", "onnx fp32", "onnx int8"]),  # no bf16 units: bf16 never wins
+        ("auto", False, ["amx_bf16"], ["torch fp32", "torch bf16"]),
+        ("fp32", True, ["avx512_bf16"], ["torch fp32", "onnx fp32"]),
+        ("int8", True, [], ["onnx int8"]),
+        ("bf16", True, [], ["torch bf16"]),  # asked for: the torch engine warns that it is emulated
+        ("int8", False, [], ["onnx int8"]),  # the onnx engine says that onnxruntime is missing
+    ],
+)
+def test_candidates(precision, onnx, units, expected):
+    assert [c.label for c in cpu_candidates(precision, onnx, units)] == expected
+
+
+def test_the_fastest_is_picked_and_its_engine_reused(monkeypatch, cache):
+    choice, engine, built, calls = _choose(monkeypatch, SPEEDS)
+    assert choice.candidate == Candidate("torch", "bf16") and not choice.cached and calls == 1
+    assert engine.candidate == choice.candidate and sorted(built) == sorted(SPEEDS)
+    saved = json.loads(choice.cache_path.read_text())
+    assert choice.cache_path.parent == cache / "autotune"
+    assert saved["choice"] == "torch bf16" and saved["tiles_per_s"] == SPEEDS and saved["key"]["machine"] == MACHINE
+
+
+def test_a_second_run_reads_the_cache_without_building_or_measuring(monkeypatch):
+    _choose(monkeypatch, SPEEDS)
+    choice, engine, built, calls = _choose(monkeypatch, {k: 1.0 for k in SPEEDS})
+    assert choice.cached and choice.candidate.label == "torch bf16" and engine is None
+    assert built == [] and calls == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"machine": {**MACHINE, "cpu": "Intel(R) Xeon(R) Platinum 8488C"}},
+        {"machine": {**MACHINE, "threads": 2}},
+        {"model": {"weights_sha256": "b" * 64}},
+        {"versions": {"muse_fast": "0.2.0"}},
+    ],
+)
+def test_a_changed_machine_model_or_version_is_measured_again(monkeypatch, change):
+    _choose(monkeypatch, SPEEDS)
+    faster_onnx = {**SPEEDS, "onnx int8": 99.0}
+    choice, _, built, calls = _choose(monkeypatch, faster_onnx, key={**KEY, **change})
+    assert not choice.cached and calls == 1 and len(built) == 4 and choice.candidate.label == "onnx int8"
+
+
+def test_a_damaged_cache_file_is_measured_again(monkeypatch):
+    choice, *_ = _choose(monkeypatch, SPEEDS)
+    choice.cache_path.write_text("{not json")
+    again, _, _, calls = _choose(monkeypatch, SPEEDS)
+    assert not again.cached and calls == 1 and json.loads(again.cache_path.read_text())["choice"] == "torch bf16"
+
+
+def test_a_candidate_that_cannot_run_is_skipped(monkeypatch, caplog):
+    measured = Measured(SPEEDS)
+    monkeypatch.setattr(autotune, "measure", measured)
+
+    def build(candidate):
+        if candidate.engine == "onnx":
+            raise RuntimeError("no ONNX here\nsecond line")
+        return FakeEngine(candidate)
+
+    with caplog.at_level(logging.INFO, logger="muse_fast.runtime"):
+        choice, engine = choose(FOUR, build, KEY, np.zeros((1, 4, 4, 3), np.uint8), MACHINE)
+    assert choice.candidate.label == "torch bf16" and set(choice.tiles_per_s) == {"torch fp32", "torch bf16"}
+    assert sum("skipping onnx" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_single_candidate_is_not_measured(monkeypatch):
+    choice, engine, built, calls = _choose(monkeypatch, SPEEDS, candidates=[Candidate("onnx", "int8")])
+    assert choice.candidate.label == "onnx int8" and calls == 0 and built == [] and engine is None
+    assert choice.line() == "engine auto: onnx int8, the only candidate for --precision int8"
+
+
+def test_the_line_says_what_was_picked_and_why(tmp_path):
+    choice = AutoChoice(Candidate("torch", "bf16"), SPEEDS, False, tmp_path / "x.json", MACHINE)
+    line = choice.line()
+    assert len(line.splitlines()) == 1
+    assert line.startswith("engine auto: torch bf16, the fastest at 46.6 tiles/s (onnx int8 38.3, onnx fp32 29.8")
+    assert "AMD EPYC 9R14 with avx512_bf16, 1 thread;" in line and "measured now" in line
+
+
+def test_auto_on_the_cpu_builds_real_engines_once_per_key(monkeypatch, caplog):
+    """The whole path with the shipped weights (ONNX Runtime left out to keep it short): measured, then cached."""
+    import muse_fast.runtime.engines as engines
+    from muse_fast.model.weights import load_weights
+    from muse_fast.runtime.engines import EngineInputs, TorchEngine, create_engine
+
+    monkeypatch.setattr(engines, "_onnx_reason", lambda: "left out in this test")
+    monkeypatch.setattr(autotune, "machine_key", lambda threads: {**MACHINE, "threads": threads})
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, "0" * 64, "cpu", batch_size=1)
+    with caplog.at_level(logging.INFO, logger="muse_fast.runtime"):
+        first = create_engine("auto", inputs)
+        second = create_engine("auto", inputs)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine auto:")]
+    assert len(lines) == 2 and "measured now" in lines[0] and "cached measurement" in lines[1]
+    assert isinstance(first, TorchEngine) and first.precision in ("fp32", "bf16")
+    assert (second.name, second.precision) == (first.name, first.precision)
