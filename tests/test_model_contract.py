@@ -7,9 +7,9 @@ from muse_fast.errors import ConfigError
 from muse_fast.model import MODELS, create_model
 
 SIZE = {"muse_vit_t16": 224, "muse_vit_t16_px": 64, "muse_vit_t16_stem": 96}
-SIZE |= {"muse_vit_s16": 64, "muse_vit_b16": 64, "muse_r50": 64}
+SIZE |= {"muse_vit_s16": 64, "muse_vit_b16": 64, "muse_r50": 64, "muse_r18": 96}
 OUT_DIM = {"muse_vit_t16": 192, "muse_vit_t16_px": 192, "muse_vit_t16_stem": 192}
-OUT_DIM |= {"muse_vit_s16": 384, "muse_vit_b16": 768, "muse_r50": 1024}
+OUT_DIM |= {"muse_vit_s16": 384, "muse_vit_b16": 768, "muse_r50": 1024, "muse_r18": 256}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

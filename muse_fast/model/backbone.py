@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .decoder import Decoder
-from .resnet import ResNetEncoder
+from .resnet import BasicBlock, ResNetEncoder
 from .stem import ConvStem
 from .vit import ViTEncoder
 
@@ -52,3 +52,9 @@ def vit_backbone(
 def resnet50_backbone(img_size: int = 224) -> MuseBackbone:
     encoder = ResNetEncoder()
     return MuseBackbone(encoder, Decoder(encoder.channels, hyper_ch=encoder.channels[-1] // 8))
+
+
+def resnet18_backbone(img_size: int = 224) -> MuseBackbone:
+    """ResNet-18 encoder + pixel-centred MUSE decoder (its stages already reach stride 4: no stem needed)."""
+    encoder = ResNetEncoder((2, 2, 2, 2), BasicBlock)
+    return MuseBackbone(encoder, Decoder(encoder.channels, hyper_ch=encoder.channels[-1] // 8, align_corners=False))

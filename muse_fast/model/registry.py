@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .backbone import MuseBackbone, resnet50_backbone, vit_backbone
+from .backbone import MuseBackbone, resnet18_backbone, resnet50_backbone, vit_backbone
 from .heads import CentreHead, PointClassifier
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,6 +91,12 @@ MODELS: dict[str, ModelSpec] = {
             lambda size: vit_backbone(size, 768, 12, 12),
             "muse_vit-b-16",
             "ViT-B/16 + MUSE decoder (official MUSE ViT-B/16 layout)",
+        ),
+        ModelSpec(
+            "muse_r18",
+            lambda size: resnet18_backbone(size),
+            None,
+            "ResNet-18 + pixel-centred MUSE decoder (a small CPU variant; no official checkpoint)",
         ),
         ModelSpec(
             "muse_r50",
