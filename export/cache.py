@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from muse_fast.errors import ConfigError
 from muse_fast.output.atomic import atomic_write
 
 # Bump when the exported graph changes, so old cache entries are not reused.
@@ -24,6 +25,18 @@ def cache_dir() -> Path:
         return Path(env)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "muse-fast"
+
+
+def ensure_folder(folder: Path) -> Path:
+    """Make ``folder`` (under the cache); a path that cannot be a folder is a one-line ConfigError naming the fix."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the cache folder {folder} cannot be used ({type(exc).__name__}: {exc.strerror or exc}); "
+            "set MUSE_FAST_CACHE to a writable folder"
+        ) from None
+    return folder
 
 
 def digest(parts: dict) -> str:
@@ -73,7 +86,7 @@ def build_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
     Callers check again for ``path`` once they hold the lock: whoever waited finds the finished artifact.
     """
     lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(lock.parent)
     with open(lock, "a+") as handle:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -103,6 +116,9 @@ def cached_build(path: Path, build: Callable[[], bytes]) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
-        fh.write(data)
+    ensure_folder(path.parent)
+    try:
+        with atomic_write(path, "wb") as fh:
+            fh.write(data)
+    except IsADirectoryError:
+        raise ConfigError(f"{path} in the cache is a folder; remove it or set MUSE_FAST_CACHE elsewhere") from None

@@ -171,7 +171,9 @@ def _infer(args) -> int:
         from .runtime.ray_cohort import RayOptions, run_cohort_on_ray
 
         build = partial(_build_engine, cfg.engine, cfg.weights, cfg.device, cfg.batch_size, cfg.precision)
-        return run_cohort_on_ray(jobs, cfg, build, RayOptions(args.ray, args.workers_per_node or 1))
+        return run_cohort_on_ray(
+            jobs, cfg, build, RayOptions(args.ray, 1 if args.workers_per_node is None else args.workers_per_node)
+        )
     engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size, cfg.precision)
     fingerprint = engine_fingerprint(engine, sha)  # run_slide adds the file's identity and the settings
     prepare_out_dir(cfg.out_dir)

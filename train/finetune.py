@@ -1,6 +1,6 @@
 """Supervised detection + classification fine-tuning on BRCA-M2C.
 
-    python -m train.finetune --out runs/finetune [--model muse_vit_t16_stem] [--steps 1100] [--config cfg.yaml]
+    python -m train.finetune --out runs/finetune [--model muse_r18] [--steps 1200] [--config cfg.yaml]
 
 Trains the centre heatmap + offsets (focal + L1) and the point classifier (class-balanced cross-entropy on features
 sampled at the ground-truth nuclei; ``--cls-loss ce|balanced|focal``) on random 224-px views of the official train
@@ -47,18 +47,18 @@ from .targets import centre_targets
 @dataclass(frozen=True)
 class FinetuneConfig:
     out: str = "runs/finetune"
-    model: str = "muse_vit_t16_stem"
+    model: str = "muse_r18"
     init: str = ""  # optional: our weights file, or an official MUSE .pth (backbone only)
     tile_size: int = 224
     batch_size: int = 16
-    steps: int = 1100
-    lr: float = 5e-4
+    steps: int = 1200
+    lr: float = 1e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = 60
     cls_weight: float = 1.0
     offset_weight: float = 1.0
-    eval_every: int = 100
+    eval_every: int = 150
     seed: int = 2025
     threads: int = 0  # torch threads; 0 = library default
     half: bool = True  # store the final weights in fp16

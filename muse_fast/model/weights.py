@@ -13,7 +13,7 @@ from ..output.atomic import atomic_write
 from .registry import MuseNet, create_model
 
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "muse_vit_t16_stem_brca_m2c.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "muse_r18_brca_m2c.pt"
 
 
 @dataclass(frozen=True)

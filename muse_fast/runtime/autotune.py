@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from muse_fast.errors import ConfigError
+
 from .precision import cpu_bf16_units, cpu_flags, cpu_model_name
 
 log = logging.getLogger(__name__)
@@ -56,11 +58,14 @@ class AutoChoice:
         bf16 = " and ".join(self.machine.get("bf16_units", [])) or "no bf16 units"
         threads = self.machine.get("threads", 0)
         where = f"{self.machine.get('cpu', 'this CPU')} with {bf16}, {threads} thread{'s' if threads != 1 else ''}"
-        when = "cached measurement" if self.cached else "measured now, cached"
+        if self.cache_path is None:
+            when = "measured now, not cached (the cache folder is unusable)"
+        else:
+            when = f"{'cached measurement' if self.cached else 'measured now, cached'} in {self.cache_path}"
         return (
             f"engine auto: {label}, the fastest at {self.tiles_per_s[label]:.1f} tiles/s"
             + (" (" + ", ".join(f"{k} {v:.1f}" for v, k in others) + ")" if others else "")
-            + f" on {where}; {when} in {self.cache_path}"
+            + f" on {where}; {when}"
         )
 
 
@@ -178,7 +183,11 @@ def choose(
         raise first_error
     speeds = measure(engines, batch)
     best = max(speeds, key=speeds.get)
-    write_atomic(path, (json.dumps({"key": key, "tiles_per_s": speeds, "choice": best}, indent=2) + "\n").encode())
+    try:
+        write_atomic(path, (json.dumps({"key": key, "tiles_per_s": speeds, "choice": best}, indent=2) + "\n").encode())
+    except ConfigError as exc:  # the choice stands; only its cache is lost
+        log.warning("engine auto: %s; the measurement is not kept", exc)
+        path = None
     return AutoChoice(labels[best], speeds, False, path, machine), engines[best]
 
 

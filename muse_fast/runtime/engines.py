@@ -133,8 +133,9 @@ def onnx_precision(requested: str, cuda: bool) -> str:
     """ONNX Runtime's precision for ``requested`` (``cuda``: the CUDA provider will run it); ``auto`` is fp32."""
     if requested == "bf16" or (requested == "fp16" and not cuda):
         raise BackendUnavailable(
-            f"ONNX Runtime has no fast {requested} kernels here; use --engine torch --precision {requested}, or "
-            f"--engine onnx --precision fp32"
+            f"ONNX Runtime has no fast {requested} kernels here; use "
+            + (f"--engine torch --precision {requested}, or " if requested == "bf16" else "")
+            + "--engine onnx --precision fp32 (or int8)"
         )
     check_precision(requested, ("auto", *ONNX_PRECISIONS), "onnx")
     return "fp32" if requested == "auto" else requested
@@ -270,6 +271,8 @@ def create_engine(name: str, inputs: EngineInputs) -> Engine:
     first available of :data:`AUTO_ORDER`.
     """
     check_precision(inputs.precision)
+    if torch.device(inputs.device).type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("--device cuda requested but CUDA is not available here; use --device cpu")
     if name == "auto" and torch.device(inputs.device).type == "cpu":
         from .autotune import auto_cpu_engine
 

@@ -100,6 +100,8 @@ def _flat(value: object, prefix: str = "") -> dict[str, object]:
 def differences(old: dict, new: dict, limit: int = 3) -> str:
     """What changed between two fingerprints, for a one-line message (``decode.threshold 0.3 -> 0.5``)."""
     a, b = _flat(old), _flat(new)
+    for flat in (a, b):  # fp32 is left out of fingerprints (those of earlier versions): name it
+        flat.setdefault("precision", "fp32")
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     parts = ["the slide file changed"] if any(k.startswith("file.") for k in changed) else []
     parts += [f"{k.removeprefix('settings.')} {a.get(k)} -> {b.get(k)}" for k in changed if not k.startswith("file.")]

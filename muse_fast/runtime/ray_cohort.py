@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
@@ -91,10 +92,27 @@ def _size(path: Path) -> int:
         return -1  # missing: last (it fails on its worker and is recorded)
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A ``host:port`` head (or ``RAY_ADDRESS`` under 'auto') must accept a TCP connection within ``timeout_s``:
+    ``ray.init`` itself waits minutes, silently, for an address nobody listens on."""
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    if not target or "://" in target or target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise BackendUnavailable(
+            f"no Ray head answers at {target} ({why}); start one with 'ray start --head' or fix --ray/RAY_ADDRESS"
+        ) from None
+
+
 def connect(ray, address: str) -> bool:
     """Join (or, with 'auto' and no cluster around, start) a cluster; True when this call started the connection."""
     if ray.is_initialized():
         return False
+    check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR)
     except ConnectionError as exc:
@@ -111,8 +129,8 @@ def connect(ray, address: str) -> bool:
 def run_cohort_on_ray(jobs: list[SlideJob], cfg: InferConfig, build, options: RayOptions) -> int:
     """Run ``jobs`` on Ray workers that each call ``build()`` once for ``(engine, meta, weights sha)``; exit code."""
     ray = import_ray()
-    out_dir = prepare_out_dir(cfg.out_dir)
     started = connect(ray, options.address)
+    out_dir = prepare_out_dir(cfg.out_dir)
     probe = out_dir / f".muse-fast-ray.{uuid.uuid4().hex[:12]}.probe"
     try:
         specs = worker_specs(ray.nodes(), cfg.device, options.workers_per_node)

@@ -119,10 +119,11 @@ def test_finetune_from_a_pretrained_backbone(brca_dir, tmp_path):
         warmup_steps=1,
         init=str(tmp_path / "backbone.pth"),
         half=False,
+        model="muse_vit_t16_stem",  # train.pretrain's ViT-Ti backbone into the ViT with a conv stem
     )
     from muse_fast.train.finetune import build_model
 
-    model = build_model(cfg)  # the default model has a conv stem, which no pretrained backbone has
+    model = build_model(cfg)  # the stem model has a conv stem, which no pretrained backbone has
     reference = branch.backbone.state_dict()
     own = model.backbone.state_dict()
     assert set(own) - set(reference) == {k for k in own if k.startswith("stem.")}

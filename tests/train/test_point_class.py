@@ -96,7 +96,9 @@ def test_finetune_with_every_new_option(brca_dir, tmp_path):
     from muse_fast.train.finetune import FinetuneConfig, build_model, finetune
 
     train, val = load_split("train")[:2], load_split("val")[:1]
-    plain = FinetuneConfig(out=str(tmp_path / "plain"), steps=1, batch_size=2, eval_every=1, warmup_steps=1)
+    plain = FinetuneConfig(
+        out=str(tmp_path / "plain"), steps=1, batch_size=2, eval_every=1, warmup_steps=1, model="muse_vit_t16_stem"
+    )
     finetune(plain, train, val)
     cfg = FinetuneConfig(
         out=str(tmp_path / "run"),
