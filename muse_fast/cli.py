@@ -140,6 +140,8 @@ def _infer(args) -> int:
     from .runtime.cohort import collect_jobs, engine_fingerprint, finish_cohort, run_job
     from .runtime.pipeline import output_stem
 
+    if args.ray is not None and not args.ray.strip():
+        raise ConfigError("--ray needs 'auto' or a head address (host:port); drop it to run here without Ray")
     if args.workers_per_node is not None and not args.ray:
         raise ConfigError("--workers-per-node applies to --ray runs only; add --ray auto or drop it")
     jobs = collect_jobs(args.slides)

@@ -123,6 +123,7 @@ def test_default_weights_ship_with_the_package():
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--batch-size", "1000000"], "or less (the default is 16)"),
         (["--workers-per-node", "2"], "--workers-per-node applies to --ray runs only"),
+        (["--ray", ""], "--ray needs 'auto' or a head address"),
     ],
 )
 def test_bad_parameters_exit_2_with_one_line(tmp_path, capsys, flags, says):
