@@ -37,16 +37,21 @@ class Decoded(NamedTuple):
     feats: torch.Tensor
 
 
+def positions(yx: torch.Tensor, offsets: torch.Tensor, stride: float) -> torch.Tensor:
+    """Input-pixel ``xy [B, K, 2]`` of the peak cells ``yx [B, K, 2]`` (padding rows -1 read cell 0) plus their
+    sub-cell offsets ``offsets [B, 2, H, W]`` (dx, dy, clamped to [0, 1]); every decoder places nuclei with this."""
+    b, k = yx.shape[:2]
+    rows, cols = yx[..., 0].long().clamp(min=0), yx[..., 1].long().clamp(min=0)
+    batch = torch.arange(b, device=offsets.device)[:, None].expand(b, k)
+    off = offsets[batch, :, rows, cols].float()  # [B, K, 2] (dx, dy) in cells
+    return stride * (torch.stack([cols, rows], dim=-1).float() + off.clamp(0.0, 1.0))
+
+
 def reference(heat: torch.Tensor, offsets: torch.Tensor, fmap: torch.Tensor, p: DecodeParams) -> Decoded:
     """The op in plain PyTorch (the oracle)."""
     peaks = find_peaks(heat.float(), p.threshold, p.min_distance, p.max_points, p.exclude_border, impl="reference")
-    b, k = heat.shape[0], p.max_points
-    valid = torch.arange(k, device=heat.device)[None, :] < peaks.counts[:, None]
-    rows, cols = peaks.yx[..., 0].long().clamp(min=0), peaks.yx[..., 1].long().clamp(min=0)
-    batch = torch.arange(b, device=heat.device)[:, None].expand(b, k)
-    off = offsets.float()[batch, :, rows, cols]  # [B, K, 2] (dx, dy)
-    xy = p.stride * (torch.stack([cols, rows], dim=-1).float() + off.clamp(0.0, 1.0))
-    xy = torch.where(valid[..., None], xy, 0.0)
+    valid = torch.arange(p.max_points, device=heat.device)[None, :] < peaks.counts[:, None]
+    xy = torch.where(valid[..., None], positions(peaks.yx, offsets, p.stride), 0.0)
     feats = gather_points(fmap.float(), xy, p.input_hw, peaks.counts, impl="reference")
     scores = torch.where(valid, peaks.scores.float(), 0.0)
     return Decoded(xy, scores, peaks.counts, peaks.overflow, feats)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from muse_fast.kernels.nuclei_decode import positions
 from muse_fast.kernels.peaks import find_peaks
 from muse_fast.kernels.point_gather import gather_points
 
@@ -42,10 +43,7 @@ def decode_batch(
     b = peaks.scores.shape[0]
     k = int(peaks.counts.max()) if b else 0  # only the filled part of the compacted layout is decoded
     valid = torch.arange(k, device=centre.device)[None, :] < peaks.counts[:, None].to(centre.device)
-    rows, cols = peaks.yx[:, :k, 0].long().clamp(min=0), peaks.yx[:, :k, 1].long().clamp(min=0)
-    batch_idx = torch.arange(b, device=centre.device)[:, None].expand(b, k)
-    offsets = centre[batch_idx, 1:3, rows, cols].float()  # [B, K, 2] (dx, dy) in cells
-    xy = stride * (torch.stack([cols, rows], dim=-1).float() + offsets.clamp(0.0, 1.0))
+    xy = positions(peaks.yx[:, :k].to(centre.device), centre[:, 1:3], stride)
     feats = gather_points(fmap, xy, input_hw, peaks.counts)
     logits = classifier(feats[valid])  # padding rows are never classified
     probs = torch.softmax(logits.float(), dim=-1)

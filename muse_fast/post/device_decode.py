@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from muse_fast.kernels.nuclei_decode import positions
 from muse_fast.kernels.peaks import find_peaks
 from muse_fast.kernels.point_gather import gather_points
 
@@ -63,10 +64,7 @@ def decode_packed(
     counts = peaks.counts.to(device)
     kept = counts.clamp(max=k)
     valid = torch.arange(k, device=device)[None, :] < kept[:, None]
-    r, c = peaks.yx[:, :k, 0].long().clamp(min=0), peaks.yx[:, :k, 1].long().clamp(min=0)
-    batch_idx = torch.arange(b, device=device)[:, None].expand(b, k)
-    offsets = centre[batch_idx, 1:3, r, c].float()  # [B, k, 2] (dx, dy) in cells
-    xy = stride * (torch.stack([c, r], dim=-1).float() + offsets.clamp(0.0, 1.0))
+    xy = positions(peaks.yx[:, :k].to(device), centre[:, 1:3], stride)
     feats = gather_points(fmap, xy, input_hw, kept)  # padding rows are zeros
     probs = torch.softmax(classifier(feats.reshape(b * k, -1)).float(), dim=-1)
     class_prob, class_id = probs.max(dim=-1)
