@@ -55,6 +55,7 @@ class InferConfig:
     quiet: bool = False
     skip_unreadable: bool = False  # finish slides with damaged tiles, listing the skipped regions (default: fail)
     embeddings: bool = False  # also write <stem>.h5ad: every nucleus's point feature (needs h5py)
+    tta: bool = False  # flip test-time augmentation (runtime/tta.py): 3 network passes per tile
 
     def __post_init__(self) -> None:
         threshold = self.decode.threshold

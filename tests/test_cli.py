@@ -51,6 +51,23 @@ def test_infer_on_a_png_tile_needs_mpp(brca_dir, tmp_path, capsys):
     assert len(rows) > 20
 
 
+def test_infer_with_tta_finds_the_same_nuclei_on_a_real_tile(brca_dir, tmp_path):
+    png = sorted((brca_dir / "images").glob("*.png"))[0]
+    runs = {}
+    for name, extra in (("plain", []), ("tta", ["--tta"])):
+        args = ["infer", str(png), "--out", str(tmp_path / name), "--mpp", "0.5", "--precision", "fp32", "--quiet"]
+        assert main(args + extra) == 0
+        rows = _read_csv(tmp_path / name / f"{png.stem}.csv")
+        runs[name] = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    plain, tta = runs["plain"], runs["tta"]
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(plain).query(tta)
+    assert not np.array_equal(plain, tta)  # the flipped passes change the scores
+    assert abs(len(tta) - len(plain)) < 0.15 * len(plain)
+    assert np.mean(distance < 3.0) > 0.85  # flips undone: the nuclei stay where the plain pass puts them
+
+
 @pytest.mark.parametrize("case", ["missing", "text", "empty", "suffix"])
 def test_bad_slides_exit_2_and_write_nothing(tmp_path, capsys, case):
     path = {

@@ -23,11 +23,11 @@ from muse_fast.model.weights import load_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
 from muse_fast.runtime.predict import predict_image
+from muse_fast.runtime.tta import FlipTTAEngine
 
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .metrics import score_detections
 from .perturb import Perturbation, parse_perturbation, perturb_image, to_original_pixels
-from .tta import FlipTTAEngine
 
 MCSPATNET_RADIUS_PX = 6.0  # "distance strictly below 6 px at 20x"
 HUNGARIAN_RADIUS_UM = 3.0
@@ -70,7 +70,7 @@ def evaluate_images(
     """Scores of ``model`` on labelled images; one matcher's flat dict, or all of them nested when ``matcher=None``.
 
     ``perturb`` alters each image first (:mod:`train.perturb`); predictions are matched in the original pixels.
-    ``tta`` averages the plain pass with horizontal and vertical flips (:class:`train.tta.FlipTTAEngine`).
+    ``tta`` averages the plain pass with horizontal and vertical flips (:class:`muse_fast.runtime.tta.FlipTTAEngine`).
     ``engine`` replaces the model's torch engine (e.g. :class:`train.calibrate.CachedEngine`); ``precision`` is the
     torch engine's (fp32, the reference, by default; see :mod:`muse_fast.runtime.precision`).
     """

@@ -8,7 +8,9 @@ split, with stain (HED), colour, blur, JPEG and +-20% scale augmentation (:mod:`
 the val split every ``eval_every`` steps with the inference path, and keeps the best weights by val macro F1. Writes
 ``OUT/weights.pt``, ``OUT/config.json`` and ``OUT/log.jsonl``. ``--init`` starts from our weights or a backbone
 in the official layout (an official MUSE ``.pth`` or ``train.pretrain``'s ``backbone.pth``). ``--pseudo-rois``
-adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.semi``).
+adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.semi``). ``--ema-momentum m``
+(0 = off) evaluates and keeps an exponential moving average of the weights instead of the raw weights; the raw ones
+are then evaluated beside it and kept in ``OUT/weights_raw.pt``, so one run compares the two.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
 from .data.rois import RoiStore
-from .ema import ema_update
+from .ema import ema_update, warmed_momentum
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
 from .losses.point_class import CLS_LOSSES, class_weights, point_class_loss
@@ -75,6 +77,7 @@ class FinetuneConfig:
     blur_p: float = 0.2  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
     jpeg_p: float = 0.2  # probability of JPEG artefacts (quality 30 to 90) per view
     scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
+    ema_momentum: float = 0.0  # keep an EMA of the weights (e.g. 0.995) and select and save it; 0 = raw weights
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
@@ -187,8 +190,12 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     lrs = lr_schedule(cfg)
     pseudo_store = RoiStore(Path(cfg.pseudo_rois)) if cfg.pseudo_rois else None
     teacher = copy.deepcopy(model).eval() if pseudo_store is not None else None
+    averaged = copy.deepcopy(model).eval() if cfg.ema_momentum > 0 else None
     meta = WeightsMeta(cfg.model, CLASSES, BRCA_MPP, cfg.tile_size, asdict(cfg))
-    best = {"macro_f1": -1.0}
+    # (name in the log, model, file): the first is the model that is selected and shipped
+    candidates = [("val", averaged, "weights.pt"), ("val_raw", model, "weights_raw.pt")] if averaged else []
+    candidates = candidates or [("val", model, "weights.pt")]
+    bests = {name: {"macro_f1": -1.0} for name, _, _ in candidates}
     start = time.time()
     with open(out / "log.jsonl", "w") as log:
         for step in range(cfg.steps):
@@ -207,23 +214,27 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             opt.step()
             if teacher is not None:
                 ema_update(teacher, model, cfg.teacher_momentum)
+            if averaged is not None:
+                ema_update(averaged, model, warmed_momentum(cfg.ema_momentum, step), average_buffers=True)
             minutes = (time.time() - start) / 60
             last = step == cfg.steps - 1 or (cfg.max_minutes and minutes > cfg.max_minutes)
             record = {"step": step, "loss": loss.item(), **parts, "lr": float(lrs[step]), "minutes": round(minutes, 2)}
             if (step + 1) % cfg.eval_every == 0 or last:
-                model.eval()
-                scores = evaluate_images(model, val_set, EvalConfig(), matcher="mcspatnet", device=cfg.device)
+                for name, candidate, filename in candidates:
+                    candidate.eval()
+                    scores = evaluate_images(candidate, val_set, EvalConfig(), matcher="mcspatnet", device=cfg.device)
+                    record[name] = scores
+                    if scores["macro_f1"] > bests[name]["macro_f1"]:
+                        bests[name] = {**scores, "step": step}
+                        save_weights(out / filename, candidate, meta, half=cfg.half)
                 model.train()
-                record["val"] = scores
-                if scores["macro_f1"] > best["macro_f1"]:
-                    best = {**scores, "step": step}
-                    save_weights(out / "weights.pt", model, meta, half=cfg.half)
             log.write(json.dumps(record) + "\n")
             log.flush()
             if step % 10 == 0 or "val" in record:
                 print(json.dumps(record), file=sys.stderr, flush=True)
             if last:
                 break
+    best = bests["val"] if averaged is None else {**bests["val"], "raw": bests["val_raw"]}
     (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
     return best
 

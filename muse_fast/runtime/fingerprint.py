@@ -45,6 +45,7 @@ def settings_fingerprint(cfg: InferConfig) -> dict:
         "reader": cfg.reader,
         "device": cfg.device,
         **({"embeddings": True} if cfg.embeddings else {}),  # only when on: older manifests stay valid
+        **({"tta": True} if cfg.tta else {}),  # changes nuclei; the engine's name says it too
     }
 
 

@@ -13,8 +13,10 @@ from dots import META, DotEngine  # noqa: E402
 import muse_fast.cli as cli  # noqa: E402
 
 
-def build_dot_engine(name, weights, device, batch_size, precision="auto"):
-    return DotEngine(), META, "dots"
+def build_dot_engine(name, weights, device, batch_size, precision="auto", tta=False):
+    from muse_fast.runtime.tta import FlipTTAEngine
+
+    return (FlipTTAEngine(DotEngine()) if tta else DotEngine()), META, "dots"
 
 
 def use_dots() -> None:

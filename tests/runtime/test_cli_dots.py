@@ -60,6 +60,21 @@ def test_other_settings_on_a_finished_folder_are_refused_and_recorded(small_dots
     assert cli.main(["infer", str(small_dots), "--out", str(out), "--threshold", "0.5", "--overwrite", *ARGS]) == 0
 
 
+def test_tta_runs_through_the_cli_and_is_never_mixed_with_plain_results(small_dots, tmp_path, capsys):
+    """``--tta`` reaches the engine (flips undone: the dots stay put) and its results are kept apart on rerun."""
+    plain, out = tmp_path / "plain", tmp_path / "out"
+    assert cli.main(["infer", str(small_dots), "--out", str(plain), *ARGS]) == 0
+    assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 0
+    _err(capsys)
+    assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", *ARGS]) == 2
+    err = _err(capsys)
+    assert "tta" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", "--overwrite", *ARGS]) == 0
+    manifest = json.loads((out / "dots.manifest.json").read_text())
+    assert "dots+tta" in json.dumps(manifest) and '"tta": true' in json.dumps(manifest)
+    assert (out / "dots.csv").read_text() == (plain / "dots.csv").read_text()  # flip-symmetric dots do not move
+
+
 def test_discarded_batches_are_said_in_one_info_line(small_dots, tmp_path, caplog):
     from dots import META, DotEngine
 

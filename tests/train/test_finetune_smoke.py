@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from muse_fast.errors import ConfigError
 from muse_fast.model.weights import load_weights
@@ -35,6 +36,22 @@ def test_finetune_three_steps_then_evaluate(brca_dir, tmp_path):
     scores = evaluate.evaluate_images(model, val, evaluate.EvalConfig(), with_accuracy=True)
     assert set(scores) >= {"mcspatnet", "hungarian", "accuracy_at_gt"}
     assert 0 <= scores["accuracy_at_gt"] <= 1
+
+
+def test_finetune_with_weight_averaging_keeps_both_models(brca_dir, tmp_path):
+    train, val = load_split("train")[:2], load_split("val")[:1]
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"), steps=3, batch_size=2, eval_every=3, warmup_steps=1, ema_momentum=0.99
+    )
+    best = finetune(cfg, train, val)
+    assert best["step"] == 2 and best["raw"]["step"] == 2
+    last = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert set(last) >= {"val", "val_raw"}  # both evaluated at the same step
+    averaged, _ = load_weights(tmp_path / "run" / "weights.pt")
+    raw, _ = load_weights(tmp_path / "run" / "weights_raw.pt")
+    a, r = averaged.state_dict(), raw.state_dict()
+    assert a.keys() == r.keys()
+    assert any(not torch.equal(a[k], r[k]) for k in a if a[k].is_floating_point())  # an average, not a copy
 
 
 def test_evaluate_cli_prints_both_matchers(brca_dir, tmp_path, capsys, monkeypatch):

@@ -146,6 +146,25 @@ def test_ema_update():
         assert torch.allclose(t, 0.9 * b + 0.1 * s)
 
 
+def test_ema_update_averages_float_buffers_only_when_asked():
+    teacher, student = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    student.running_mean.fill_(1.0)
+    student.num_batches_tracked.fill_(7)
+    ema_update(teacher, student, momentum=0.75, average_buffers=True)
+    assert torch.allclose(teacher.running_mean, torch.full((3,), 0.25))  # 0.75 * 0 + 0.25 * 1
+    assert teacher.num_batches_tracked.item() == 7  # integer counters are copied, never averaged
+    ema_update(teacher, student, momentum=0.75)
+    assert torch.allclose(teacher.running_mean, student.running_mean)  # the DINO / mean-teacher rule: copied
+
+
+def test_warmed_momentum_starts_low_and_caps():
+    from muse_fast.train.ema import warmed_momentum
+
+    assert warmed_momentum(0.995, 0) == pytest.approx(0.1)
+    assert warmed_momentum(0.995, 90) == pytest.approx(91 / 100)
+    assert warmed_momentum(0.995, 10_000) == 0.995
+
+
 def test_schedules():
     lr = cosine(1.0, 0.0, 10, warmup=2)
     assert len(lr) == 10 and lr[0] == 0 and lr[2] == 1.0 and lr[-1] == pytest.approx(0.0)

@@ -6,6 +6,7 @@ import torch
 
 from muse_fast.errors import ConfigError
 from muse_fast.model.registry import DenseOutputs
+from muse_fast.runtime.tta import FlipTTAEngine
 from muse_fast.train.data.augment import random_crop
 from muse_fast.train.data.robust import (
     gaussian_blur,
@@ -16,7 +17,6 @@ from muse_fast.train.data.robust import (
     rescale,
 )
 from muse_fast.train.perturb import Perturbation, parse_perturbation, perturb_image, to_original_pixels
-from muse_fast.train.tta import FlipTTAEngine
 
 
 def _gradient(h=300, w=280):

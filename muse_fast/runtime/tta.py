@@ -4,6 +4,8 @@ The centre logits and the feature map of each flipped pass are flipped back and 
 offsets follow the head's convention (a nucleus at integer pixel ``x = 4c + r`` has cell ``c`` and offset ``r / 4``):
 a horizontal flip of a width-``W`` tile (``W`` a multiple of 4) maps it to cell ``W/4 - 1 - c`` and offset
 ``0.75 - r / 4``, so the flipped offset ``d`` is restored as ``0.75 - d``. Costs one extra network pass per flip.
+``muse-fast infer --tta`` and ``train.evaluate --tta`` use it; the engine's name gets ``+tta``, so results with and
+without it are never mixed on resume.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from muse_fast.model.registry import DenseOutputs
 
 
 class FlipTTAEngine:
-    """Wraps an engine; ``flips`` is a subset of ``("h", "v")``."""
+    """Wraps an engine; ``flips`` is a subset of ``("h", "v")``. Other attributes (``precision``, ...) are the
+    wrapped engine's."""
 
     def __init__(self, engine, flips: tuple[str, ...] = ("h", "v")) -> None:
         self.engine = engine
         self.flips = flips
         self.name = f"{engine.name}+tta"
         self.device = engine.device
+
+    def __getattr__(self, name: str):  # only called for attributes this wrapper lacks
+        if name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         return self.engine.classify(feats)
