@@ -93,6 +93,17 @@ def test_model_only_tiles_per_second(benchmark, engines, quick, name):
     benchmark.extra_info["tiles_per_second"] = len(batch) / benchmark.stats.stats.mean
 
 
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_flip_tta_cost(benchmark, engine, quick, tta):
+    """Model-only tiles/s of the torch engine with and without flip TTA (``--tta``: 3 passes) on the same batch."""
+    from muse_fast.runtime.tta import FlipTTAEngine
+
+    eng = FlipTTAEngine(engine[0]) if tta else engine[0]
+    batch = np.random.default_rng(0).integers(0, 255, size=(4 if quick else 16, 224, 224, 3), dtype=np.uint8)
+    benchmark.pedantic(eng.run, args=(batch,), rounds=2 if quick else 5, warmup_rounds=1)
+    benchmark.extra_info["tiles_per_second"] = len(batch) / benchmark.stats.stats.mean
+
+
 def test_pipeline_on_cmu_svs(benchmark, engine, cmu_svs, tmp_path, quick):
     eng, meta = engine
     cfg = InferConfig(out_dir=tmp_path, quiet=True)
