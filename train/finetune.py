@@ -192,9 +192,10 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     teacher = copy.deepcopy(model).eval() if pseudo_store is not None else None
     averaged = copy.deepcopy(model).eval() if cfg.ema_momentum > 0 else None
     meta = WeightsMeta(cfg.model, CLASSES, BRCA_MPP, cfg.tile_size, asdict(cfg))
-    # (name in the log, model, file): the first is the model that is selected and shipped
-    candidates = [("val", averaged, "weights.pt"), ("val_raw", model, "weights_raw.pt")] if averaged else []
-    candidates = candidates or [("val", model, "weights.pt")]
+    # (name in the log, model, file): "val" is the model that is selected and shipped
+    candidates = [("val", model, "weights.pt")]
+    if averaged is not None:
+        candidates = [("val", averaged, "weights.pt"), ("val_raw", model, "weights_raw.pt")]
     bests = {name: {"macro_f1": -1.0} for name, _, _ in candidates}
     start = time.time()
     with open(out / "log.jsonl", "w") as log:
