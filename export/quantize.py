@@ -21,6 +21,33 @@ from .onnx import INPUT_NAME
 INT8_KINDS = ("dynamic", "static")
 
 
+MIN_DYNAMIC_INT8_SHARE = 0.25  # below this, dynamic int8 leaves the network fp32 in all but name
+
+
+def dynamic_int8_share(model) -> float:
+    """The share of ``model``'s parameters that dynamic int8 quantizes: the Linear layers' (MatMul in ONNX).
+
+    Convolutions stay fp32, so a convolutional network such as ``muse_r18`` (0.4%) gains nothing from it.
+    """
+    import torch
+
+    total = sum(p.numel() for p in model.parameters())
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return linear / max(total, 1)
+
+
+def check_dynamic_int8(model, name: str) -> None:
+    """A one-line :class:`ConfigError` if dynamic int8 would quantize too little of ``model`` to be worth it."""
+    from muse_fast.errors import ConfigError
+
+    share = dynamic_int8_share(model)
+    if share < MIN_DYNAMIC_INT8_SHARE:
+        raise ConfigError(
+            f"--precision int8 would quantize only {share:.1%} of {name}'s weights (dynamic int8 covers Linear/MatMul "
+            "layers; its convolutions stay fp32), so it would run fp32 under another name; use --precision fp32 or bf16"
+        )
+
+
 def quantize_dynamic_int8(src: str | Path, out: str | Path) -> Path:
     """``src`` (fp32 ONNX) with int8 MatMul weights and run-time activation scales, written atomically to ``out``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -294,7 +294,7 @@ def _run(args) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"muse-fast: {how}; finished batches are kept and a rerun continues from them", file=sys.stderr)
+        print(f"muse-fast: {how}; a rerun with the same --out continues from any finished batches", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         if in_main:

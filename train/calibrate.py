@@ -91,6 +91,32 @@ def fold_threshold(model, threshold: float, default: float = DecodeConfig.thresh
         model.centre_head.out.bias[0] += shift
 
 
+def calibrate_weights(
+    model, meta: WeightsMeta, taus=(0.0,), thresholds=(DecodeConfig.threshold,), train_set=None, val_set=None
+):
+    """Choose ``tau`` and the detection threshold on val and fold them into ``model`` in place.
+
+    Returns the weights metadata to save with it (the sweep recorded under ``config["calibration"]``) and the
+    chosen row of the sweep. The splits default to the official train (for the class prior) and val splits.
+    """
+    train_set = train_set if train_set is not None else load_split("train")
+    labels = np.concatenate([s.labels for s in train_set])
+    rows = sweep(model, val_set if val_set is not None else load_split("val"), labels, tuple(taus), tuple(thresholds))
+    for r in rows:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
+    best = max(rows, key=lambda r: (r["macro_f1"], r["det_f1"], -r["tau"]))
+    fold_bias(model, prior_bias(labels, len(CLASSES), best["tau"]))
+    fold_threshold(model, best["threshold"])
+    chosen = {"tau": best["tau"], "threshold": best["threshold"], "chosen_on": "val macro F1, then det F1"}
+    config = {**meta.config, "calibration": {**chosen, "sweep": rows}}
+    return WeightsMeta(**{**asdict(meta), "config": config}), best
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """``"0.3,0.4"`` -> ``(0.3, 0.4)``."""
+    return tuple(float(t) for t in text.split(",") if t.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="weights to calibrate (default: shipped)")
@@ -100,18 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", default=str(DecodeConfig.threshold), help="comma list of detection thresholds")
     args = parser.parse_args(argv)
     model, meta = load_weights(args.weights)
-    labels = np.concatenate([s.labels for s in load_split("train")])
-    taus = tuple(float(t) for t in args.taus.split(","))
-    thresholds = tuple(float(t) for t in args.thresholds.split(","))
-    rows = sweep(model, load_split("val"), labels, taus, thresholds)
-    for r in rows:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
-    best = max(rows, key=lambda r: (r["macro_f1"], r["det_f1"], -r["tau"]))
-    fold_bias(model, prior_bias(labels, len(CLASSES), best["tau"]))
-    fold_threshold(model, best["threshold"])
-    chosen = {"tau": best["tau"], "threshold": best["threshold"], "chosen_on": "val macro F1, then det F1"}
-    config = {**meta.config, "calibration": {**chosen, "sweep": rows}}
-    save_weights(args.out, model, WeightsMeta(**{**asdict(meta), "config": config}), half=args.half)
+    meta, best = calibrate_weights(model, meta, parse_floats(args.taus), parse_floats(args.thresholds))
+    save_weights(args.out, model, meta, half=args.half)
     print(
         f"tau {best['tau']}, threshold {best['threshold']} (val det F1 {best['det_f1']:.4f}, "
         f"macro F1 {best['macro_f1']:.4f}) -> {args.out}"

@@ -10,7 +10,9 @@ the val split every ``eval_every`` steps with the inference path, and keeps the 
 in the official layout (an official MUSE ``.pth`` or ``train.pretrain``'s ``backbone.pth``). ``--pseudo-rois``
 adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.semi``). ``--ema-momentum m``
 (0 = off) evaluates and keeps an exponential moving average of the weights instead of the raw weights; the raw ones
-are then evaluated beside it and kept in ``OUT/weights_raw.pt``, so one run compares the two.
+are then evaluated beside it and kept in ``OUT/weights_raw.pt``, so one run compares the two. At the end the
+selected weights are calibrated on val (the detection threshold from ``--calibrate-thresholds``, see
+``train.calibrate``) and written to ``OUT/final.pt``, the file to ship; ``--calibrate-thresholds ''`` skips it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from muse_fast.model import create_model
 from muse_fast.model.checkpoint import load_official_checkpoint
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights, state_dict_mismatch
 
+from .calibrate import calibrate_weights, parse_floats
 from .config import parse_config, save_config
 from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
@@ -73,11 +76,13 @@ class FinetuneConfig:
     teacher_momentum: float = 0.999  # EMA of the mean teacher
     cls_loss: str = "balanced"  # point classifier loss: ce, balanced (inverse class frequency) or focal
     cls_balance_power: float = 0.5  # class weights (n / (C n_c)) ** power for balanced / focal; 0 = unweighted
-    stain: float = 0.1  # HED stain jitter sigma (see train.data.robust); 0 = off
-    blur_p: float = 0.2  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
-    jpeg_p: float = 0.2  # probability of JPEG artefacts (quality 30 to 90) per view
+    stain: float = 0.2  # HED stain jitter sigma (see train.data.robust); 0 = off
+    blur_p: float = 0.5  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
+    jpeg_p: float = 0.5  # probability of JPEG artefacts (quality 30 to 90) per view
     scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
-    ema_momentum: float = 0.0  # keep an EMA of the weights (e.g. 0.995) and select and save it; 0 = raw weights
+    ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
+    calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
+    calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
@@ -169,11 +174,12 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    if cfg.cls_loss not in CLS_LOSSES:
+        raise ConfigError(f"unknown cls_loss '{cfg.cls_loss}'; choose one of: {', '.join(CLS_LOSSES)}")
+    thresholds, taus = calibration_grid(cfg)  # checked before hours of training, not after
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
-    if cfg.cls_loss not in CLS_LOSSES:
-        raise ConfigError(f"unknown cls_loss '{cfg.cls_loss}'; choose one of: {', '.join(CLS_LOSSES)}")
     train_set = train_set if train_set is not None else load_split("train")
     val_set = val_set if val_set is not None else load_split("val")
     labels = np.concatenate([s.labels for s in train_set])
@@ -236,8 +242,31 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             if last:
                 break
     best = bests["val"] if averaged is None else {**bests["val"], "raw": bests["val_raw"]}
+    if thresholds:
+        best["calibrated"] = calibrate_best(out, taus, thresholds, cfg.half, train_set, val_set)
     (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
     return best
+
+
+def calibration_grid(cfg: FinetuneConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The detection thresholds and taus of the final calibration, or a one-line ConfigError."""
+    try:
+        thresholds, taus = parse_floats(cfg.calibrate_thresholds), parse_floats(cfg.calibrate_taus)
+    except ValueError as exc:
+        raise ConfigError(f"--calibrate-thresholds/--calibrate-taus must be comma lists of numbers: {exc}") from None
+    if not all(0 < t < 1 for t in thresholds):
+        raise ConfigError(f"--calibrate-thresholds must lie in (0, 1), got {cfg.calibrate_thresholds!r}")
+    if thresholds and not taus:
+        raise ConfigError("--calibrate-taus is empty; give at least 0")
+    return thresholds, taus
+
+
+def calibrate_best(out: Path, taus, thresholds, half: bool, train_set, val_set) -> dict:
+    """Calibrate ``OUT/weights.pt`` on val (train.calibrate) and write ``OUT/final.pt``; returns the chosen row."""
+    model, meta = load_weights(out / "weights.pt")
+    meta, chosen = calibrate_weights(model, meta, taus, thresholds, train_set, val_set)
+    save_weights(out / "final.pt", model, meta, half=half)
+    return {k: chosen[k] for k in ("tau", "threshold", "det_f1", "macro_f1")}
 
 
 def main(argv: list[str] | None = None) -> int:

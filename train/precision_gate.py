@@ -1,6 +1,6 @@
 """Accuracy gate of reduced precisions against fp32 (issue 18): BRCA-M2C F1 and nucleus positions on a real slide.
 
-    python -m train.precision_gate [--engines torch:fp32,torch:bf16,onnx:fp32,onnx:int8] [--splits val,test]
+    python -m train.precision_gate [--engines torch:fp32,torch:bf16,onnx:fp32,onnx:int8-static] [--splits val,test]
         [--slide ../shared/data/wsi/CMU-1-Small-Region.svs] [--json gate.json]
 
 The first engine is the reference. Each ``ENGINE:PRECISION`` passes when, on every split, its det F1 and macro F1
@@ -113,7 +113,7 @@ def verdict(ref: dict, got: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", default="torch:fp32,torch:bf16,onnx:fp32,onnx:int8,onnx:int8-static")
+    parser.add_argument("--engines", default="torch:fp32,torch:bf16,onnx:fp32,onnx:int8-static")
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--slide", type=Path, default=shared_data_dir() / "wsi" / "CMU-1-Small-Region.svs")
     parser.add_argument("--weights", type=Path, default=None)

@@ -69,16 +69,19 @@ class AutoChoice:
         )
 
 
-def cpu_candidates(precision: str, onnx_available: bool, bf16_units: list[str]) -> list[Candidate]:
+def cpu_candidates(
+    precision: str, onnx_available: bool, bf16_units: list[str], int8_useful: bool = True
+) -> list[Candidate]:
     """The engine/precision pairs that passed the accuracy gate (docs/results.md) and fit ``precision``.
 
-    bf16 is a candidate only on CPUs with bf16 units (elsewhere it is emulated and never wins).
+    bf16 is a candidate only on CPUs with bf16 units (elsewhere it is emulated and never wins); int8 only where
+    dynamic quantization covers enough of the network (``int8_useful``; not for convolutional ones).
     """
     pool = [Candidate("torch", "fp32")]
     if bf16_units:
         pool.append(Candidate("torch", "bf16"))
     if onnx_available:
-        pool += [Candidate("onnx", "fp32"), Candidate("onnx", "int8")]
+        pool += [Candidate("onnx", "fp32")] + ([Candidate("onnx", "int8")] if int8_useful else [])
     if precision == "auto":
         return pool
     fitting = [c for c in pool if c.precision == precision]
@@ -196,7 +199,10 @@ def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available
     import torch
 
     machine = machine_key(torch.get_num_threads())
-    candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"])
+    from muse_fast.export.quantize import MIN_DYNAMIC_INT8_SHARE, dynamic_int8_share
+
+    int8_useful = dynamic_int8_share(inputs.model) >= MIN_DYNAMIC_INT8_SHARE
+    candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"], int8_useful)
     model = {
         "name": inputs.meta.model,
         "weights_sha256": inputs.weights_sha256,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from ..io.readers import open_slide
 from ..io.resample import read_at_scale
 from ..model.weights import WeightsMeta
 from .engines import Engine
-from .pipeline import iter_batches, plan_tiles, slide_scale
+from .pipeline import iter_batches, plan_tiles, predict_slide, slide_scale
 
 
 def _sync(engine: Engine) -> None:
@@ -37,7 +36,7 @@ def peak_gpu_memory_mb(engine: Engine) -> float | None:
 def bench_slide(
     path: Path, engine: Engine, meta: WeightsMeta, batch_size: int, mpp: float | None = None, max_batches: int = 0
 ) -> dict:
-    """Time the whole pipeline (read, infer, decode) and the engine alone on the same tiles; report both."""
+    """Time the whole pipeline (read, infer, decode, merge) and the engine alone on the same tiles; report both."""
     cfg = InferConfig(out_dir=Path("."), batch_size=batch_size, skip_background=False, quiet=True)
     slide = open_slide(path, mpp=mpp)
     try:
@@ -51,7 +50,7 @@ def bench_slide(
         if engine.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(engine.device)
         start = time.perf_counter()
-        nuclei = sum(len(r.nuclei) for r in iter_batches(slide, engine, meta, replace(cfg), tiles))
+        nuclei = len(predict_slide(slide, engine, meta, cfg, tiles)[0].xy)  # after the overlap merge
         _sync(engine)
         end_to_end = time.perf_counter() - start
         batches = [

@@ -166,6 +166,10 @@ class OnnxEngine(_PointClassifier):
             wanted.insert(0, "CUDAExecutionProvider")
         self.precision = onnx_precision(inputs.precision, cuda_wanted)
         cached = path is None
+        if cached and self.precision == "int8":
+            from muse_fast.export.quantize import check_dynamic_int8
+
+            check_dynamic_int8(inputs.model, inputs.meta.model)
         if path is None:
             path = _cached_int8(inputs) if self.precision == "int8" else _cached_onnx(inputs, self.precision)
         options = ort.SessionOptions()

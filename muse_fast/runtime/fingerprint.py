@@ -35,6 +35,10 @@ def file_identity(path: Path) -> dict:
     return {"size": st.st_size, "head_tail_sha256": digest.hexdigest()}
 
 
+# keys (flattened) that a fingerprint leaves out at these values, so that older manifests stay valid
+OMITTED_DEFAULTS = {"precision": "fp32", "settings.embeddings": False, "settings.tta": False}
+
+
 def settings_fingerprint(cfg: InferConfig) -> dict:
     """The settings that change a slide's nuclei (not the output folder, threads, batch size or verbosity)."""
     return {
@@ -101,8 +105,9 @@ def _flat(value: object, prefix: str = "") -> dict[str, object]:
 def differences(old: dict, new: dict, limit: int = 3) -> str:
     """What changed between two fingerprints, for a one-line message (``decode.threshold 0.3 -> 0.5``)."""
     a, b = _flat(old), _flat(new)
-    for flat in (a, b):  # fp32 is left out of fingerprints (those of earlier versions): name it
-        flat.setdefault("precision", "fp32")
+    for flat in (a, b):  # settings left out of fingerprints at their defaults: name them
+        for key, default in OMITTED_DEFAULTS.items():
+            flat.setdefault(key, default)
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     parts = ["the slide file changed"] if any(k.startswith("file.") for k in changed) else []
     parts += [f"{k.removeprefix('settings.')} {a.get(k)} -> {b.get(k)}" for k in changed if not k.startswith("file.")]

@@ -24,7 +24,6 @@ class FlipTTAEngine:
         self.engine = engine
         self.flips = flips
         self.name = f"{engine.name}+tta"
-        self.device = engine.device
 
     def __getattr__(self, name: str):  # only called for attributes this wrapper lacks
         if name == "engine":

@@ -1,6 +1,7 @@
 """ONNX export, ONNX Runtime parity with PyTorch on real tiles, metadata, cache keys, engine registry."""
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -155,20 +156,31 @@ def test_trt_engine_matches_pytorch_fp16(engines, tmp_path, monkeypatch):
     assert (got.centre.cpu() - ref.centre).abs().max() < 5e-2  # fp16 engine vs fp32 eager
 
 
-def test_int8_engine_stays_close_to_fp32_on_a_real_image(engines, brca_dir):
-    """Issue 18: dynamic int8 (the one that passed the accuracy gate) against the fp32 torch engine."""
-    from muse_fast.train.data.brca import load_split
-    from muse_fast.train.precision_gate import paired_within
-
-    torch_engine, onnx_engine, meta = engines
+def test_int8_is_refused_for_the_convolutional_default(engines):
+    """Dynamic int8 quantizes Linear/MatMul layers only: 0.4% of muse_r18, so it would be fp32 under another name."""
+    _, _, meta = engines
     model, _ = load_weights()
-    int8 = create_engine("onnx", EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), precision="int8"))
+    with pytest.raises(ConfigError, match=r"quantize only 0\.4% of muse_r18's weights.*--precision fp32 or bf16"):
+        create_engine("onnx", EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), precision="int8"))
+
+
+def test_int8_engine_stays_close_to_fp32_on_a_transformer(engines, brca_dir, tmp_path, monkeypatch):
+    """Issue 18: dynamic int8 against the fp32 torch engine, on a network it applies to (a ViT: 65% Linear)."""
+    from muse_fast.export.quantize import MIN_DYNAMIC_INT8_SHARE, dynamic_int8_share
+    from muse_fast.model import create_model
+    from muse_fast.model.weights import WeightsMeta
+    from muse_fast.train.data.brca import load_split
+
+    monkeypatch.setenv("MUSE_FAST_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = create_model("muse_vit_t16_stem", num_classes=3).eval()
+    assert dynamic_int8_share(model) > MIN_DYNAMIC_INT8_SHARE
+    meta = WeightsMeta("muse_vit_t16_stem", ("lymphocyte", "tumor", "stromal"), 0.5, 224, {})
+    inputs = EngineInputs(model, meta, "vit-t16-random-seed0", precision="int8")
+    int8, ref = create_engine("onnx", inputs), create_engine("torch", replace(inputs, precision="fp32"))
     assert int8.precision == "int8" and int8.device.type == "cpu"
     image = load_split("val")[0].image
-    ref = predict_image(torch_engine, image, meta.tile_size, 32, DecodeConfig())
-    got = predict_image(int8, image, meta.tile_size, 32, DecodeConfig())
-    pairs = paired_within(ref.xy, got.xy, 0.5)
-    assert len(ref) > 50 and pairs["share"] >= 0.97, pairs  # the gate asks 0.99 over a whole slide
     tiles = np.stack([image[:224, :224], image[-224:, -224:]])
-    # observed on 4 val images: logits within 0.012-0.014, positions paired 0.996-1.0
-    assert (int8.run(tiles).centre - torch_engine.run(tiles).centre).abs().max() < 0.1
+    got, want = int8.run(tiles).fmap, ref.run(tiles).fmap  # point features (a fresh centre head is constant)
+    error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-6)).median()
+    assert 0 < error < 0.1, error  # quantized, and close

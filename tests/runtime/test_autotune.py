@@ -71,6 +71,11 @@ def test_candidates(precision, onnx, units, expected):
     assert [c.label for c in cpu_candidates(precision, onnx, units)] == expected
 
 
+def test_int8_is_no_candidate_for_a_convolutional_network():
+    assert [c.label for c in cpu_candidates("auto", True, [], int8_useful=False)] == ["torch fp32", "onnx fp32"]
+    assert [c.label for c in cpu_candidates("int8", True, [], int8_useful=False)] == ["onnx int8"]  # engine refuses
+
+
 def test_the_fastest_is_picked_and_its_engine_reused(monkeypatch, cache):
     choice, engine, built, calls = _choose(monkeypatch, SPEEDS)
     assert choice.candidate == Candidate("torch", "bf16") and not choice.cached and calls == 1

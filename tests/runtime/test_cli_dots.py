@@ -68,7 +68,7 @@ def test_tta_runs_through_the_cli_and_is_never_mixed_with_plain_results(small_do
     _err(capsys)
     assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", *ARGS]) == 2
     err = _err(capsys)
-    assert "tta" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert "tta False -> True" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
     assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", "--overwrite", *ARGS]) == 0
     manifest = json.loads((out / "dots.manifest.json").read_text())
     assert "dots+tta" in json.dumps(manifest) and '"tta": true' in json.dumps(manifest)
@@ -88,3 +88,13 @@ def test_discarded_batches_are_said_in_one_info_line(small_dots, tmp_path, caplo
     assert run_slide(small_dots, DotEngine(), META, cfg, {"engine": "other"}).resumed_batches == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "muse_fast.runtime.shards"]
     assert lines == ["dots: discarding 2 saved batches computed for another file or other settings"]
+
+
+def test_bench_counts_the_nuclei_that_infer_writes(small_dots, tmp_path, capsys):
+    """Overlap duplicates are merged before ``bench`` counts: its count is the one in the output table."""
+    out = tmp_path / "out"
+    assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 0
+    written = json.loads((out / "dots.manifest.json").read_text())["nuclei"]
+    capsys.readouterr()
+    assert cli.main(["bench", str(small_dots), "--batch-size", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["nuclei"] == written > 0

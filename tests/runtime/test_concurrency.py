@@ -127,7 +127,7 @@ def test_sigterm_is_handled_like_ctrl_c(small_dots, reference, tmp_path):
     run.send_signal(signal.SIGTERM)
     code, err = _finish(run)
     assert code == 143, err
-    assert err == "muse-fast: terminated (SIGTERM); finished batches are kept and a rerun continues from them"
+    assert err == "muse-fast: terminated (SIGTERM); a rerun with the same --out continues from any finished batches"
     assert sorted(p.name for p in out.iterdir()) == [".dots.partial"]
     assert len(list((out / ".dots.partial").glob("batch_*.npz"))) == 2
     code, err = _finish(_start(small_dots, out))

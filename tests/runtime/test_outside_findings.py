@@ -48,3 +48,5 @@ def test_a_refused_rerun_names_fp32():
     from muse_fast.runtime.fingerprint import differences
 
     assert differences({"settings": {"a": 1}}, {"precision": "bf16", "settings": {"a": 1}}) == "precision fp32 -> bf16"
+    assert differences({"settings": {"tta": True}}, {"settings": {}}) == "tta True -> False"
+    assert differences({"settings": {}}, {"settings": {"embeddings": True}}) == "embeddings False -> True"

@@ -8,6 +8,7 @@ import torch
 
 from muse_fast.errors import ConfigError
 from muse_fast.model.weights import load_weights
+from muse_fast.post.decode import DecodeConfig
 from muse_fast.train import evaluate
 from muse_fast.train.config import build_config
 from muse_fast.train.data.brca import load_split, read_labels
@@ -52,6 +53,32 @@ def test_finetune_with_weight_averaging_keeps_both_models(brca_dir, tmp_path):
     a, r = averaged.state_dict(), raw.state_dict()
     assert a.keys() == r.keys()
     assert any(not torch.equal(a[k], r[k]) for k in a if a[k].is_floating_point())  # an average, not a copy
+
+
+def test_finetune_ends_with_a_calibrated_final_file(brca_dir, tmp_path):
+    train, val = load_split("train")[:2], load_split("val")[:1]
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, calibrate_thresholds="0.3,0.6"
+    )
+    best = finetune(cfg, train, val)
+    assert best["calibrated"]["threshold"] in (0.3, 0.6) and best["calibrated"]["tau"] == 0.0
+    selected, _ = load_weights(tmp_path / "run" / "weights.pt")
+    final, meta = load_weights(tmp_path / "run" / "final.pt")
+    assert len(meta.config["calibration"]["sweep"]) == 2
+    shift = final.centre_head.out.bias[0] - selected.centre_head.out.bias[0]
+    expected = torch.logit(torch.tensor(DecodeConfig.threshold)) - torch.logit(
+        torch.tensor(best["calibrated"]["threshold"])
+    )
+    assert shift.item() == pytest.approx(float(expected), abs=2e-3)  # the chosen threshold is folded in (fp16 file)
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["calibrated"] == best["calibrated"]
+
+
+@pytest.mark.parametrize("grid", ["0.3,x", "0.3,1.5", "0"])
+def test_a_bad_calibration_grid_is_refused_before_training(tmp_path, grid):
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), calibrate_thresholds=grid)
+    with pytest.raises(ConfigError, match="--calibrate-thresholds"):
+        finetune(cfg, [], [])
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_evaluate_cli_prints_both_matchers(brca_dir, tmp_path, capsys, monkeypatch):
