@@ -44,7 +44,8 @@ def check_dynamic_int8(model, name: str) -> None:
     if share < MIN_DYNAMIC_INT8_SHARE:
         raise ConfigError(
             f"--precision int8 would quantize only {share:.1%} of {name}'s weights (dynamic int8 covers Linear/MatMul "
-            "layers; its convolutions stay fp32), so it would run fp32 under another name; use --precision fp32 or bf16"
+            "layers; its convolutions stay fp32), so it would run fp32 under another name; use --precision fp32, or "
+            "--engine torch --precision bf16"
         )
 
 

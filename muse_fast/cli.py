@@ -17,8 +17,9 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled like Ctrl-C
 PRECISION_HELP = (
-    "fp32, bf16, fp16 (CUDA), int8 (--engine onnx on the CPU) or auto (default): bf16 on CPUs with AMX or "
-    "AVX512-BF16, fp16 on CUDA GPUs with tensor cores, else fp32; results at another precision are not resumed"
+    "fp32, bf16, fp16 (CUDA), int8 (--engine onnx on the CPU, ViT models only) or auto (default): bf16 on CPUs "
+    "with AMX or AVX512-BF16, fp16 on CUDA GPUs with tensor cores, else fp32; results at another precision are not "
+    "resumed"
 )
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from muse_fast.model.weights import WeightsMeta, load_weights, save_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
 
+from .config import one_line_errors
 from .data.brca import CLASSES, load_split
 from .evaluate import EvalConfig, evaluate_images
 
@@ -102,9 +105,9 @@ def calibrate_weights(
     train_set = train_set if train_set is not None else load_split("train")
     labels = np.concatenate([s.labels for s in train_set])
     rows = sweep(model, val_set if val_set is not None else load_split("val"), labels, tuple(taus), tuple(thresholds))
-    for r in rows:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
-    best = max(rows, key=lambda r: (r["macro_f1"], r["det_f1"], -r["tau"]))
+    for r in rows:  # on stderr: stdout is the caller's (finetune prints one JSON document there)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), file=sys.stderr)
+    best = max(rows, key=lambda r: (r["macro_f1"], r["det_f1"], -r["tau"]))  # a full tie: the first in the grid
     fold_bias(model, prior_bias(labels, len(CLASSES), best["tau"]))
     fold_threshold(model, best["threshold"])
     chosen = {"tau": best["tau"], "threshold": best["threshold"], "chosen_on": "val macro F1, then det F1"}
@@ -112,11 +115,16 @@ def calibrate_weights(
     return WeightsMeta(**{**asdict(meta), "config": config}), best
 
 
-def parse_floats(text: str) -> tuple[float, ...]:
-    """``"0.3,0.4"`` -> ``(0.3, 0.4)``."""
-    return tuple(float(t) for t in text.split(",") if t.strip())
+def parse_floats(value: str | float | list) -> tuple[float, ...]:
+    """``"0.3,0.4"`` (a flag), ``0.3`` or ``[0.3, 0.4]`` (YAML) -> ``(0.3, 0.4)``; ValueError if one is no number."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
+    numbers = tuple(float(t) for t in items if not isinstance(t, str) or t.strip())
+    if not all(math.isfinite(n) for n in numbers):
+        raise ValueError(f"{value!r} holds a value that is not a finite number")
+    return numbers
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="weights to calibrate (default: shipped)")

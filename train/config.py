@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from muse_fast.errors import ConfigError
+from muse_fast.errors import ConfigError, MuseError
 
 T = TypeVar("T")
+
+
+EXIT_USER_ERROR = 2  # as muse-fast's
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """A training entry point's ``main``: a :class:`MuseError` is one line on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except MuseError as exc:
+            module = main.__module__.rsplit(".", 1)[-1]
+            name = Path(sys.argv[0]).stem if module == "__main__" else module
+            print(f"train.{name}: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+
+    return wrapped
 
 
 def _parse_bool(text: str) -> bool:

@@ -23,6 +23,7 @@ from muse_fast.io.readers import open_slide
 from muse_fast.io.resample import read_at_scale
 from muse_fast.io.tissue import detect_tissue
 
+from .config import one_line_errors
 from .data.brca import BRCA_MPP, load_split
 from .data.rois import Roi, RoiWriter
 
@@ -103,6 +104,7 @@ def detect_at(detect, image: np.ndarray, image_mpp: float, detect_mpp: float) ->
     return ((detect(small, detect_mpp) + 0.5) * f - 0.5).astype(np.float32)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)

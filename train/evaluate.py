@@ -25,6 +25,7 @@ from muse_fast.runtime.engines import TorchEngine
 from muse_fast.runtime.predict import predict_image
 from muse_fast.runtime.tta import FlipTTAEngine
 
+from .config import one_line_errors
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .metrics import score_detections
 from .perturb import Perturbation, parse_perturbation, perturb_image, to_original_pixels
@@ -184,6 +185,7 @@ def format_probe_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")

@@ -36,7 +36,7 @@ from muse_fast.model.checkpoint import load_official_checkpoint
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights, state_dict_mismatch
 
 from .calibrate import calibrate_weights, parse_floats
-from .config import parse_config, save_config
+from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
@@ -83,6 +83,10 @@ class FinetuneConfig:
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
     calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
+    overwrite: bool = False  # replace the weights of an earlier run in OUT (else such an OUT is refused)
+
+
+RUN_OUTPUTS = ("weights.pt", "weights_raw.pt", "final.pt", "best.json")  # never left over from another run
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
@@ -177,7 +181,17 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     if cfg.cls_loss not in CLS_LOSSES:
         raise ConfigError(f"unknown cls_loss '{cfg.cls_loss}'; choose one of: {', '.join(CLS_LOSSES)}")
     thresholds, taus = calibration_grid(cfg)  # checked before hours of training, not after
+    if cfg.steps < 1:
+        raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
     out = Path(cfg.out)
+    earlier = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if earlier and not cfg.overwrite:
+        raise ConfigError(
+            f"--out {out} already holds a run ({', '.join(earlier)}); pass another --out, or --overwrite true to "
+            "replace it"
+        )
+    for name in earlier:
+        (out / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
     train_set = train_set if train_set is not None else load_split("train")
@@ -258,6 +272,8 @@ def calibration_grid(cfg: FinetuneConfig) -> tuple[tuple[float, ...], tuple[floa
         raise ConfigError(f"--calibrate-thresholds must lie in (0, 1), got {cfg.calibrate_thresholds!r}")
     if thresholds and not taus:
         raise ConfigError("--calibrate-taus is empty; give at least 0")
+    if not all(t >= 0 for t in taus):
+        raise ConfigError(f"--calibrate-taus must be 0 or more (0 = no logit adjustment), got {cfg.calibrate_taus!r}")
     return thresholds, taus
 
 
@@ -269,6 +285,7 @@ def calibrate_best(out: Path, taus, thresholds, half: bool, train_set, val_set) 
     return {k: chosen[k] for k in ("tau", "threshold", "det_f1", "macro_f1")}
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(FinetuneConfig, argv, __doc__.splitlines()[0])
     best = finetune(cfg)

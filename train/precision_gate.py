@@ -31,6 +31,7 @@ from muse_fast.runtime.engines import EngineInputs, OnnxEngine, _cached_onnx, cr
 from muse_fast.runtime.pipeline import predict_slide
 from muse_fast.runtime.predict import crop_tile
 
+from .config import one_line_errors
 from .data.brca import load_split
 from .data.paths import shared_data_dir
 from .evaluate import EvalConfig, evaluate_images
@@ -111,6 +112,7 @@ def verdict(ref: dict, got: dict) -> dict:
     return out
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="torch:fp32,torch:bf16,onnx:fp32,onnx:int8-static")

@@ -32,7 +32,7 @@ from muse_fast.model import create_backbone, load_official_checkpoint
 from muse_fast.model.registry import imagenet_normalise
 from muse_fast.output.atomic import atomic_write
 
-from .config import parse_config, save_config
+from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter
 from .data.rois import RoiStore
 from .data.views import ViewConfig, view_pair
@@ -310,6 +310,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     return parts
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(PretrainConfig, argv, __doc__.splitlines()[0])
     print(json.dumps(pretrain(cfg)))

@@ -135,7 +135,7 @@ def onnx_precision(requested: str, cuda: bool) -> str:
         raise BackendUnavailable(
             f"ONNX Runtime has no fast {requested} kernels here; use "
             + (f"--engine torch --precision {requested}, or " if requested == "bf16" else "")
-            + "--engine onnx --precision fp32 (or int8)"
+            + "--engine onnx --precision fp32 (or int8 for a ViT model)"
         )
     check_precision(requested, ("auto", *ONNX_PRECISIONS), "onnx")
     return "fp32" if requested == "auto" else requested

@@ -160,7 +160,10 @@ def test_int8_is_refused_for_the_convolutional_default(engines):
     """Dynamic int8 quantizes Linear/MatMul layers only: 0.4% of muse_r18, so it would be fp32 under another name."""
     _, _, meta = engines
     model, _ = load_weights()
-    with pytest.raises(ConfigError, match=r"quantize only 0\.4% of muse_r18's weights.*--precision fp32 or bf16"):
+    with pytest.raises(
+        ConfigError,
+        match=r"quantize only 0\.4% of muse_r18's weights.*--precision fp32, or --engine torch --precision bf16",
+    ):
         create_engine("onnx", EngineInputs(model, meta, file_sha256(DEFAULT_WEIGHTS), precision="int8"))
 
 

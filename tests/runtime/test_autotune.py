@@ -161,3 +161,15 @@ def test_auto_on_the_cpu_builds_real_engines_once_per_key(monkeypatch, caplog):
     assert len(lines) == 2 and "measured now" in lines[0] and "cached measurement" in lines[1]
     assert isinstance(first, TorchEngine) and first.precision in ("fp32", "bf16")
     assert (second.name, second.precision) == (first.name, first.precision)
+
+
+def test_auto_int8_for_a_convolutional_network_is_refused_before_any_pick(caplog):
+    from muse_fast.errors import ConfigError
+    from muse_fast.model.weights import load_weights
+    from muse_fast.runtime.engines import EngineInputs, create_engine
+
+    model, meta = load_weights()
+    with caplog.at_level(logging.INFO, logger="muse_fast.runtime"):
+        with pytest.raises(ConfigError, match="quantize only 0.4% of muse_r18"):
+            create_engine("auto", EngineInputs(model, meta, "0" * 64, "cpu", batch_size=1, precision="int8"))
+    assert not [r for r in caplog.records if r.getMessage().startswith("engine auto:")]

@@ -73,12 +73,47 @@ def test_finetune_ends_with_a_calibrated_final_file(brca_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "best.json").read_text())["calibrated"] == best["calibrated"]
 
 
-@pytest.mark.parametrize("grid", ["0.3,x", "0.3,1.5", "0"])
-def test_a_bad_calibration_grid_is_refused_before_training(tmp_path, grid):
-    cfg = FinetuneConfig(out=str(tmp_path / "run"), calibrate_thresholds=grid)
-    with pytest.raises(ConfigError, match="--calibrate-thresholds"):
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"calibrate_thresholds": "0.3,x"}, "--calibrate-thresholds"),
+        ({"calibrate_thresholds": "0.3,1.5"}, "--calibrate-thresholds"),
+        ({"calibrate_thresholds": "0"}, "--calibrate-thresholds"),
+        ({"calibrate_taus": "nan"}, "--calibrate-taus"),
+        ({"calibrate_taus": "-1"}, "--calibrate-taus"),
+        ({"calibrate_taus": ""}, "--calibrate-taus"),
+        ({"steps": 0}, "--steps"),
+    ],
+)
+def test_a_bad_calibration_grid_is_refused_before_training(tmp_path, grid, message):
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), **grid)
+    with pytest.raises(ConfigError, match=message):
         finetune(cfg, [], [])
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_finetune_cli_errors_are_one_line_and_yaml_numbers_are_grids(tmp_path, capsys):
+    from muse_fast.train import finetune as cli
+    from muse_fast.train.calibrate import parse_floats
+
+    assert parse_floats(0.35) == (0.35,) and parse_floats([0.3, 0.4]) == (0.3, 0.4) and parse_floats("0") == (0.0,)
+    yaml_cfg = tmp_path / "c.yaml"
+    yaml_cfg.write_text("calibrate_taus: .nan\n")
+    assert cli.main(["--config", str(yaml_cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train.finetune: error: --calibrate-") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_earlier_run_in_out_is_refused_unless_overwritten(brca_dir, tmp_path):
+    train, val = load_split("train")[:2], load_split("val")[:1]
+    kwargs = dict(out=str(tmp_path / "run"), steps=1, batch_size=2, eval_every=1, warmup_steps=1)
+    finetune(FinetuneConfig(**kwargs, calibrate_thresholds="0.3"), train, val)
+    assert (tmp_path / "run" / "final.pt").exists()
+    with pytest.raises(ConfigError, match="already holds a run .*final.pt.*--overwrite true"):
+        finetune(FinetuneConfig(**kwargs), train, val)
+    finetune(FinetuneConfig(**kwargs, calibrate_thresholds="", ema_momentum=0, overwrite=True), train, val)
+    assert not (tmp_path / "run" / "final.pt").exists() and not (tmp_path / "run" / "weights_raw.pt").exists()
 
 
 def test_evaluate_cli_prints_both_matchers(brca_dir, tmp_path, capsys, monkeypatch):
