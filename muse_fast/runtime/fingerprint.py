@@ -77,14 +77,15 @@ def slide_fingerprint(
     return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
 
 
-def _nuclei_part(fingerprint: dict) -> dict:
+def nuclei_part(fingerprint: dict) -> dict:
+    """``fingerprint`` without the output-only settings (those that add files, not change nuclei)."""
     settings = {k: v for k, v in fingerprint.get("settings", {}).items() if k not in OUTPUT_SETTINGS}
     return {**fingerprint, "settings": settings}
 
 
 def same_nuclei(old: dict, new: dict) -> bool:
     """Whether two fingerprints give the same nuclei (they may differ in :data:`OUTPUT_SETTINGS`)."""
-    return _nuclei_part(old) == _nuclei_part(new)
+    return nuclei_part(old) == nuclei_part(new)
 
 
 def missing_outputs(done: dict, wanted: dict) -> list[str]:

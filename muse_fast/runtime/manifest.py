@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from ..output.atomic import atomic_write
-from .fingerprint import differences, missing_outputs, same_nuclei
+from .fingerprint import differences, missing_outputs, nuclei_part, same_nuclei
 
 MANIFEST_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def finished_manifest(out_dir: Path, stem: str, fingerprint: dict, name: str) ->
     if not same_nuclei(done.fingerprint, fingerprint):
         raise OutputError(
             f"{out_dir} already holds results of {name} that this run would not reproduce "
-            f"({differences(done.fingerprint, fingerprint)}); pass --overwrite to replace them, or another --out"
+            f"({differences(nuclei_part(done.fingerprint), nuclei_part(fingerprint))}); pass --overwrite to replace "
+            "them, or another --out"
         )
     missing = missing_outputs(done.fingerprint, fingerprint)
     if missing:

@@ -69,6 +69,9 @@ def test_tta_runs_through_the_cli_and_is_never_mixed_with_plain_results(small_do
     assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", *ARGS]) == 2
     err = _err(capsys)
     assert "tta False -> True" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert cli.main(["infer", str(small_dots), "--out", str(plain), "--tta", "--embeddings", *ARGS]) == 2
+    err = _err(capsys)
+    assert "tta False -> True" in err and "embeddings" not in err, err  # only what changes the nuclei is named
     assert cli.main(["infer", str(small_dots), "--out", str(out), "--tta", "--overwrite", *ARGS]) == 0
     manifest = json.loads((out / "dots.manifest.json").read_text())
     assert "dots+tta" in json.dumps(manifest) and '"tta": true' in json.dumps(manifest)
