@@ -13,12 +13,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from muse_fast.cli import EXIT_USER_ERROR
 from muse_fast.errors import ConfigError, MuseError
 
 T = TypeVar("T")
-
-
-EXIT_USER_ERROR = 2  # as muse-fast's
 
 
 def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:

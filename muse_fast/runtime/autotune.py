@@ -198,12 +198,12 @@ def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available
     """``--engine auto`` on the CPU (see the module's doc); logs the one line of :meth:`AutoChoice.line`."""
     import torch
 
-    machine = machine_key(torch.get_num_threads())
     from muse_fast.export.quantize import MIN_DYNAMIC_INT8_SHARE, check_dynamic_int8, dynamic_int8_share
 
-    int8_useful = dynamic_int8_share(inputs.model) >= MIN_DYNAMIC_INT8_SHARE
-    if inputs.precision == "int8" and not int8_useful:  # refused before a pick is announced
+    if inputs.precision == "int8":  # refused before a pick is announced
         check_dynamic_int8(inputs.model, inputs.meta.model)
+    int8_useful = dynamic_int8_share(inputs.model) >= MIN_DYNAMIC_INT8_SHARE
+    machine = machine_key(torch.get_num_threads())
     candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"], int8_useful)
     model = {
         "name": inputs.meta.model,
