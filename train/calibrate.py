@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from muse_fast.errors import ConfigError
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
@@ -124,6 +125,23 @@ def parse_floats(value: str | float | list) -> tuple[float, ...]:
     return numbers
 
 
+def calibration_grid(
+    thresholds: str | float | list, taus: str | float | list, flags: tuple[str, str] = ("--thresholds", "--taus")
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The detection thresholds and taus to sweep, or a one-line ConfigError naming ``flags`` (checked up front)."""
+    try:
+        grid = parse_floats(thresholds), parse_floats(taus)
+    except ValueError as exc:
+        raise ConfigError(f"{flags[0]}/{flags[1]} must be comma lists of numbers: {exc}") from None
+    if not all(0 < t < 1 for t in grid[0]):
+        raise ConfigError(f"{flags[0]} must lie in (0, 1), got {thresholds!r}")
+    if grid[0] and not grid[1]:
+        raise ConfigError(f"{flags[1]} is empty; give at least 0")
+    if not all(t >= 0 for t in grid[1]):
+        raise ConfigError(f"{flags[1]} must be 0 or more (0 = no logit adjustment), got {taus!r}")
+    return grid
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -133,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taus", default=",".join(map(str, TAUS)), help="comma list of logit-adjustment strengths")
     parser.add_argument("--thresholds", default=str(DecodeConfig.threshold), help="comma list of detection thresholds")
     args = parser.parse_args(argv)
+    thresholds, taus = calibration_grid(args.thresholds, args.taus)
+    if not thresholds:
+        raise ConfigError("--thresholds is empty; give at least one detection threshold, e.g. 0.3")
     model, meta = load_weights(args.weights)
-    meta, best = calibrate_weights(model, meta, parse_floats(args.taus), parse_floats(args.thresholds))
+    meta, best = calibrate_weights(model, meta, taus, thresholds)
     save_weights(args.out, model, meta, half=args.half)
     print(
         f"tau {best['tau']}, threshold {best['threshold']} (val det F1 {best['det_f1']:.4f}, "

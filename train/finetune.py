@@ -35,7 +35,7 @@ from muse_fast.model import create_model
 from muse_fast.model.checkpoint import load_official_checkpoint
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights, state_dict_mismatch
 
-from .calibrate import calibrate_weights, parse_floats
+from .calibrate import calibrate_weights, calibration_grid
 from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
@@ -180,7 +180,9 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     if cfg.cls_loss not in CLS_LOSSES:
         raise ConfigError(f"unknown cls_loss '{cfg.cls_loss}'; choose one of: {', '.join(CLS_LOSSES)}")
-    thresholds, taus = calibration_grid(cfg)  # checked before hours of training, not after
+    thresholds, taus = calibration_grid(
+        cfg.calibrate_thresholds, cfg.calibrate_taus, ("--calibrate-thresholds", "--calibrate-taus")
+    )  # checked before hours of training, not after
     if cfg.steps < 1:
         raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
     out = Path(cfg.out)
@@ -260,21 +262,6 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
         best["calibrated"] = calibrate_best(out, taus, thresholds, cfg.half, train_set, val_set)
     (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
     return best
-
-
-def calibration_grid(cfg: FinetuneConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The detection thresholds and taus of the final calibration, or a one-line ConfigError."""
-    try:
-        thresholds, taus = parse_floats(cfg.calibrate_thresholds), parse_floats(cfg.calibrate_taus)
-    except ValueError as exc:
-        raise ConfigError(f"--calibrate-thresholds/--calibrate-taus must be comma lists of numbers: {exc}") from None
-    if not all(0 < t < 1 for t in thresholds):
-        raise ConfigError(f"--calibrate-thresholds must lie in (0, 1), got {cfg.calibrate_thresholds!r}")
-    if thresholds and not taus:
-        raise ConfigError("--calibrate-taus is empty; give at least 0")
-    if not all(t >= 0 for t in taus):
-        raise ConfigError(f"--calibrate-taus must be 0 or more (0 = no logit adjustment), got {cfg.calibrate_taus!r}")
-    return thresholds, taus
 
 
 def calibrate_best(out: Path, taus, thresholds, half: bool, train_set, val_set) -> dict:

@@ -134,3 +134,24 @@ def test_unknown_classifier_loss_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="cls_loss"):
         finetune(FinetuneConfig(out=str(tmp_path), cls_loss="hinge"), [], [])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--thresholds", "nan"], "--thresholds"),
+        (["--thresholds", "0.3,x"], "--thresholds"),
+        (["--thresholds", ""], "--thresholds is empty"),
+        (["--thresholds", "1.2"], "--thresholds must lie in"),
+        (["--taus", "inf"], "--taus"),
+        (["--taus", "-0.5"], "--taus must be 0 or more"),
+    ],
+)
+def test_calibrate_cli_refuses_a_bad_grid_in_one_line_before_loading_weights(tmp_path, capsys, flags, message):
+    from muse_fast.train import calibrate as cli
+
+    missing = tmp_path / "no_such_weights.pt"  # never opened: the grid is checked first
+    assert cli.main(["--weights", str(missing), "--out", str(tmp_path / "out.pt"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train.calibrate: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out.pt").exists()
