@@ -26,15 +26,16 @@ import numpy as np
 import torch
 
 from muse_fast.errors import ConfigError
-from muse_fast.model.weights import WeightsMeta, load_weights, save_weights
+from muse_fast.model.weights import WeightsMeta, load_weights, resolve_weights, save_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import TorchEngine
 
-from .config import one_line_errors
+from .config import check_output_file, one_line_errors
 from .data.brca import CLASSES, load_split
 from .evaluate import EvalConfig, evaluate_images
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_THRESHOLD = 0.01  # and 1 - it: beyond, the folded centre bias leaves float32's useful range
 
 
 class CachedEngine:
@@ -117,9 +118,16 @@ def calibrate_weights(
 
 
 def parse_floats(value: str | float | list) -> tuple[float, ...]:
-    """``"0.3,0.4"`` (a flag), ``0.3`` or ``[0.3, 0.4]`` (YAML) -> ``(0.3, 0.4)``; ValueError if one is no number."""
+    """``"0.3,0.4"`` (a flag), ``0.3`` or ``[0.3, 0.4]`` (YAML) -> ``(0.3, 0.4)``; ``""`` -> ``()``.
+
+    ValueError if an item is empty or not a finite number.
+    """
+    if isinstance(value, str) and not value.strip():
+        return ()
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
-    numbers = tuple(float(t) for t in items if not isinstance(t, str) or t.strip())
+    if any(isinstance(t, str) and not t.strip() for t in items):
+        raise ValueError(f"{value!r} has an empty item")
+    numbers = tuple(float(t) for t in items)
     if not all(math.isfinite(n) for n in numbers):
         raise ValueError(f"{value!r} holds a value that is not a finite number")
     return numbers
@@ -129,22 +137,24 @@ def calibration_grid(
     thresholds: str | float | list, taus: str | float | list, flags: tuple[str, str] = ("--thresholds", "--taus")
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The detection thresholds and taus to sweep, or a one-line ConfigError naming ``flags`` (checked up front)."""
-    try:
-        grid = parse_floats(thresholds), parse_floats(taus)
-    except ValueError as exc:
-        raise ConfigError(f"{flags[0]}/{flags[1]} must be comma lists of numbers: {exc}") from None
-    if not all(0 < t < 1 for t in grid[0]):
-        raise ConfigError(f"{flags[0]} must lie in (0, 1), got {thresholds!r}")
+    grid = []
+    for flag, value in zip(flags, (thresholds, taus), strict=True):
+        try:
+            grid.append(parse_floats(value))
+        except ValueError as exc:
+            raise ConfigError(f"{flag} must be a comma list of numbers: {exc}") from None
+    if not all(MIN_THRESHOLD <= t <= 1 - MIN_THRESHOLD for t in grid[0]):
+        raise ConfigError(f"{flags[0]} must lie in [{MIN_THRESHOLD}, {1 - MIN_THRESHOLD}], got {thresholds!r}")
     if grid[0] and not grid[1]:
         raise ConfigError(f"{flags[1]} is empty; give at least 0")
     if not all(t >= 0 for t in grid[1]):
         raise ConfigError(f"{flags[1]} must be 0 or more (0 = no logit adjustment), got {taus!r}")
-    return grid
+    return grid[0], grid[1]
 
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="train.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="weights to calibrate (default: shipped)")
     parser.add_argument("--out", type=Path, required=True, help="calibrated weights file to write")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=True, help="store fp16")
@@ -154,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     thresholds, taus = calibration_grid(args.thresholds, args.taus)
     if not thresholds:
         raise ConfigError("--thresholds is empty; give at least one detection threshold, e.g. 0.3")
+    check_output_file(args.out, [resolve_weights(args.weights)])  # before minutes of sweeping, not after
     model, meta = load_weights(args.weights)
     meta, best = calibrate_weights(model, meta, taus, thresholds)
     save_weights(args.out, model, meta, half=args.half)

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,13 +26,26 @@ def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
     def wrapped(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
-        except MuseError as exc:
+        except (MuseError, OSError) as exc:
             module = main.__module__.rsplit(".", 1)[-1]
             name = Path(sys.argv[0]).stem if module == "__main__" else module
+            if isinstance(exc, OSError):  # a path that cannot be written or read: name it, no traceback
+                exc = f"cannot access {exc.filename or 'a file'}: {exc.strerror or exc}; choose another path"
             print(f"train.{name}: error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR
 
     return wrapped
+
+
+def check_output_file(out: Path, inputs: Iterable[Path] = (), flag: str = "--out") -> None:
+    """Refuse, before any work, an output file that is a folder, has no name, sits under a file, or is an input."""
+    if not out.name or out.is_dir():
+        raise ConfigError(f"{flag} {out} is a folder; give a file name such as {out / 'weights.pt'}")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{flag} {out} lies under the file {parent}; choose another path")
+    if out.resolve() in {Path(p).resolve() for p in inputs}:
+        raise ConfigError(f"{flag} {out} is one of the inputs; write to a new file")
 
 
 def _parse_bool(text: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
     path = resolve_weights(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; pass --weights PATH to a file written by train.finetune")
+    damaged = _damaged_member(path)
+    if damaged:
+        raise WeightsError(f"weights {path} are damaged ({damaged}); copy the file again or retrain")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours
@@ -85,6 +89,9 @@ def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
             f"{path} is not a muse-fast weights file (no 'model'/'state_dict'); "
             "use train.finetune output, or load_official_checkpoint for MUSE .pth backbones"
         )
+    missing = [k for k in ("classes", "mpp", "tile_size") if k not in payload]
+    if missing:
+        raise WeightsError(f"{path} lacks {', '.join(missing)}; write weights with train.finetune or save_weights")
     meta = WeightsMeta(
         payload["model"], tuple(payload["classes"]), payload["mpp"], payload["tile_size"], payload.get("config", {})
     )
@@ -95,8 +102,25 @@ def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
         raise WeightsError(
             f"weights {path.name} do not fit model '{meta.model}': {problem}; retrain or pass the matching --weights"
         )
+    not_finite = next(
+        (k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None
+    )
+    if not_finite:
+        raise WeightsError(f"weights {path.name} hold NaN or inf (in {not_finite}); the training diverged, retrain")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in payload["state_dict"].items()})
     return model.eval(), meta
+
+
+def _damaged_member(path: Path) -> str | None:
+    """Why a torch zip file fails its CRC checks (torch.load does not check them), or None if it passes or is no zip."""
+    if not zipfile.is_zipfile(path):
+        return None  # torch.load refuses what is not a checkpoint
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return f"checksum mismatch in {bad}" if bad else None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,5 +1,7 @@
 """train.average: the uniform mean of weights files of one model, with one-line refusals."""
 
+from dataclasses import astuple
+
 import pytest
 import torch
 
@@ -38,31 +40,83 @@ def test_average_is_the_mean_of_every_float_tensor_and_keeps_the_first_counters(
 
 
 def test_average_cli_writes_a_loadable_file_and_refuses_bad_inputs_in_one_line(tmp_path, capsys):
-    _weights(tmp_path / "a.pt", 1)
-    _weights(tmp_path / "b.pt", 2)
-    _weights(tmp_path / "other.pt", 3, WeightsMeta("muse_r18", ("a", "b"), 0.5, 224))
-    assert cli.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "soup.pt")]) == 0
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    _weights(a, 1)
+    _weights(b, 2)
+    _weights(tmp_path / "classes.pt", 3, WeightsMeta("muse_r18", ("a", "b"), 0.5, 224))
+    _weights(tmp_path / "mpp.pt", 3, WeightsMeta("muse_r18", META.classes, 0.25, 224))
+    _weights(tmp_path / "tile.pt", 3, WeightsMeta("muse_r18", META.classes, 0.5, 256))
+    _weights(tmp_path / "model.pt", 3, WeightsMeta("muse_vit_t16", META.classes, 0.5, 224))
+    _weights(
+        tmp_path / "calibrated.pt", 3, WeightsMeta(*astuple(META)[:4], {"calibration": {"tau": 0, "threshold": 0.4}})
+    )
+    assert cli.main([str(a), str(b), "--out", str(tmp_path / "soup.pt")]) == 0
     load_weights(tmp_path / "soup.pt")
+    stored = torch.load(tmp_path / "soup.pt", weights_only=True)["state_dict"]
+    assert any(v.dtype == torch.float16 for v in stored.values())  # --half is the default
+    assert cli.main([str(a), str(b), "--no-half", "--out", str(tmp_path / "soup32.pt")]) == 0
+    assert all(
+        v.dtype != torch.float16 for v in torch.load(tmp_path / "soup32.pt", weights_only=True)["state_dict"].values()
+    )
     capsys.readouterr()
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "link.pt").symlink_to(a)
     refusals = [
-        ([str(tmp_path / "a.pt")], "at least two"),
-        ([str(tmp_path / "a.pt"), str(tmp_path / "other.pt")], "one model only"),
-        ([str(tmp_path / "a.pt"), str(tmp_path / "missing.pt")], "not found"),
+        ([a], "at least two"),
+        ([a, tmp_path / "classes.pt"], "one model only"),
+        ([a, tmp_path / "mpp.pt"], "one model only"),
+        ([a, tmp_path / "tile.pt"], "one model only"),
+        ([a, tmp_path / "model.pt"], "one model only"),
+        ([a, tmp_path / "calibrated.pt"], "calibrated alike"),
+        ([a, tmp_path / "missing.pt"], "not found"),
+        ([a, tmp_path / "link.pt"], "given twice"),
     ]
     for inputs, message in refusals:
-        assert cli.main([*inputs, "--out", str(tmp_path / "bad.pt")]) == 2
+        assert cli.main([*map(str, inputs), "--out", str(tmp_path / "bad.pt")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("train.average: error: ") and message in err and len(err.splitlines()) == 1, err
-    assert cli.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "a.pt")]) == 2
-    assert "is one of the inputs" in capsys.readouterr().err
-    assert not (tmp_path / "bad.pt").exists()
+    for out, message in [
+        (tmp_path / "link.pt", "one of the inputs"),
+        (tmp_path / "folder.pt", "is a folder"),
+        (a / "x.pt", "lies under the file"),
+    ]:
+        assert cli.main([str(a), str(b), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("train.average: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad.pt").exists() and load_weights(a)  # the input survives
 
 
-def test_average_of_identical_files_is_that_file(tmp_path):
-    state = _weights(tmp_path / "a.pt", 1)
-    model, _ = average_weights([tmp_path / "a.pt", tmp_path / "a.pt"])
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, state[key])
+def test_damaged_or_diverged_weights_are_refused_by_name(tmp_path):
+    from muse_fast.errors import WeightsError
+
+    good = tmp_path / "a.pt"
+    _weights(good, 1)
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(x ^ 0xFF for x in data[middle : middle + 64])  # a few flipped bytes in a tensor
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="damaged"):
+        load_weights(tmp_path / "flipped.pt")
+    torch.manual_seed(0)
+    model = create_model("muse_r18", num_classes=3)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    save_weights(tmp_path / "nan.pt", model, META)
+    with pytest.raises(WeightsError, match="NaN or inf"):
+        load_weights(tmp_path / "nan.pt")
+    payload = torch.load(good, weights_only=True)
+    del payload["classes"]
+    torch.save(payload, tmp_path / "no_classes.pt")
+    with pytest.raises(WeightsError, match="lacks classes"):
+        load_weights(tmp_path / "no_classes.pt")
+
+
+def test_average_keeps_the_common_calibration(tmp_path):
+    meta = WeightsMeta(*astuple(META)[:4], {"calibration": {"tau": 0.0, "threshold": 0.4, "sweep": []}})
+    _weights(tmp_path / "a.pt", 1, meta)
+    _weights(tmp_path / "b.pt", 2, meta)
+    _, out_meta = average_weights([tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert out_meta.config["calibration"] == {"tau": 0.0, "threshold": 0.4}
 
 
 def test_average_needs_two_files():

@@ -139,18 +139,26 @@ def test_unknown_classifier_loss_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--thresholds", "nan"], "--thresholds"),
-        (["--thresholds", "0.3,x"], "--thresholds"),
+        (["--thresholds", "nan"], "--thresholds must be a comma list of numbers"),
+        (["--thresholds", "0.3,x"], "--thresholds must be a comma list of numbers"),
+        (["--thresholds", "0.3,,0.4"], "empty item"),
+        (["--thresholds", "0.3,"], "empty item"),
         (["--thresholds", ""], "--thresholds is empty"),
         (["--thresholds", "1.2"], "--thresholds must lie in"),
-        (["--taus", "inf"], "--taus"),
+        (["--thresholds", "1e-50"], "--thresholds must lie in"),  # would fold an infinite centre bias
+        (["--thresholds", "0.999999"], "--thresholds must lie in"),
+        (["--taus", "inf"], "--taus must be a comma list of numbers"),
+        (["--taus", "0,"], "empty item"),
         (["--taus", "-0.5"], "--taus must be 0 or more"),
+        (["--out", "{weights}"], "is one of the inputs"),
+        (["--out", "{tmp}"], "is a folder"),
     ],
 )
 def test_calibrate_cli_refuses_a_bad_grid_in_one_line_before_loading_weights(tmp_path, capsys, flags, message):
     from muse_fast.train import calibrate as cli
 
-    missing = tmp_path / "no_such_weights.pt"  # never opened: the grid is checked first
+    missing = tmp_path / "no_such_weights.pt"  # never opened: the grid and --out are checked first
+    flags = [f.format(weights=missing, tmp=tmp_path) for f in flags]
     assert cli.main(["--weights", str(missing), "--out", str(tmp_path / "out.pt"), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train.calibrate: error: ") and message in err and len(err.splitlines()) == 1, err
