@@ -28,6 +28,11 @@ def folded_calibration(meta: WeightsMeta) -> dict:
     return {k: calibration[k] for k in ("tau", "threshold") if k in calibration}
 
 
+def _identity(meta: WeightsMeta) -> tuple:
+    """What files must share to be averaged: model, classes, mpp and tile size."""
+    return meta.model, meta.classes, meta.mpp, meta.tile_size
+
+
 def average_weights(paths: list[Path]) -> tuple[torch.nn.Module, WeightsMeta]:
     """The uniform average of the weights files ``paths`` (at least two, all of one model), as a model and meta."""
     if len(paths) < 2:
@@ -37,25 +42,26 @@ def average_weights(paths: list[Path]) -> tuple[torch.nn.Module, WeightsMeta]:
     if twice is not None:
         raise ConfigError(f"{twice} is given twice (same bytes); list each file once")
     model, meta = load_weights(paths[0])
+    ours, calibration = _identity(meta), folded_calibration(meta)
     total = {k: v.clone() for k, v in model.state_dict().items()}
     for path in paths[1:]:
         other, other_meta = load_weights(path)
-        ours = (meta.model, meta.classes, meta.mpp, meta.tile_size)
-        theirs = (other_meta.model, other_meta.classes, other_meta.mpp, other_meta.tile_size)
-        if ours != theirs:
-            raise ConfigError(f"{path} holds {theirs}, but {paths[0]} holds {ours}; average files of one model only")
-        if folded_calibration(other_meta) != folded_calibration(meta):
+        if _identity(other_meta) != ours:
+            raise ConfigError(
+                f"{path} holds {_identity(other_meta)}, but {paths[0]} holds {ours}; average files of one model only"
+            )
+        if folded_calibration(other_meta) != calibration:
             raise ConfigError(
                 f"{path} has calibration {folded_calibration(other_meta) or 'none'} folded in, {paths[0]} "
-                f"{folded_calibration(meta) or 'none'}; average files calibrated alike (e.g. each run's weights.pt)"
+                f"{calibration or 'none'}; average files calibrated alike (e.g. each run's weights.pt)"
             )
         for key, value in other.state_dict().items():
             if value.is_floating_point():
                 total[key] += value
     model.load_state_dict({k: v / len(paths) if v.is_floating_point() else v for k, v in total.items()})
     config = {"averaged": [{"path": str(Path(p).resolve()), "sha256": d} for p, d in zip(paths, digests, strict=True)]}
-    if folded_calibration(meta):
-        config["calibration"] = folded_calibration(meta)  # every input has it folded in, so the average has too
+    if calibration:
+        config["calibration"] = calibration  # every input has it folded in, so the average has too
     return model.eval(), WeightsMeta(meta.model, meta.classes, meta.mpp, meta.tile_size, config)
 
 

@@ -61,26 +61,22 @@ def test_average_cli_writes_a_loadable_file_and_refuses_bad_inputs_in_one_line(t
     capsys.readouterr()
     (tmp_path / "folder.pt").mkdir()
     (tmp_path / "link.pt").symlink_to(a)
+    bad = ["--out", str(tmp_path / "bad.pt")]
     refusals = [
-        ([a], "at least two"),
-        ([a, tmp_path / "classes.pt"], "one model only"),
-        ([a, tmp_path / "mpp.pt"], "one model only"),
-        ([a, tmp_path / "tile.pt"], "one model only"),
-        ([a, tmp_path / "model.pt"], "one model only"),
-        ([a, tmp_path / "calibrated.pt"], "calibrated alike"),
-        ([a, tmp_path / "missing.pt"], "not found"),
-        ([a, tmp_path / "link.pt"], "given twice"),
+        ([a, *bad], "at least two"),
+        ([a, tmp_path / "classes.pt", *bad], "one model only"),
+        ([a, tmp_path / "mpp.pt", *bad], "one model only"),
+        ([a, tmp_path / "tile.pt", *bad], "one model only"),
+        ([a, tmp_path / "model.pt", *bad], "one model only"),
+        ([a, tmp_path / "calibrated.pt", *bad], "calibrated alike"),
+        ([a, tmp_path / "missing.pt", *bad], "not found"),
+        ([a, tmp_path / "link.pt", *bad], "given twice"),
+        ([a, b, "--out", tmp_path / "link.pt"], "one of the inputs"),
+        ([a, b, "--out", tmp_path / "folder.pt"], "is a folder"),
+        ([a, b, "--out", a / "x.pt"], "lies under the file"),
     ]
-    for inputs, message in refusals:
-        assert cli.main([*map(str, inputs), "--out", str(tmp_path / "bad.pt")]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("train.average: error: ") and message in err and len(err.splitlines()) == 1, err
-    for out, message in [
-        (tmp_path / "link.pt", "one of the inputs"),
-        (tmp_path / "folder.pt", "is a folder"),
-        (a / "x.pt", "lies under the file"),
-    ]:
-        assert cli.main([str(a), str(b), "--out", str(out)]) == 2
+    for argv, message in refusals:
+        assert cli.main([str(x) for x in argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("train.average: error: ") and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad.pt").exists() and load_weights(a)  # the input survives
