@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..grid import peaks_grids
 from .types import Peaks, empty_peaks
 
 
@@ -31,8 +32,8 @@ def _peaks_kernel(
     EXCLUDE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)  # int64: B * H * W may pass 2**31 elements
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # pixel blocks on axis 0 (axes 1, 2 stop at 65,535)
+    b = tl.program_id(1).to(tl.int64)  # int64: B * H * W may pass 2**31 elements
     hw = H * W
     valid = offs < hw
     r = offs // W
@@ -68,10 +69,21 @@ def _candidates(x: torch.Tensor, threshold: float, r: int, exclude: int, cap: in
     counter = torch.zeros(b, dtype=torch.int32, device=x.device)
     cand_idx = torch.full((b, cap), -1, dtype=torch.int32, device=x.device)
     cand_score = torch.full((b, cap), float("-inf"), dtype=torch.float32, device=x.device)
-    grid = (b, triton.cdiv(h * w, block))
-    _peaks_kernel[grid](
-        x, is_flat, counter, cand_idx, cand_score, h, w, cap, float(threshold), R=r, EXCLUDE=exclude, BLOCK=block
-    )
+    for s, e, grid in peaks_grids(b, h * w, block):
+        _peaks_kernel[grid](
+            x[s:e],
+            is_flat[s:e],
+            counter[s:e],
+            cand_idx[s:e],
+            cand_score[s:e],
+            h,
+            w,
+            cap,
+            float(threshold),
+            R=r,
+            EXCLUDE=exclude,
+            BLOCK=block,
+        )
     return counter, cand_idx, cand_score
 
 

@@ -3,6 +3,8 @@
 Each program handles ``BLOCK_K`` points x ``BLOCK_C`` channels of one image: it computes the bilinear corners once
 per point (official ``align_corners=True`` mapping), loads the four corners as 2-D masked gathers, accumulates in
 fp32 and stores in the feature map's dtype. The backward pass scatters with fp32 atomics into a zeroed buffer.
+The map is read through its strides (NCHW or the engines' channels-last), never copied. Point blocks sit on grid
+axis 0 and images on axis 1 (``kernels/grid.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ..grid import gather_grids
+
+CL = torch.channels_last
 
 
 @triton.jit
@@ -28,29 +34,44 @@ def _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w):
 
 
 @triton.jit
-def _corner(dy: tl.constexpr, dx: tl.constexpr, x0, y0, ax, ay, kmask, H, W):
-    """Flat offset, bilinear weight and in-map mask of corner (dy, dx) of every point."""
+def _corner(dy: tl.constexpr, dx: tl.constexpr, x0, y0, ax, ay, kmask, H, W, s_h, s_w):
+    """Element offset (through the map's strides), bilinear weight and in-map mask of corner (dy, dx) of every point."""
     yy = y0 + dy
     xx = x0 + dx
     wgt = (ay if dy == 1 else 1.0 - ay) * (ax if dx == 1 else 1.0 - ax)
     inside = kmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-    return yy * W + xx, wgt, inside
+    return yy.to(tl.int64) * s_h + xx.to(tl.int64) * s_w, wgt, inside
 
 
 @triton.jit
 def _gather_fwd(
-    fmap_ptr, xy_ptr, counts_ptr, out_ptr, K, C, H, W, in_h, in_w, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr
+    fmap_ptr,
+    xy_ptr,
+    counts_ptr,
+    out_ptr,
+    K,
+    C,
+    H,
+    W,
+    s_b,
+    s_c,
+    s_h,
+    s_w,
+    in_h,
+    in_w,
+    BLOCK_K: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
-    k_offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_offs = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)  # point blocks on axis 0
+    b = tl.program_id(1).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
     c_offs = (tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     kmask, x0, y0, ax, ay = _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w)
     cmask = c_offs < C
     acc = tl.zeros((BLOCK_K, BLOCK_C), dtype=tl.float32)
-    base = fmap_ptr + b * C * H * W + c_offs[None, :] * H * W
+    base = fmap_ptr + b * s_b + c_offs[None, :] * s_c
     for dy in tl.static_range(2):
         for dx in tl.static_range(2):
-            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W)
+            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W, s_h, s_w)
             m = inside[:, None] & cmask[None, :]
             v = tl.load(base + offset[:, None], mask=m, other=0.0).to(tl.float32)
             acc += wgt[:, None] * v
@@ -68,32 +89,40 @@ def _gather_bwd(
     C,
     H,
     W,
+    s_b,
+    s_c,
+    s_h,
+    s_w,
     in_h,
     in_w,
     BLOCK_K: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
-    k_offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_offs = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)  # point blocks on axis 0
+    b = tl.program_id(1).to(tl.int64)  # int64: B * C * H * W may pass 2**31 elements
     c_offs = (tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     kmask, x0, y0, ax, ay = _corner_setup(xy_ptr, counts_ptr, b, k_offs, K, H, W, in_h, in_w)
     cmask = c_offs < C
     g = tl.load(
         grad_out_ptr + (b * K + k_offs)[:, None] * C + c_offs[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
     ).to(tl.float32)
-    base = grad_fmap_ptr + b * C * H * W + c_offs[None, :] * H * W
+    base = grad_fmap_ptr + b * s_b + c_offs[None, :] * s_c
     for dy in tl.static_range(2):
         for dx in tl.static_range(2):
-            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W)
+            offset, wgt, inside = _corner(dy, dx, x0, y0, ax, ay, kmask, H, W, s_h, s_w)
             m = inside[:, None] & cmask[None, :]
             tl.atomic_add(base + offset[:, None], wgt[:, None] * g, mask=m)
 
 
-def _launch_args(fmap, xy, counts, input_hw, block_k, block_c):
+def _launch(kernel, first, xy, counts, last, fmap, input_hw, block_k, block_c) -> None:
+    """``kernel(first, xy, counts, last, ...)`` over every batch chunk, with ``fmap``'s shape and strides (``fmap`` is
+    ``first``, the map read, in the forward pass and ``last``, the gradient written, in the backward pass)."""
     b, c, h, w = fmap.shape
     k = xy.shape[1]
-    grid = (b, triton.cdiv(max(k, 1), block_k), triton.cdiv(c, block_c))
-    return grid, (k, c, h, w, float(input_hw[0]), float(input_hw[1]))
+    in_h, in_w = float(input_hw[0]), float(input_hw[1])
+    for s, e, grid in gather_grids(b, k, c, block_k, block_c):
+        args = (first[s:e], xy[s:e], counts[s:e], last[s:e], k, c, h, w, *fmap.stride(), in_h, in_w)
+        kernel[grid](*args, BLOCK_K=block_k, BLOCK_C=block_c)
 
 
 def _counts(xy: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
@@ -105,24 +134,24 @@ def _counts(xy: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
 class _TritonGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fmap, xy, input_hw, counts, block_k, block_c):
-        fmap_c, xy32 = fmap.contiguous(), xy.detach().float().contiguous()
+        xy32 = xy.detach().float().contiguous()
         n = _counts(xy, counts)
         out = torch.empty(fmap.shape[0], xy.shape[1], fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
-        grid, dims = _launch_args(fmap, xy, n, input_hw, block_k, block_c)
         if out.numel() > 0:  # K = 0, B = 0 or C = 0: nothing to launch
-            _gather_fwd[grid](fmap_c, xy32, n, out, *dims, BLOCK_K=block_k, BLOCK_C=block_c)
+            _launch(_gather_fwd, fmap, xy32, n, out, fmap, input_hw, block_k, block_c)
         ctx.save_for_backward(xy32, n)
-        ctx.meta = (tuple(fmap.shape), fmap.dtype, input_hw, block_k, block_c)
+        channels_last = fmap.dim() == 4 and not fmap.is_contiguous() and fmap.is_contiguous(memory_format=CL)
+        ctx.meta = (tuple(fmap.shape), fmap.dtype, CL if channels_last else torch.contiguous_format)
+        ctx.launch = (input_hw, block_k, block_c)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         xy32, n = ctx.saved_tensors
-        shape, dtype, input_hw, block_k, block_c = ctx.meta
-        grad = torch.zeros(shape, dtype=torch.float32, device=grad_out.device)
-        grid, dims = _launch_args(grad, xy32, n, input_hw, block_k, block_c)
+        shape, dtype, memory_format = ctx.meta
+        grad = torch.empty(shape, dtype=torch.float32, device=grad_out.device, memory_format=memory_format).zero_()
         if grad_out.numel() > 0:
-            _gather_bwd[grid](grad_out.contiguous(), xy32, n, grad, *dims, BLOCK_K=block_k, BLOCK_C=block_c)
+            _launch(_gather_bwd, grad_out.contiguous(), xy32, n, grad, grad, *ctx.launch)
         return grad.to(dtype), None, None, None, None, None
 
 
