@@ -1,17 +1,27 @@
-"""Nucleus classes: names and display colours (QuPath-style RGB)."""
+"""Nucleus classes: names and display colours (RGB, used by the overlay PNG and the GeoJSON for QuPath)."""
 
 from __future__ import annotations
 
 BRCA_M2C_CLASSES = ("lymphocyte", "tumor", "stromal")
 
-# QuPath-like colours for well-known class names; anything else gets a colour from the fallback cycle.
-_KNOWN_COLOURS = {
-    "lymphocyte": (160, 90, 160),
-    "tumor": (200, 0, 0),
-    "stromal": (150, 200, 150),
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), chosen to stand out on H&E: none is
+# purple like haematoxylin or pink like eosin. Known class names get a fixed colour; any other name one from the cycle.
+OKABE_ITO = {
+    "yellow": (240, 228, 66),
+    "sky blue": (86, 180, 233),
+    "bluish green": (0, 158, 115),
+    "orange": (230, 159, 0),
+    "blue": (0, 114, 178),
+    "vermillion": (213, 94, 0),
 }
-_FALLBACK = ((0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0))
+_KNOWN_COLOURS = {
+    "lymphocyte": OKABE_ITO["yellow"],
+    "tumor": OKABE_ITO["vermillion"],
+    "stromal": OKABE_ITO["bluish green"],
+}
+_FALLBACK = (OKABE_ITO["orange"], OKABE_ITO["sky blue"], OKABE_ITO["blue"])
 
 
 def class_colour(name: str, index: int) -> tuple[int, int, int]:
+    """The display colour of class ``name`` (``index``: its position, which picks a colour for unknown names)."""
     return _KNOWN_COLOURS.get(name, _FALLBACK[index % len(_FALLBACK)])

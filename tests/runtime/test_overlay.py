@@ -1,0 +1,91 @@
+"""The overlay PNG: class colours that stand out on H&E for colour-blind readers too, and a legend with the counts."""
+
+import itertools
+
+import numpy as np
+from dots import META, DotEngine
+from PIL import Image
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from muse_fast.config import InferConfig
+from muse_fast.io.readers import open_slide
+from muse_fast.output.overlay import Overlay
+from muse_fast.post.classes import BRCA_M2C_CLASSES, class_colour
+from muse_fast.runtime.pipeline import run_slide
+
+# Machado et al. (2009), severity 1, on linear RGB: what readers with each colour-vision deficiency see
+CVD = {
+    "normal": np.eye(3),
+    "protanopia": np.array(
+        [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]]
+    ),
+    "deuteranopia": np.array(
+        [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]
+    ),
+    "tritanopia": np.array(
+        [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.313900]]
+    ),
+}
+
+
+def _seen(rgb, deficiency: str) -> np.ndarray:
+    """Lab of sRGB ``rgb`` (0-255) as seen with ``deficiency``."""
+    c = np.asarray(rgb, float) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    seen = np.clip(CVD[deficiency] @ linear, 0, 1)
+    srgb = np.where(seen <= 0.0031308, 12.92 * seen, 1.055 * seen ** (1 / 2.4) - 0.055)
+    return rgb2lab(srgb.reshape(1, 1, 3))[0, 0]
+
+
+def _difference(a, b, deficiency: str = "normal") -> float:
+    return float(deltaE_ciede2000(_seen(a, deficiency), _seen(b, deficiency)))
+
+
+def _stain_colours(brca_dir, n_images: int = 10) -> dict[str, np.ndarray]:
+    """Median colour of the labelled nuclei of each BRCA-M2C class (3x3 px at each dot) and of all pixels."""
+    names = (brca_dir / "brca_ds_test.txt").read_text().split()[:n_images]
+    nuclei, pixels = {c: [] for c in BRCA_M2C_CLASSES}, []
+    for name in names:
+        image = np.asarray(Image.open(brca_dir / "images" / name).convert("RGB"))
+        labels = np.loadtxt(brca_dir / "labels" / f"{name[:-4]}_gt_class_coords.txt", dtype=int, ndmin=2)
+        for y, x, c in labels:
+            nuclei[BRCA_M2C_CLASSES[c - 1]].append(image[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].reshape(-1, 3))
+        pixels.append(image.reshape(-1, 3))
+    medians = {f"{c} nuclei": np.median(np.concatenate(v), 0) for c, v in nuclei.items()}
+    return {**medians, "all pixels": np.median(np.concatenate(pixels), 0)}
+
+
+def test_class_colours_stand_out_on_real_h_and_e(brca_dir):
+    """Every class colour is far (CIEDE2000 >= 35) from BRCA-M2C's stained nuclei and from its typical pixel."""
+    stains = _stain_colours(brca_dir)
+    for i, name in enumerate(BRCA_M2C_CLASSES):
+        for stain, rgb in stains.items():
+            assert _difference(class_colour(name, i), rgb) >= 35, f"{name} is hard to see on {stain} ({rgb})"
+
+
+def test_class_colours_stay_apart_for_colour_blind_readers():
+    colours = [class_colour(name, i) for i, name in enumerate(BRCA_M2C_CLASSES)]
+    for deficiency in CVD:
+        for a, b in itertools.combinations(colours, 2):
+            assert _difference(a, b, deficiency) >= 15, f"{a} and {b} look alike with {deficiency}"
+
+
+def test_overlay_has_a_legend_with_the_counts_of_the_run(small_dots, tmp_path):
+    cfg = InferConfig(out_dir=tmp_path, quiet=True, tissue_mask=False)
+    summary = run_slide(small_dots, DotEngine(), META, cfg, {"engine": "dots"})
+    png = np.asarray(Image.open(tmp_path / "dots.overlay.png").convert("RGB"))
+    slide = open_slide(small_dots, "auto", None)
+    overlay = Overlay(slide, META.classes)
+    table = np.genfromtxt(tmp_path / "dots.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    overlay.add_points(np.stack([table["x"], table["y"]], 1), table["class_id"])
+    counts = [f"{name}  {summary.per_class[name]:,}" for name in META.classes]
+    assert overlay.legend_lines() == [*counts, f"{summary.nuclei:,} nuclei"]
+    assert np.array_equal(png, np.asarray(overlay.image))  # the file is this overlay, legend included
+    thumb_h = overlay.thumbnail.height
+    legend = png[thumb_h:]
+    assert legend.shape[0] > 0 and png.shape[1] >= overlay.thumbnail.width
+    rows = legend.shape[0] / len(overlay.legend_lines())
+    for i, colour in enumerate(overlay.colours):  # each class's row starts with a dot of its colour, then text
+        row = legend[int(i * rows) : int((i + 1) * rows)]
+        assert (row == colour).all(-1).sum() >= 20, f"no {META.classes[i]} dot in legend row {i}"
+        assert (row.max(-1) < 100).sum() >= 20, f"no text in legend row {i}"
