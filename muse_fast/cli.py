@@ -11,6 +11,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
+from . import __version__
 from .errors import MuseError
 
 EXIT_USER_ERROR = 2
@@ -256,11 +257,12 @@ def _bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-fast", description="MUSE nucleus detection and classification on WSIs")
+    parser.add_argument("--version", action="version", version=f"muse-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_infer(sub)
     _add_export(sub)
     _add_bench(sub)
-    sub.add_parser("models", help="list the registered model architectures")
+    sub.add_parser("models", help="list the registered model architectures and the weights shipped for each (JSON)")
     return parser
 
 
@@ -286,9 +288,9 @@ def _run(args) -> int:
     try:
         if args.command in commands:
             return commands[args.command](args)
-        from .model.registry import MODELS
+        from .model.catalog import model_catalog
 
-        print(json.dumps({name: spec.description for name, spec in MODELS.items()}, indent=2))
+        print(json.dumps(model_catalog(), indent=2))
         return 0
     except MuseError as exc:
         print(f"muse-fast: error: {exc}", file=sys.stderr)

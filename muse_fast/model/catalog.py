@@ -1,0 +1,34 @@
+"""What ``muse-fast models`` lists: every registered architecture, and the weights files shipped for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .registry import MODELS
+from .weights import DEFAULT_WEIGHTS
+
+SHIPPED_WEIGHTS_DIR = DEFAULT_WEIGHTS.parent
+
+
+def shipped_weights(folder: Path = SHIPPED_WEIGHTS_DIR) -> dict[str, list[str]]:
+    """Architecture name -> the weights files in ``folder`` (the package's) that hold it, by file name."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.pt")):
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads only the metadata
+        found.setdefault(str(payload.get("model")), []).append(path.name)
+    return found
+
+
+def model_catalog() -> dict[str, dict]:
+    """``{name: {"description", "shipped_weights", "default"}}`` for every registered architecture."""
+    weights = shipped_weights()
+    return {
+        name: {
+            "description": spec.description,
+            "shipped_weights": weights.get(name, []),
+            "default": DEFAULT_WEIGHTS.name in weights.get(name, []),
+        }
+        for name, spec in MODELS.items()
+    }
