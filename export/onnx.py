@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,26 @@ def export_model(
     return OnnxExport(out, meta, sha, diffs)
 
 
+# torch's exporter logs "torchvision is not installed. Skipping torchvision::nms" (and roi_align, roi_pool,
+# deform_conv2d) on every export without torchvision: our graphs use none of those ops, so the lines are only noise
+TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+def _not_torchvision_noise(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("torchvision is not installed. Skipping torchvision::")
+
+
 def dynamo_proto(module: nn.Module, example: torch.Tensor, input_name: str, output_names, opset: int | None = None):
     """``module`` on ``example`` through the dynamo exporter as a ModelProto, with a dynamic batch (1-1024)."""
+    registration_log = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
+    registration_log.addFilter(_not_torchvision_noise)
+    try:
+        return _dynamo_proto(module, example, input_name, output_names, opset)
+    finally:
+        registration_log.removeFilter(_not_torchvision_noise)
+
+
+def _dynamo_proto(module: nn.Module, example: torch.Tensor, input_name: str, output_names, opset: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
