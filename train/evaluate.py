@@ -1,6 +1,8 @@
 """Evaluate weights on a BRCA-M2C split: detection P/R/F1, per-class F1, macro F1, accuracy at GT points.
 
     python -m train.evaluate [--weights W] [--split test] [--json out.json]
+    python -m train.evaluate --data nucls            # NuCLS subset at 0.25 um/px: det P/R/F1, recall per class
+    python -m train.evaluate --split val --stress-suite   # recall under pale, elongated, crowded, frozen nuclei
 
 Predictions come from the same tiled path as ``muse-fast infer``. Two matchers are reported (see
 :mod:`train.metrics`): the BRCA-M2C paper's protocol (MCSpatNet: strictly below 6 px at 20x, greedy in raster order
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,24 @@ from muse_fast.runtime.tta import FlipTTAEngine
 
 from .config import one_line_errors
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
+from .data.nucls import NUCLS_CLASSES, NUCLS_MPP, load_nucls
 from .metrics import score_detections
-from .perturb import Perturbation, parse_perturbation, perturb_image, to_original_pixels
+from .perturb import Perturbation, parse_perturbation, perturb_image, stress_labelled, to_original_pixels
+from .recall import detection_report, format_report_table
 
 MCSPATNET_RADIUS_PX = 6.0  # "distance strictly below 6 px at 20x"
 HUNGARIAN_RADIUS_UM = 3.0
+# the stress tests of --stress-suite (see train.perturb); "clean" is the unchanged split
+STRESS_SUITE = {
+    "clean": "",
+    "pale 0.5": "pale=0.5",
+    "pale 0.8": "pale=0.8",
+    "elongated 1.6": "stretch=1.6",
+    "elongated 1.6 + shear 0.4": "stretch=1.6,shear=0.4",
+    "crowded 0.5": "crowd=0.5",
+    "crowded 1.0": "crowd=1.0",
+    "frozen 1.0": "frozen=1.0",
+}
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,7 @@ def evaluate_images(
     """
     engine = engine or TorchEngine(model, device, precision)
     engine = FlipTTAEngine(engine) if tta else engine
-    per_image = []
-    for index, im in enumerate(images):
-        image = perturb_image(im.image, perturb, index) if perturb.active else im.image
-        nuc = predict_image(engine, image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
-        per_image.append((im.xy.astype(np.float64), im.labels, to_original_pixels(nuc.xy, perturb), nuc.class_id))
+    per_image = predict_labelled(engine, images, cfg, perturb)
     radii = {"mcspatnet": MCSPATNET_RADIUS_PX, "hungarian": HUNGARIAN_RADIUS_UM / BRCA_MPP}
     if matcher is not None:
         return score_detections(per_image, len(CLASSES), radii[matcher], matcher).as_dict()
@@ -93,6 +104,60 @@ def evaluate_images(
         out["macro_f1_at_gt"] = at_gt["macro_f1"]
         out["n_gt"] = at_gt["n"]
     return out
+
+
+def predict_labelled(
+    engine,
+    images: list[LabelledImage],
+    cfg: EvalConfig,
+    perturb: Perturbation,
+    image_mpp: float = BRCA_MPP,
+    model_mpp: float = BRCA_MPP,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(gt_xy, gt_cls, pred_xy, pred_cls)`` per image, in its own (stressed) pixels.
+
+    Stress tests change the image and its labels first; images at ``image_mpp`` are resized to the model's
+    ``model_mpp`` (with any ``scale`` perturbation) and predictions mapped back before matching.
+    """
+    ratio = image_mpp / model_mpp
+    resize = replace(perturb, scale=perturb.scale * ratio) if abs(ratio - 1) > 1e-9 else perturb
+    out = []
+    for index, im in enumerate(images):
+        im = stress_labelled(im, perturb, index, image_mpp)
+        image = perturb_image(im.image, resize, index) if resize.active else im.image
+        nuc = predict_image(engine, image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
+        out.append((im.xy.astype(np.float64), im.labels, to_original_pixels(nuc.xy, resize), nuc.class_id))
+    return out
+
+
+def detection_scores(
+    engine,
+    images: list[LabelledImage],
+    cfg: EvalConfig,
+    class_names: tuple[str, ...],
+    image_mpp: float,
+    model_mpp: float,
+    perturb: Perturbation = Perturbation(),
+) -> dict:
+    """Class-agnostic det P/R/F1 within 3 um, one-to-one, with recall per labelled class and per spacing."""
+    per_image = predict_labelled(engine, images, cfg, perturb, image_mpp, model_mpp)
+    return detection_report([(g, c, p) for g, c, p, _ in per_image], image_mpp, class_names, HUNGARIAN_RADIUS_UM)
+
+
+def stress_suite(
+    engine,
+    images: list[LabelledImage],
+    cfg: EvalConfig,
+    image_mpp: float,
+    model_mpp: float,
+    suite: dict[str, str] = STRESS_SUITE,
+) -> dict[str, dict]:
+    """:func:`detection_scores` under each stress test of ``suite`` (name -> ``--perturb`` text)."""
+    rows = {}
+    for name, text in suite.items():
+        rows[name] = detection_scores(engine, images, cfg, CLASSES, image_mpp, model_mpp, parse_perturbation(text))
+        print(f"{name}: det R {rows[name]['det_recall']:.3f}, det F1 {rows[name]['det_f1']:.3f}", flush=True)
+    return rows
 
 
 def format_table(scores: dict) -> str:
@@ -198,7 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default="muse_vit_t16", help="architecture of the probed backbones")
     parser.add_argument("--finetune-epochs", type=int, default=10)
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--split", default=None, choices=["train", "val", "test"], help="BRCA-M2C: default test")
+    parser.add_argument(
+        "--data",
+        default="brca",
+        choices=["brca", "nucls"],
+        help="brca (BRCA-M2C, 0.5 um/px) or nucls (the NuCLS subset: every crop, or --split train/test; "
+        "detection and recall per NuCLS class only)",
+    )
+    parser.add_argument(
+        "--data-mpp", type=float, default=None, help="the images' um/px (default: 0.5 brca, 0.25 nucls)"
+    )
+    parser.add_argument(
+        "--stress-suite", action="store_true", help="recall under each stress test (pale, elongated, crowded, frozen)"
+    )
     parser.add_argument("--threshold", type=float, default=DecodeConfig.threshold)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -210,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", help="torch engine precision: fp32 (default), bf16, fp16, auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
+    if args.data_mpp is not None and not args.data_mpp > 0:
+        raise ConfigError(f"--data-mpp must be a positive um/px, got {args.data_mpp}")
     if args.probes:
+        args.split = args.split or "test"
         specs = dict(b.split("=", 1) for b in args.backbone) or {"random": "random"}
         results = run_probes(specs, args.model, args.probes.split(","), args.finetune_epochs, args.split)
         print(format_probe_table(results))
@@ -220,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_weights(args.weights)
     cfg = EvalConfig(tile_size=meta.tile_size, decode=DecodeConfig(threshold=args.threshold))
     perturb = parse_perturbation(args.perturb)
-    images = load_split(args.split)
+    if args.data == "nucls" or args.stress_suite:
+        return _detection_main(args, model, meta, cfg, perturb)
+    images = load_split(args.split or "test")
     scores = evaluate_images(
         model,
         images,
@@ -237,6 +320,39 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(scores))
     if args.json:
         args.json.write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
+def _detection_main(args, model, meta, cfg: EvalConfig, perturb: Perturbation) -> int:
+    """``--data nucls`` and ``--stress-suite``: class-agnostic detection and recall tables."""
+    if args.data == "nucls":
+        if args.split == "val":
+            raise ConfigError("the NuCLS subset has no val split; use --split train, --split test or no --split")
+        images = [im for im in load_nucls() if args.split is None or im.name.startswith(f"{args.split}_")]
+        names, mpp = NUCLS_CLASSES, args.data_mpp or NUCLS_MPP
+    else:
+        images, names, mpp = load_split(args.split or "test"), CLASSES, args.data_mpp or BRCA_MPP
+    engine = TorchEngine(model, args.device, args.precision)
+    engine = FlipTTAEngine(engine) if args.tta else engine
+    if args.stress_suite:
+        if args.data != "brca" or perturb.active:
+            raise ConfigError(
+                "--stress-suite runs on BRCA-M2C without --perturb (it sets its own); drop --data/--perturb"
+            )
+        rows = stress_suite(engine, images, cfg, mpp, meta.mpp)
+    else:
+        rows = {
+            f"{args.data} {perturb.describe() if perturb.active else 'clean'}": detection_scores(
+                engine, images, cfg, names, mpp, meta.mpp, perturb
+            )
+        }
+    print(
+        f"{len(images)} images at {mpp} um/px, model at {meta.mpp} um/px, threshold {cfg.decode.threshold}, "
+        "3 um one-to-one"
+    )
+    print(format_report_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"mpp": mpp, "threshold": cfg.decode.threshold, "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -6,6 +6,13 @@
 seeded generator. ``scale``: the image is resized by this factor before prediction (a slide whose real resolution is
 off the model mpp), and predictions are mapped back to the original pixels before matching. ``blur``: Gaussian sigma
 in pixels. ``jpeg``: JPEG quality (0 = off). The same seed gives the same perturbed images for every model.
+
+Stress tests (:mod:`train.data.stress`) change the labels too and are applied first, on the original pixels:
+``pale`` (haematoxylin removed inside nuclei, 0..1), ``stretch`` and ``shear`` (elongation), ``crowd`` (pasted
+nuclei per labelled nucleus) and ``frozen`` (frozen-section artefacts, 1 = typical); predictions are then matched
+against the stressed labels.
+
+    python -m train.evaluate --split val --stress-suite
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ import torch
 
 from muse_fast.errors import ConfigError
 
+from .data.brca import LabelledImage
 from .data.robust import gaussian_blur, hed_jitter, jpeg, rescale
+from .data.stress import crowd, elongate, frozen, pale_nuclei
+
+LEGACY_KEYS = ("hed", "scale", "blur", "jpeg")  # always described, as before the stress tests
 
 
 @dataclass(frozen=True)
@@ -26,14 +37,29 @@ class Perturbation:
     scale: float = 1.0
     blur: float = 0.0
     jpeg: int = 0
+    pale: float = 0.0
+    stretch: float = 1.0
+    shear: float = 0.0
+    crowd: float = 0.0
+    frozen: float = 0.0
     seed: int = 2025
 
     @property
     def active(self) -> bool:
-        return (self.hed, self.scale, self.blur, self.jpeg) != (0.0, 1.0, 0.0, 0)
+        return (self.hed, self.scale, self.blur, self.jpeg) != (0.0, 1.0, 0.0, 0) or self.stressed
+
+    @property
+    def stressed(self) -> bool:
+        """Whether a stress test that moves or adds labels (or marks nuclei) is on."""
+        return (self.pale, self.stretch, self.shear, self.crowd, self.frozen) != (0.0, 1.0, 0.0, 0.0, 0.0)
 
     def describe(self) -> str:
-        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "seed")
+        default = Perturbation()
+        return ",".join(
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name in LEGACY_KEYS or (f.name != "seed" and getattr(self, f.name) != getattr(default, f.name))
+        )
 
 
 def parse_perturbation(text: str) -> Perturbation:
@@ -53,7 +79,32 @@ def parse_perturbation(text: str) -> Perturbation:
     p = Perturbation(**values)
     if p.scale <= 0 or p.hed < 0 or p.blur < 0 or not 0 <= p.jpeg <= 100:
         raise ConfigError(f"--perturb out of range ({p.describe()}): scale > 0, hed >= 0, blur >= 0, jpeg in 0..100")
+    if not 0 <= p.pale <= 1 or p.stretch <= 0 or p.crowd < 0 or p.frozen < 0 or abs(p.shear) > 2:
+        raise ConfigError(
+            f"--perturb out of range ({p.describe()}): pale in 0..1, stretch > 0, |shear| <= 2, crowd >= 0, frozen >= 0"
+        )
     return p
+
+
+def stress_labelled(im: LabelledImage, p: Perturbation, index: int, mpp: float) -> LabelledImage:
+    """``im`` under the stress tests of ``p`` (pale, elongation, crowding, frozen), with its labels moved or added.
+
+    ``mpp`` is the image's resolution (sizes in the stress tests are in um); ``index`` seeds the draws.
+    """
+    if not p.stressed:
+        return im
+    rng = np.random.default_rng([p.seed, index])
+    image, xy, labels = im.image, im.xy, im.labels
+    if p.crowd:
+        image, xy, labels = crowd(image, xy, labels, mpp, p.crowd, rng)
+    if p.pale:
+        image = pale_nuclei(image, xy, mpp, p.pale)
+    if p.stretch != 1 or p.shear:
+        image, xy, keep = elongate(image, xy, p.stretch, p.shear)
+        labels = labels[keep]
+    if p.frozen:
+        image = frozen(image, xy, mpp, p.frozen, rng)
+    return LabelledImage(im.name, image, xy, labels)
 
 
 def perturb_image(image: np.ndarray, p: Perturbation, index: int) -> np.ndarray:
