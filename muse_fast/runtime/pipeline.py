@@ -288,13 +288,13 @@ def _predict_into(
                     len(tiles[i * cfg.batch_size : (i + 1) * cfg.batch_size]) for i in range(n_batches) if i not in todo
                 )
             )
-            found = 0  # before the overlap duplicates are removed, so above the final count
+            found = 0  # before the overlap duplicates are removed, so above the final count (the summary line)
             for result in iter_batches(slide, engine, meta, cfg, tiles, todo):
                 store.write(result.index, result.nuclei, result.blank, result.unreadable)
                 seam(f"shard:{result.index}")
                 found += len(result.nuclei)
+                bar.set_postfix_str(f"{found:,} nuclei incl. tile-overlap duplicates", refresh=False)
                 bar.update(len(tiles[result.index * cfg.batch_size : (result.index + 1) * cfg.batch_size]))
-                bar.set_postfix(candidates=found, refresh=False)
         blank, unreadable = store.tally(n_batches)
         if unreadable and not cfg.skip_unreadable:
             raise unreadable_error(path.name, unreadable, tiles, scale, meta.tile_size)
