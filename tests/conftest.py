@@ -43,6 +43,14 @@ def keys_dir() -> Path:
     return _need(DATA / "muse-official-keys")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests (and the processes they start) use a cache of their own, never the user's ~/.cache/muse-fast."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MUSE_FAST_CACHE", str(tmp_path_factory.mktemp("muse-fast-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def loud_unwritten_outputs(monkeypatch):
     """Kernel outputs start as NaN / -1 in tests, so a slot an implementation forgets to write is visible."""
