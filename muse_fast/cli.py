@@ -117,7 +117,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (3 passes per tile)")
-    p.add_argument("--max-batches", type=int, default=0, help="only the first N batches (0 = all)")
+    p.add_argument("--max-batches", type=int, default=0, help="stage breakdown: only the first N batches (0 = all)")
+    p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
 
 
 def _build_engine(
@@ -250,7 +251,9 @@ def _bench(args) -> int:
     from .runtime.bench import bench_slide
 
     engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size, args.precision, args.tta)
-    result = bench_slide(args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches)
+    result = bench_slide(
+        args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches, not args.no_tissue_mask
+    )
     print(json.dumps(result, indent=2))
     return 0
 

@@ -70,16 +70,21 @@ class AutoChoice:
 
 
 def cpu_candidates(
-    precision: str, onnx_available: bool, bf16_units: list[str], int8_useful: bool = True
+    precision: str, onnx_available: bool, bf16_units: list[str], int8_useful: bool = True, compiler: bool = False
 ) -> list[Candidate]:
     """The engine/precision pairs that passed the accuracy gate (docs/results.md) and fit ``precision``.
 
     bf16 is a candidate only on CPUs with bf16 units (elsewhere it is emulated and never wins); int8 only where
-    dynamic quantization covers enough of the network (``int8_useful``; not for convolutional ones).
+    dynamic quantization covers enough of the network (``int8_useful``; not for convolutional ones). With a C++
+    ``compiler``, the compiled engine at one precision (bf16 where there are bf16 units, else fp32; each costs a
+    compile on first use).
     """
     pool = [Candidate("torch", "fp32")]
     if bf16_units:
         pool.append(Candidate("torch", "bf16"))
+    compiled = precision if precision in ("fp32", "bf16") else "bf16" if bf16_units else "fp32"
+    if compiler and (compiled == "fp32" or bf16_units):
+        pool.append(Candidate("compiled", compiled))
     if onnx_available:
         pool += [Candidate("onnx", "fp32")] + ([Candidate("onnx", "int8")] if int8_useful else [])
     if precision == "auto":
@@ -202,9 +207,13 @@ def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available
 
     if inputs.precision == "int8":  # refused before a pick is announced
         check_dynamic_int8(inputs.model, inputs.meta.model)
+    from .compiled import compiler_missing_reason
+
     int8_useful = dynamic_int8_share(inputs.model) >= MIN_DYNAMIC_INT8_SHARE
     machine = machine_key(torch.get_num_threads())
-    candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"], int8_useful)
+    if no_compiler := compiler_missing_reason():
+        log.info("engine auto: no compiled candidate (%s)", no_compiler)
+    candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"], int8_useful, not no_compiler)
     model = {
         "name": inputs.meta.model,
         "weights_sha256": inputs.weights_sha256,

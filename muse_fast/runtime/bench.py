@@ -1,20 +1,40 @@
-"""``muse-fast bench``: end-to-end vs model-only throughput on the same batches of one slide."""
+"""``muse-fast bench``: a slide end to end (as ``infer`` runs it) against the engine alone, and where the time goes.
+
+End to end is :func:`~.pipeline.run_slide` into a temporary folder: tissue mask, reads, network, peaks, writers, as
+``infer`` with default settings; ``seconds_per_mm2`` divides by the tissue area as ``infer`` does. The stage breakdown
+then times each stage alone, one after another, on the same tissue tiles (the first ``max_batches`` batches, if
+given): ``tissue`` (mask and tile plan), ``read`` (tile reads with JPEG decode and resampling, ``cfg.workers``
+threads, as the reader thread does them), ``model`` (the engine), ``peak_decode`` (peaks, point classes, ownership
+filter) and ``writers`` (checkpoint shards, then GeoJSON, CSV, Parquet and PNGs). Their sum against end to end shows
+what the pipeline overlaps; each stage's ``share`` is its seconds over that sum.
+"""
 
 from __future__ import annotations
 
+import math
 import resource
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config import InferConfig
+from ..io.checked_read import read_tiles_checked
 from ..io.readers import open_slide
-from ..io.resample import read_at_scale
+from ..io.tissue import detect_tissue
 from ..model.weights import WeightsMeta
+from ..output.atomic import StagedFiles
 from .engines import Engine
-from .pipeline import iter_batches, plan_tiles, predict_slide, slide_scale
+from .outputs import write_outputs
+from .pipeline import is_blank, output_stem, plan_tiles, run_slide, slide_scale
+from .predict import Nuclei, nuclei_from_dense
+from .shards import ShardStore
+
+STAGES = ("tissue", "read", "model", "peak_decode", "writers")
 
 
 def _sync(engine: Engine) -> None:
@@ -33,57 +53,125 @@ def peak_gpu_memory_mb(engine: Engine) -> float | None:
     return torch.cuda.max_memory_allocated(engine.device) / 2**20
 
 
-def bench_slide(
-    path: Path, engine: Engine, meta: WeightsMeta, batch_size: int, mpp: float | None = None, max_batches: int = 0
-) -> dict:
-    """Time the whole pipeline (read, infer, decode, merge) and the engine alone on the same tiles; report both."""
-    cfg = InferConfig(out_dir=Path("."), batch_size=batch_size, skip_background=False, quiet=True)
-    slide = open_slide(path, mpp=mpp)
+class _Clock:
+    """Seconds per stage, summed over calls."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def time(self, stage: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[stage] += time.perf_counter() - start
+        return out
+
+
+def stage_breakdown(
+    path: Path, engine: Engine, meta: WeightsMeta, cfg: InferConfig, mpp: float | None, work: Path, max_batches: int = 0
+) -> tuple[dict[str, float], int, int]:
+    """Each stage timed alone on the slide's tissue tiles, the first ``max_batches`` batches if given (module doc);
+    (seconds per stage, tiles run, tiles)."""
+    clock = _Clock()
+    slide = open_slide(path, cfg.reader, mpp)
     try:
         scale = slide_scale(slide, meta.mpp)
-        tiles = plan_tiles(slide, meta, cfg.overlap, None)
+        use_mask = cfg.tissue_mask and slide.backend != "image"
+        mask = clock.time("tissue", detect_tissue, slide, slide.mpp) if use_mask else None
+        tiles = clock.time("tissue", plan_tiles, slide, meta, cfg.overlap, mask)
         if max_batches:
-            tiles = tiles[: max_batches * batch_size]
-        # warm up both paths (kernel compilation or cache loading, allocator growth) outside the timings
-        for _ in iter_batches(slide, engine, meta, cfg, tiles[:batch_size]):
-            pass
-        if engine.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(engine.device)
-        start = time.perf_counter()
-        nuclei = len(predict_slide(slide, engine, meta, cfg, tiles)[0].xy)  # after the overlap merge
-        _sync(engine)
-        end_to_end = time.perf_counter() - start
-        batches = [
-            np.stack(
-                [
-                    read_at_scale(slide, round(t.x * scale), round(t.y * scale), meta.tile_size, scale)
-                    for t in tiles[i : i + batch_size]
-                ]
+            tiles = tiles[: max_batches * cfg.batch_size]
+        n_batches = math.ceil(len(tiles) / cfg.batch_size)
+        store = ShardStore(work, "bench", {"bench": True})
+        run = 0
+        with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
+            for index in range(n_batches):
+                batch = tiles[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+                origins = [(round(t.x * scale), round(t.y * scale)) for t in batch]
+                images, bad = clock.time("read", read_tiles_checked, slide, origins, meta.tile_size, scale, pool)
+                keep = [i for i, im in enumerate(images) if i not in bad and not is_blank(im)]
+                nuclei = Nuclei.empty()
+                if keep:
+                    pixels = np.stack([images[i] for i in keep])
+                    dense = clock.time("model", engine.run, pixels)
+                    _sync(engine)
+                    ids = [index * cfg.batch_size + i for i in keep]
+                    kept = [batch[i] for i in keep]
+                    nuclei = clock.time(
+                        "peak_decode", nuclei_from_dense, engine, dense, kept, ids, pixels.shape[1:3], cfg.decode
+                    )
+                    run += len(keep)
+                clock.time("writers", store.write, index, nuclei, len(batch) - len(keep) - len(bad), bad)
+        with StagedFiles() as staged:  # never committed: the temporary files go when it closes
+            clock.time(
+                "writers",
+                write_outputs,
+                slide,
+                store,
+                tiles,
+                n_batches,
+                meta.classes,
+                scale,
+                work,
+                "bench",
+                mask,
+                staged,
             )
-            for i in range(0, len(tiles), batch_size)
-        ]
-        start = time.perf_counter()
-        for batch in batches:
-            engine.run(batch)
-        _sync(engine)
-        model_only = time.perf_counter() - start
     finally:
         slide.close()
-    w0, h0 = slide.level_dimensions[0]
-    area = len(tiles) * (meta.tile_size * meta.mpp) ** 2 / 1e6
+    return clock.seconds, run, len(tiles)
+
+
+def bench_slide(
+    path: Path,
+    engine: Engine,
+    meta: WeightsMeta,
+    batch_size: int,
+    mpp: float | None = None,
+    max_batches: int = 0,
+    tissue_mask: bool = True,
+) -> dict:
+    """End to end as ``infer`` runs the slide, model-only and the stage breakdown (module doc), as one dict.
+
+    ``max_batches`` limits the stage breakdown (and so model-only) to the first batches; end to end is the whole slide.
+    Without ``tissue_mask`` every tile is planned (``infer --no-tissue-mask``).
+    """
+    cfg = InferConfig(out_dir=Path("."), batch_size=batch_size, quiet=True, tissue_mask=tissue_mask)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="muse-bench-") as tmp:
+        engine.run(np.full((batch_size, meta.tile_size, meta.tile_size, 3), 200, np.uint8))  # warm-up outside timings
+        _sync(engine)
+        if engine.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(engine.device)
+        summary = run_slide(path, engine, meta, replace(cfg, out_dir=Path(tmp) / "out"), {"engine": engine.name}, mpp)
+        seconds, tiles_run, tiles_planned = stage_breakdown(
+            path, engine, meta, cfg, mpp, Path(tmp) / "stages", max_batches
+        )
+    e2e_tiles_per_s = summary.tiles / summary.seconds
+    model_tiles_per_s = tiles_run / max(seconds["model"], 1e-9)
+    serial = sum(seconds.values())
     return {
         "slide": str(path),
+        "stem": output_stem(path),
         "engine": engine.name,
         "precision": getattr(engine, "precision", "fp32"),
         "device": str(engine.device),
         "batch_size": batch_size,
-        "tiles": len(tiles),
-        "nuclei": nuclei,
-        "end_to_end_tiles_per_s": len(tiles) / end_to_end,
-        "model_only_tiles_per_s": len(tiles) / model_only,
-        "pipeline_efficiency": model_only / end_to_end,
+        "tiles": summary.tiles,  # tiles run end to end (tissue tiles that are not blank glass)
+        "tiles_blank": summary.tiles_blank,
+        "nuclei": summary.nuclei,
+        "tissue_mm2": summary.area_mm2,
+        "end_to_end_s": summary.seconds,
+        "end_to_end_tiles_per_s": e2e_tiles_per_s,
+        "model_only_tiles_per_s": model_tiles_per_s,
+        "pipeline_efficiency": e2e_tiles_per_s / model_tiles_per_s,
+        "seconds_per_mm2": summary.seconds_per_mm2,
+        "stages": {
+            "tiles": tiles_planned,
+            "tiles_run": tiles_run,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "share": {k: round(v / max(serial, 1e-9), 3) for k, v in seconds.items()},
+            "serial_sum_s": round(serial, 3),
+        },
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_memory_mb": peak_gpu_memory_mb(engine),
-        "seconds_per_mm2": end_to_end / max(area, 1e-9),
-        "slide_level0": [w0, h0],
     }

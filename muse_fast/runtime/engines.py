@@ -2,11 +2,12 @@
 
 An engine turns a batch of RGB tiles (``uint8 [B, H, W, 3]``) into the dense outputs (``centre``, ``fmap``) as torch
 tensors on ``engine.device``, and classifies point features; ``engine.precision`` says at which precision it runs
-(:mod:`.precision`). Engines: ``torch`` (eager, CPU or CUDA; fp32, bf16, fp16 autocast), ``onnx`` (ONNX Runtime:
-CUDA execution provider when present, else CPU; fp32, int8 on the CPU), ``trt`` (TensorRT, fp16 or fp32, CUDA
-only). ``auto`` on the CPU measures the candidates once per machine (:mod:`.autotune`); on CUDA it tries
-trt -> onnx -> torch and logs why it skipped any. ONNX models and TensorRT engines are built on first use and
-cached (see ``export.cache``).
+(:mod:`.precision`). Engines: ``torch`` (eager, CPU or CUDA; fp32, bf16, fp16 autocast), ``compiled`` (the same
+network compiled by inductor, CPU only, bf16 or fp32: :mod:`.compiled`; without a C++ compiler it runs eager and says
+so), ``onnx`` (ONNX Runtime: CUDA execution provider when present, else CPU; fp32, int8 on the CPU), ``trt``
+(TensorRT, fp16 or fp32, CUDA only). ``auto`` on the CPU measures the candidates once per machine
+(:mod:`.autotune`); on CUDA it tries trt -> onnx -> torch and logs why it skipped any. ONNX models, TensorRT engines
+and compiled networks are built on first use and cached (see ``export.cache``).
 """
 
 from __future__ import annotations
@@ -260,8 +261,15 @@ class EngineEntry:
     build: Callable[[EngineInputs], Engine]
 
 
+def _compiled(inputs: EngineInputs) -> Engine:
+    from .compiled import CompiledEngine
+
+    return CompiledEngine(inputs)
+
+
 ENGINES: dict[str, EngineEntry] = {
     "torch": EngineEntry("torch", lambda: None, lambda i: TorchEngine(i.model, i.device, i.precision)),
+    "compiled": EngineEntry("compiled", lambda: None, _compiled),
     "onnx": EngineEntry("onnx", _onnx_reason, OnnxEngine),
     "trt": EngineEntry("trt", _trt_reason, TensorRTEngine),
 }
@@ -295,4 +303,10 @@ def create_engine(name: str, inputs: EngineInputs) -> Engine:
     reason = ENGINES[name].unavailable_reason()
     if reason:
         raise BackendUnavailable(f"engine '{name}' is unavailable: {reason}; try --engine torch")
+    if name == "compiled" and torch.device(inputs.device).type == "cpu":
+        try:
+            return ENGINES[name].build(inputs)
+        except BackendUnavailable as exc:  # no compiler, or the build failed: the eager network computes the same
+            log.warning("engine compiled: %s; running the eager torch engine instead", exc)
+            return ENGINES["torch"].build(inputs)
     return ENGINES[name].build(inputs)

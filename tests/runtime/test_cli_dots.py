@@ -99,5 +99,11 @@ def test_bench_counts_the_nuclei_that_infer_writes(small_dots, tmp_path, capsys)
     assert cli.main(["infer", str(small_dots), "--out", str(out), *ARGS]) == 0
     written = json.loads((out / "dots.manifest.json").read_text())["nuclei"]
     capsys.readouterr()
-    assert cli.main(["bench", str(small_dots), "--batch-size", "2"]) == 0
-    assert json.loads(capsys.readouterr().out)["nuclei"] == written > 0
+    assert cli.main(["bench", str(small_dots), "--batch-size", "2", "--no-tissue-mask"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["nuclei"] == written > 0
+    assert result["tissue_mm2"] == pytest.approx(500 * 400 * 0.5**2 / 1e6)  # the whole slide, as infer counts it
+    stages = result["stages"]
+    assert set(stages["seconds"]) == {"tissue", "read", "model", "peak_decode", "writers"}
+    assert all(v > 0 for k, v in stages["seconds"].items() if k != "tissue")  # every stage ran
+    assert stages["tiles_run"] == result["tiles"] and sum(stages["share"].values()) == pytest.approx(1, abs=0.01)
