@@ -258,6 +258,27 @@ def _bench(args) -> int:
     return 0
 
 
+def _add_view(sub) -> None:
+    p = sub.add_parser("view", help="look at a run's slides, nuclei and density maps in a browser (local server)")
+    p.add_argument("out_dir", type=Path, help="the --out folder of a muse-fast infer run")
+    p.add_argument("slide", type=Path, nargs="?", default=None, help="the slide (or its folder) if it has moved")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; any other shows the data to the network)",
+    )
+
+
+def _view(args) -> int:
+    from .errors import ConfigError
+    from .view import view
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    return view(args.out_dir, args.slide, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-fast", description="MUSE nucleus detection and classification on WSIs")
     parser.add_argument("--version", action="version", version=f"muse-fast {__version__}")
@@ -265,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_export(sub)
     _add_bench(sub)
+    _add_view(sub)
     sub.add_parser("models", help="list the registered model architectures and the weights shipped for each (JSON)")
     return parser
 
@@ -285,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    commands = {"infer": _infer, "export": _export, "bench": _bench}
+    commands = {"infer": _infer, "export": _export, "bench": _bench, "view": _view}
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:

@@ -36,7 +36,8 @@ def test_infer_on_the_real_svs(cmu_svs, tmp_path):
     assert feat["properties"]["classification"]["name"] in {"lymphocyte", "tumor", "stromal"}
     assert {r["class_name"] for r in rows} <= {"lymphocyte", "tumor", "stromal"}
     names = sorted(p.name for p in tmp_path.iterdir())
-    expected = ["CMU-1-Small-Region." + s for s in ("csv", "geojson", "manifest.json", "overlay.png", "tissue.png")]
+    suffixes = ("csv", "density.png", "geojson", "manifest.json", "overlay.png", "tissue.png")
+    expected = ["CMU-1-Small-Region." + s for s in suffixes]
     assert [n for n in names if not n.endswith(".parquet")] == expected
 
 

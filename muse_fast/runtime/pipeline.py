@@ -47,7 +47,7 @@ from .unreadable import unreadable_error, unreadable_regions
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
 PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
-OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "h5ad", "overlay.png", "tissue.png", "manifest.json")
+OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "h5ad", "overlay.png", "tissue.png", "density.png", "manifest.json")
 log = logging.getLogger(__name__)
 
 

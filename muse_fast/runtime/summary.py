@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..output.atomic import atomic_write
+from ..output.density import CELL_MM2, class_densities
 from ..output.folder import output_errors
 
 
@@ -40,12 +41,14 @@ class SlideSummary:
 
 
 def write_run_summary(out_dir: Path, summaries: list[SlideSummary], config: dict, extra: dict | None = None) -> Path:
-    """``OUT/run_summary.json``: every slide's summary, the number failed, the run's config, and ``extra`` sections
-    (``ray``: the cluster's workers and retries)."""
+    """``OUT/run_summary.json``: every slide's summary (with ``density_per_mm2``: nuclei per mm^2 of tissue per
+    class), the number failed, the run's config, and ``extra`` sections (``ray``: the cluster's workers and retries)."""
     path = Path(out_dir) / "run_summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     failed = [s for s in summaries if s.status == "failed"]
-    payload = {"slides": [asdict(s) for s in summaries], "failed": len(failed), "config": config, **(extra or {})}
+    slides = [{**asdict(s), "density_per_mm2": class_densities(s.per_class, s.area_mm2)} for s in summaries]
+    payload = {"slides": slides, "failed": len(failed), "config": config, **(extra or {})}
+    payload["density_grid_mm2"] = CELL_MM2  # the cell area of each slide's <stem>.density.png
     with output_errors(out_dir), atomic_write(path) as fh:
         json.dump(payload, fh, indent=2, default=str)
     return path

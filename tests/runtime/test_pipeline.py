@@ -47,7 +47,7 @@ def test_outputs_are_deterministic_and_complete(dot_slide, tmp_path):
     for run in ("a", "b"):
         run_slide(path, DotEngine(), META, _cfg(tmp_path / run), FINGERPRINT)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    expected = ["dots." + s for s in ("csv", "geojson", "manifest.json", "overlay.png")]
+    expected = ["dots." + s for s in ("csv", "density.png", "geojson", "manifest.json", "overlay.png")]
     assert [n for n in names if n != "dots.parquet"] == expected  # the manifest is identical too: same fingerprint
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -115,6 +115,8 @@ def test_cli_cohort_skips_bad_slides_and_reports_them(brca_dir, tmp_path):
     status = {Path(s["slide"]).name: s["status"] for s in summary["slides"]}
     assert status == {"broken.svs": "failed", png.name: "done"} and summary["failed"] == 1
     assert "cannot read" in summary["slides"][0]["error"]
+    done = summary["slides"][1]  # nuclei per mm^2 of tissue, per class
+    assert done["density_per_mm2"] == {k: round(n / done["area_mm2"], 2) for k, n in done["per_class"].items()}
     assert (tmp_path / "out" / f"{png.stem}.geojson").exists()
     assert not (tmp_path / "out" / "broken.geojson").exists()
 

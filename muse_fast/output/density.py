@@ -1,0 +1,82 @@
+"""Per-class nucleus density: counts on a grid of square cells of a fixed area, in nuclei per mm^2.
+
+``infer`` writes it as ``<stem>.density.png`` (one heat map panel per class) and ``muse-fast view`` draws the same
+grid as a layer. Cells are squares of ``CELL_MM2`` (0.1 mm^2: about 316 um a side) anchored at the slide's origin;
+a cell's value is its nucleus count divided by the cell's area (not by the tissue inside it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..post.classes import class_colour
+
+CELL_MM2 = 0.1
+PANEL_MAX_SIDE = 256  # pixels of the longer side of each class's panel in the PNG
+LABEL_HEIGHT = 14
+
+
+def cell_side_px(mpp: float, cell_mm2: float = CELL_MM2) -> float:
+    """Side of a square cell of ``cell_mm2`` in level-0 pixels of ``mpp`` microns."""
+    return math.sqrt(cell_mm2) * 1000.0 / mpp
+
+
+@dataclass
+class DensityGrid:
+    """Nucleus counts per class on square cells of ``cell_px`` level-0 pixels (``counts [classes, rows, cols]``)."""
+
+    counts: np.ndarray
+    cell_px: float
+    cell_mm2: float
+
+    @classmethod
+    def empty(cls, width: int, height: int, n_classes: int, mpp: float, cell_mm2: float = CELL_MM2) -> DensityGrid:
+        side = cell_side_px(mpp, cell_mm2)
+        shape = (n_classes, max(1, math.ceil(height / side)), max(1, math.ceil(width / side)))
+        return cls(np.zeros(shape, np.int64), side, cell_mm2)
+
+    def add(self, xy: np.ndarray, class_id: np.ndarray) -> None:
+        """Count nuclei at level-0 ``xy [N, 2]`` of classes ``class_id [N]``; points off the slide are clipped in."""
+        if len(xy) == 0:
+            return
+        n, rows, cols = self.counts.shape
+        col = np.clip((np.asarray(xy)[:, 0] // self.cell_px).astype(np.int64), 0, cols - 1)
+        row = np.clip((np.asarray(xy)[:, 1] // self.cell_px).astype(np.int64), 0, rows - 1)
+        cls = np.asarray(class_id, np.int64)
+        keep = (cls >= 0) & (cls < n)
+        flat = (cls[keep] * rows + row[keep]) * cols + col[keep]
+        self.counts += np.bincount(flat, minlength=n * rows * cols).reshape(n, rows, cols)
+
+    def per_mm2(self) -> np.ndarray:
+        """``[classes, rows, cols]`` float32: nuclei per mm^2 in each cell."""
+        return (self.counts / self.cell_mm2).astype(np.float32)
+
+    def image(self, classes: tuple[str, ...]) -> Image.Image:
+        """One panel per class side by side, white (0) to the class colour (that class's densest cell), each
+        labelled with the class name and its peak density."""
+        n, rows, cols = self.counts.shape
+        zoom = max(1, PANEL_MAX_SIDE // max(rows, cols))
+        pw, ph = cols * zoom, rows * zoom
+        width = max(pw, 120)
+        out = Image.new("RGB", (n * (width + 4), ph + LABEL_HEIGHT), (255, 255, 255))
+        draw = ImageDraw.Draw(out)
+        density = self.per_mm2()
+        for c, name in enumerate(classes[:n]):
+            peak = float(density[c].max())
+            t = density[c] / peak if peak > 0 else density[c]
+            colour = np.asarray(class_colour(name, c), np.float32)
+            rgb = (255 - t[..., None] * (255 - colour)).round().astype(np.uint8)
+            panel = Image.fromarray(rgb).resize((pw, ph), Image.NEAREST)
+            left = c * (width + 4)
+            out.paste(panel, (left, LABEL_HEIGHT))
+            draw.text((left + 1, 1), f"{name} max {peak:.0f}/mm2", fill=(0, 0, 0))
+        return out
+
+
+def class_densities(per_class: dict[str, int], area_mm2: float) -> dict[str, float]:
+    """Nuclei per mm^2 of tissue for each class (0 when the area is unknown)."""
+    return {name: round(count / area_mm2, 2) if area_mm2 > 0 else 0.0 for name, count in per_class.items()}

@@ -1,0 +1,117 @@
+"""What the viewer knows about one slide run, loaded on first use: tiles, nuclei, density grid and the page's info."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from ..io.tiling import axis_starts
+from ..output.density import CELL_MM2, DensityGrid, class_densities
+from .points import PointTable
+from .runs import SlideRun
+from .tiles import TILE, DeepZoom
+
+
+class SlideState:
+    """Lazily opened slide (``DeepZoom``), nuclei (``PointTable``) and density grid of one :class:`SlideRun`."""
+
+    def __init__(self, run: SlideRun) -> None:
+        self.run = run
+        self._lock = threading.Lock()
+        self._zoom: DeepZoom | None = None
+        self._points: PointTable | None = None
+        self._density: DensityGrid | None = None
+
+    @property
+    def zoom(self) -> DeepZoom | None:
+        if self.run.slide_path is None:
+            return None
+        with self._lock:
+            if self._zoom is None:
+                self._zoom = DeepZoom(self.run.slide_path)
+            return self._zoom
+
+    @property
+    def points(self) -> PointTable:
+        with self._lock:
+            if self._points is None:
+                self._points = PointTable.load(self.run.table, len(self.run.classes))
+            return self._points
+
+    def mpp(self) -> float | None:
+        """Level-0 microns per pixel as the run used them (its ``--mpp``, else the slide's own)."""
+        override = self.run.manifest.get("fingerprint", {}).get("mpp_override")
+        if override:
+            return float(override)
+        zoom = self.zoom
+        return zoom.slide.mpp if zoom is not None else None
+
+    def size(self) -> tuple[int, int]:
+        zoom = self.zoom
+        if zoom is not None:
+            return zoom.width, zoom.height
+        pts = self.points  # no image: the extent of the nuclei
+        return (int(pts.x.max()) + 1, int(pts.y.max()) + 1) if len(pts) else (1, 1)
+
+    def density(self) -> DensityGrid | None:
+        mpp = self.mpp()
+        if mpp is None:
+            return None
+        with self._lock:
+            density = self._density
+        if density is None:
+            pts = self.points
+            density = DensityGrid.empty(*self.size(), len(self.run.classes), mpp, CELL_MM2)
+            density.add(np.stack([pts.x, pts.y], 1), pts.class_id)
+            with self._lock:
+                self._density = density
+        return density
+
+    def tile_grid(self) -> dict | None:
+        """The run's tile grid in level-0 pixels (starts per axis and side), from the manifest's settings."""
+        finger = self.run.manifest.get("fingerprint", {})
+        model, overlap, mpp = finger.get("model", {}), finger.get("settings", {}).get("overlap"), self.mpp()
+        if not model.get("tile_size") or not model.get("mpp") or overlap is None or mpp is None:
+            return None
+        scale = model["mpp"] / mpp
+        size = int(model["tile_size"])
+        w, h = self.size()
+        xs = axis_starts(math.ceil(w / scale), size, int(overlap))
+        ys = axis_starts(math.ceil(h / scale), size, int(overlap))
+        return {"side": size * scale, "xs": [x * scale for x in xs], "ys": [y * scale for y in ys]}
+
+    def info(self) -> dict:
+        """Everything the page needs before it draws: size, levels, classes with counts and densities, layers."""
+        manifest, run = self.run.manifest, self.run
+        width, height = self.size()
+        zoom = self.zoom
+        area = float(manifest.get("area_mm2") or 0.0)
+        per_class = {name: int(manifest.get("per_class", {}).get(name, 0)) for name in run.classes}
+        density = class_densities(per_class, area)
+        classes = [
+            {"id": i, "name": name, "colour": list(colour), "count": per_class[name], "per_mm2": density[name]}
+            for i, (name, colour) in enumerate(zip(run.classes, run.colours()))
+        ]
+        return {
+            "stem": run.stem,
+            "slide": run.slide_path.name if run.slide_path else None,
+            "slide_recorded": str(manifest.get("slide", "")),
+            "width": width,
+            "height": height,
+            "mpp": self.mpp(),
+            "top_level": zoom.top if zoom else None,
+            "tile": TILE,
+            "nuclei": int(manifest.get("nuclei", 0)),
+            "area_mm2": area,
+            "classes": classes,
+            "unreadable_regions": manifest.get("unreadable_regions", []),
+            "tile_grid": self.tile_grid(),
+            "tissue": run.output("tissue.png") is not None,
+            "density_cell_mm2": CELL_MM2 if self.mpp() else None,
+        }
+
+    def close(self) -> None:
+        if self._zoom is not None:
+            self._zoom.close()

@@ -1,0 +1,115 @@
+"""``muse-fast view``: what it refuses in one line, where it listens, how it stops, and what infer writes for it."""
+
+import json
+import shutil
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+from view_server import start_server
+
+from muse_fast.cli import main
+from muse_fast.errors import InputError
+from muse_fast.io.readers import open_slide
+from muse_fast.post.classes import class_colour
+from muse_fast.view import server as server_module
+from muse_fast.view.runs import find_runs
+from muse_fast.view.server import ViewerApp, is_loopback, serve
+
+STEM = "CMU-1-Small-Region"
+
+
+def test_a_folder_without_a_finished_run_is_one_line(tmp_path, capsys):
+    assert main(["view", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no finished run" in err and "muse-fast infer" in err
+    assert main(["view", str(tmp_path / "missing")]) == 2
+    assert "output folder not found" in capsys.readouterr().err
+    assert main(["view", str(tmp_path), "--port", "70000"]) == 2
+
+
+def test_a_manifest_whose_table_is_gone_is_named(cmu_run, tmp_path):
+    copy = tmp_path / "out"
+    copy.mkdir()
+    shutil.copy(cmu_run / f"{STEM}.manifest.json", copy)
+    with pytest.raises(InputError, match=f"incomplete manifests: {STEM}"):
+        find_runs(copy)
+
+
+def test_a_moved_slide_is_found_in_the_folder_given(cmu_run, cmu_svs, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(cmu_run, out)
+    manifest = json.loads((out / f"{STEM}.manifest.json").read_text())
+    manifest["slide"] = str(tmp_path / "gone" / cmu_svs.name)
+    (out / f"{STEM}.manifest.json").write_text(json.dumps(manifest))
+    assert find_runs(out)[0].slide_path is None  # shown without the image
+    assert find_runs(out, cmu_svs.parent)[0].slide_path == cmu_svs.resolve()
+    assert find_runs(out, cmu_svs)[0].slide_path == cmu_svs.resolve()
+    with pytest.raises(InputError, match="slide not found"):
+        find_runs(out, tmp_path / "nope.svs")
+
+
+def test_several_slides_are_listed(cmu_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(cmu_run, out)
+    for suffix in ("csv", "parquet", "tissue.png", "manifest.json"):
+        shutil.copy(out / f"{STEM}.{suffix}", out / f"second.{suffix}")
+    manifest = json.loads((out / "second.manifest.json").read_text())
+    manifest["outputs"] = {k.replace(STEM, "second"): v for k, v in manifest["outputs"].items()}
+    (out / "second.manifest.json").write_text(json.dumps(manifest))
+    server, app, _ = start_server(out)
+    try:
+        assert [s["stem"] for s in app.slide_list()] == [STEM, "second"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
+
+
+def test_ctrl_c_stops_cleanly_and_other_hosts_are_warned_about(cmu_run, monkeypatch, capsys):
+    def interrupted(self, poll_interval=0.5):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server_module.ThreadingHTTPServer, "serve_forever", interrupted)
+    made = []
+    real = server_module.make_server
+    monkeypatch.setattr(server_module, "make_server", lambda *a: made.append(real(*a)) or made[-1])
+    serve(ViewerApp(find_runs(cmu_run)), "127.0.0.1", 0)
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:" in err and "viewer stopped" in err and "warning" not in err
+    assert made[0].socket.fileno() == -1  # the listening socket is closed
+    serve(ViewerApp(find_runs(cmu_run)), "0.0.0.0", 0)
+    assert "visible to the network" in capsys.readouterr().err
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_the_server_binds_loopback_by_default(cmu_run):
+    server, app, url = start_server(cmu_run)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
+
+
+def test_infer_writes_the_density_image(cmu_run, cmu_svs, cmu_nuclei):
+    image = np.asarray(Image.open(cmu_run / f"{STEM}.density.png").convert("RGB"))
+    manifest = json.loads((cmu_run / f"{STEM}.manifest.json").read_text())
+    assert f"{STEM}.density.png" in manifest["outputs"]
+    # three class panels side by side, each the 4 x 5 grid of 0.1 mm^2 cells scaled to at most 256 px
+    panel_w, panel_h = 4 * (256 // 5), 5 * (256 // 5)
+    assert image.shape == (panel_h + 14, 3 * (max(panel_w, 120) + 4), 3)
+    side = (0.1**0.5) * 1000 / open_slide(cmu_svs).mpp
+    for k, name in enumerate(manifest["fingerprint"]["model"]["classes"]):
+        cells = np.zeros((5, 4))
+        for x, y in cmu_nuclei["xy"][cmu_nuclei["class_id"] == k]:
+            cells[int(y // side), int(x // side)] += 1
+        r, c = np.unravel_index(np.argmax(cells), cells.shape)
+        left = k * (max(panel_w, 120) + 4)
+        densest = image[14 + r * 51 + 25, left + c * 51 + 25]
+        assert tuple(densest) == class_colour(name, k)  # the densest cell has the full class colour
