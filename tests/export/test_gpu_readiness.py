@@ -162,7 +162,7 @@ def _ort_cuda_reason() -> str | None:
     import onnxruntime as ort
 
     if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "needs a CUDA GPU and onnxruntime-gpu (the lent GPU machine has the CPU build)"
+        return "needs a CUDA GPU and onnxruntime-gpu (pip install -e .[gpu]; the [cpu] extra installs the CPU build)"
     return None
 
 
