@@ -1,12 +1,17 @@
 """Build an unlabelled ROI store with nucleus coordinates for pretraining.
 
-    python -m train.detect_nuclei --out runs/rois [--split train] [--wsi SLIDE ...] [--detector model|blob]
+    python -m train.detect_nuclei --out runs/rois [--split train,val,test] [--wsi SLIDE ...] [--folder DIR=MPP ...]
+        [--detector hema|blob|model]
 
-Sources: the images of a BRCA-M2C split (labels are *not* used; 0.5 um/px) and random tissue ROIs from WSIs. Every
+Sources: the images of BRCA-M2C splits (labels are *not* used; 0.5 um/px), random tissue ROIs from WSIs, and the
+PNG/JPEG images of folders at a stated um/px (e.g. ``--folder ../shared/data/unlabeled=0.5``). Every
 ROI covers ``--size`` pixels at ``--mpp`` (448 px at 0.5 um/px = 224 um, enough for 224-px views from 0.5 to 1.0
 um/px); WSI ROIs keep the slide's native resolution where it is finer than ``--mpp`` (a 0.25 um/px scan gives
-896-px ROIs), so pretraining sees real 40x views. Nuclei come from our detection model, run at its own mpp
-(default), or, with ``--detector blob``, from a Laplacian-of-Gaussian blob detector on the haematoxylin channel.
+896-px ROIs), so pretraining sees real 40x views. Nuclei come, by default (``hema``), from peaks of the smoothed
+haematoxylin optical density (:mod:`train.data.hema_nuclei`, label-free, run at each image's own resolution);
+``blob`` is a Laplacian-of-Gaussian blob detector on the haematoxylin channel, ``model`` our detection model (run
+at its own mpp; it learned nucleus positions from BRCA-M2C train labels, so its positions carry those labels into
+pretraining). The detector is recorded in the store's ``index.json``.
 For the LFoV stage build a store of larger fields from slides, e.g. ``--split "" --size 1024``.
 """
 
@@ -18,14 +23,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from muse_fast.errors import BackendUnavailable
+from muse_fast.errors import BackendUnavailable, ConfigError
 from muse_fast.io.readers import open_slide
 from muse_fast.io.resample import read_at_scale
 from muse_fast.io.tissue import detect_tissue
 
 from .config import one_line_errors
 from .data.brca import BRCA_MPP, load_split
+from .data.hema_nuclei import detect_haematoxylin_nuclei
 from .data.rois import Roi, RoiWriter
+
+DETECTORS = ("hema", "blob", "model")
 
 
 def blob_detector(image: np.ndarray, mpp: float) -> np.ndarray:
@@ -53,6 +61,21 @@ def model_detector(mpp: float):
         raise BackendUnavailable(f"the detection model runs at {meta.mpp} um/px, the store is at {mpp}")
     engine = TorchEngine(model)
     return lambda image, _mpp: predict_image(engine, image, meta.tile_size, 32, DecodeConfig()).xy.astype(np.float32)
+
+
+def folder_images(spec: str) -> list[tuple[np.ndarray, float, str]]:
+    """``DIR=MPP`` -> ``(RGB image, mpp, source name)`` for every PNG/JPEG/TIFF in DIR, in name order."""
+    folder, _, mpp_text = spec.rpartition("=")
+    try:
+        mpp = float(mpp_text)
+    except ValueError:
+        mpp = -1.0
+    if not folder or not mpp > 0:
+        raise ConfigError(f"bad --folder '{spec}'; use DIR=MPP, e.g. ../shared/data/unlabeled=0.5")
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    if not paths:
+        raise ConfigError(f"--folder {folder} holds no PNG/JPEG/TIFF images")
+    return [(np.asarray(Image.open(p).convert("RGB")), mpp, f"{Path(folder).name}/{p.name}") for p in paths]
 
 
 def crops(image: np.ndarray, size: int) -> list[tuple[int, int]]:
@@ -108,19 +131,27 @@ def detect_at(detect, image: np.ndarray, image_mpp: float, detect_mpp: float) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--split", default="train", help="BRCA-M2C split whose images are used (labels ignored)")
+    parser.add_argument(
+        "--split", default="train", help="BRCA-M2C splits whose images are used, comma list (labels ignored)"
+    )
+    parser.add_argument(
+        "--folder", action="append", default=[], help="DIR=MPP: images of a folder at MPP um/px; repeatable"
+    )
     parser.add_argument("--wsi", type=Path, nargs="*", default=[], help="slides to sample tissue ROIs from")
     parser.add_argument("--rois-per-wsi", type=int, default=24)
     parser.add_argument("--size", type=int, default=448, help="ROI side in pixels at --mpp (sets each ROI's field)")
     parser.add_argument("--mpp", type=float, default=BRCA_MPP)
-    parser.add_argument("--detector", choices=["model", "blob"], default="model")
+    parser.add_argument("--detector", choices=DETECTORS, default="hema", help="hema (default, label-free), blob, model")
     parser.add_argument("--min-nuclei", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    folders = [item for spec in args.folder for item in folder_images(spec)]
     detect = model_detector(args.mpp) if args.detector == "model" else blob_detector
-    writer = RoiWriter(args.out, args.mpp, args.size)
+    writer = RoiWriter(args.out, args.mpp, args.size, detector=args.detector)
     rng = np.random.default_rng(args.seed)
-    images = [(im.image, BRCA_MPP, f"brca-m2c/{im.name}") for im in load_split(args.split)] if args.split else []
+    splits = [s for s in args.split.split(",") if s]
+    images = [(im.image, BRCA_MPP, f"brca-m2c/{im.name}") for s in splits for im in load_split(s)]
+    images += folders
     for path in args.wsi:
         rois = wsi_rois(path, args.mpp, args.size, args.rois_per_wsi, rng)
         images += [(roi, mpp, f"{path.name}#{i}") for i, (roi, mpp) in enumerate(rois)]
@@ -128,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         side = round(args.size * args.mpp / mpp)
         if min(image.shape[:2]) < side:
             continue
-        xy_all = detect_at(detect, image, mpp, args.mpp)
+        if args.detector == "hema":  # sizes in um: found at the image's own resolution
+            xy_all = detect_haematoxylin_nuclei(image, mpp)
+        else:
+            xy_all = detect_at(detect, image, mpp, args.mpp)
         for x, y in crops(image, side):
             inside = (xy_all[:, 0] >= x) & (xy_all[:, 0] < x + side) & (xy_all[:, 1] >= y) & (xy_all[:, 1] < y + side)
             if inside.sum() >= args.min_nuclei:

@@ -2,7 +2,8 @@
 
 Layout of a store folder::
 
-    index.json            {"mpp": 0.5, "size": 320, "chunks": ["chunk_00000.npz", ...], "count": N, "sources": [...]}
+    index.json            {"mpp": 0.5, "size": 320, "chunks": ["chunk_00000.npz", ...], "count": N, "sources": [...],
+                           "detector": "hema"}  (how nucleus positions were found; absent in older stores)
     chunk_00000.npz       image_00000 ... uint8 [s_j, s_j, 3], one per ROI; mpp float64 [n]; xy float32 [total, 2];
                           offsets int64 [n + 1]
 
@@ -33,8 +34,9 @@ class Roi:
 
 
 class RoiWriter:
-    def __init__(self, folder: Path, mpp: float, size: int, chunk: int = 64) -> None:
+    def __init__(self, folder: Path, mpp: float, size: int, chunk: int = 64, detector: str = "") -> None:
         self.folder, self.mpp, self.size, self.chunk = Path(folder), mpp, size, chunk
+        self.detector = detector
         self.folder.mkdir(parents=True, exist_ok=True)
         self.pending: list[Roi] = []
         self.chunks: list[str] = []
@@ -74,6 +76,8 @@ class RoiWriter:
             "count": self.count,
             "sources": self.sources,
         }
+        if self.detector:
+            index["detector"] = self.detector
         path = self.folder / "index.json"
         path.write_text(json.dumps(index, indent=1))
         return path
