@@ -187,6 +187,10 @@ def _infer(args) -> int:
         embeddings=args.embeddings,
         tta=args.tta,
     )
+    if len(jobs) > 1:
+        from .runtime.summary import check_summary_path
+
+        check_summary_path(cfg.out_dir, cfg.overwrite)  # before any work: run_summary.json is ours to replace
     if args.ray:  # each worker builds its engine with the same call as below
         from .runtime.ray_cohort import RayOptions, run_cohort_on_ray
 
@@ -298,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     # native libraries (libjpeg, libtiff, OpenSlide, cuCIM) print straight to fds 1/2: keep that off the terminal;
     # what matters comes back as one line (e.g. the damaged-tile error)
     with capture_native_output():
-        logging.basicConfig(level=logging.WARNING, format="muse-fast: %(message)s")
+        from .output.text import PrintableFormatter  # slide and class names: control characters escaped
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(PrintableFormatter("muse-fast: %(message)s"))
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
         logging.getLogger("tifffile").setLevel(logging.ERROR)  # its warnings repeat what our one-line errors say
         # run-level notes (saved batches discarded, engine fallbacks) show unless --quiet
         quiet = getattr(args, "quiet", False)
@@ -318,7 +326,9 @@ def _run(args) -> int:
         print(json.dumps(model_catalog(), indent=2))
         return 0
     except MuseError as exc:
-        print(f"muse-fast: error: {exc}", file=sys.stderr)
+        from .output.text import printable
+
+        print(f"muse-fast: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"

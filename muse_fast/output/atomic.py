@@ -1,8 +1,9 @@
 """Write-to-temp-then-rename, so that a crash never leaves a half-written output under its final name.
 
 Temporary names are hidden and unique per process (``.NAME.<pid>.partial``), so two processes never write into the
-same temporary file. Cleanup never raises (it must run even when the disk is full), and
-:func:`remove_stale_partials` removes what a killed process left behind.
+same temporary file. They are created with ``O_CREAT | O_EXCL`` (never through a link) and renamed only over a
+regular file or nothing (:mod:`muse_fast.output.regular`). Cleanup never raises (it must run even when the disk is
+full), and :func:`remove_stale_partials` removes what a killed process left behind (regular files only).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from .regular import check_regular, exclusive, is_regular, kind, not_regular_error
 
 
 def partial_path(path: str | Path) -> Path:
@@ -36,7 +39,7 @@ def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
         return []
     pattern = re.compile(rf"\.({'|'.join(re.escape(n) for n in names)})(\.\d+)?\.partial")
     try:
-        stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+        stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and is_regular(p)]
     except OSError:
         return []
     for p in stale:
@@ -45,7 +48,7 @@ def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
 
 
 def _open(path: Path, mode: str) -> IO:
-    return open(path, mode, newline="" if "b" not in mode else None)
+    return open(path, exclusive(mode), newline="" if "b" not in mode else None)
 
 
 @contextlib.contextmanager
@@ -68,8 +71,13 @@ class StagedFiles:
         self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
 
     def add(self, final: str | Path) -> Path:
-        """Stage ``final``: the temporary path to write it to."""
+        """Stage ``final``: the temporary path to write it to (free: a regular file a dead process left there under
+        this pid is removed; anything else there is an :class:`OutputError`)."""
         tmp = partial_path(final)
+        found = kind(tmp)
+        if found is not None:
+            raise not_regular_error(tmp, found, "a temporary file of muse-fast")
+        remove_quietly(tmp)
         self.pending.append((tmp, Path(final)))
         return tmp
 
@@ -79,12 +87,16 @@ class StagedFiles:
             yield fh
 
     def commit(self, before_each: Callable[[Path], None] | None = None) -> list[Path]:
-        """Rename every staged file to its final name; ``before_each(final)`` runs before each rename."""
+        """Rename every staged file to its final name; ``before_each(final)`` runs before each rename.
+
+        A final name held by anything but a regular file (a link, a device node, a FIFO) is an :class:`OutputError`,
+        never replaced."""
         done = []
         while self.pending:
             tmp, final = self.pending[0]
             if before_each is not None:
                 before_each(final)
+            check_regular(final)
             os.replace(tmp, final)
             done.append(self.pending.pop(0)[1])
         return done

@@ -69,7 +69,8 @@ class H5adWriter(_TempOutput):
 
         super().__init__(path, tmp)
         self.h5py, self.uns, self.rows = h5py, uns, 0
-        self.file = h5py.File(self.tmp, "w", locking=False)  # no lock: the temp file is ours alone, also on NFS
+        # "x": created with O_EXCL, so never through a link; no lock: the temp file is ours alone, also on NFS
+        self.file = h5py.File(self.tmp, "x", locking=False)
         _encode(self.file, "anndata", "0.1.0")
         self.obs = self._group(self.file, "obs", "dataframe")
         columns = {"x": "f8", "y": "f8", "class_id": "i8", "score": "f4", "class_probability": "f4"}

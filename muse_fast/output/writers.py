@@ -17,6 +17,8 @@ from pathlib import Path
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
 from .atomic import StagedFiles, remove_quietly
+from .regular import exclusive
+from .text import csv_cell
 
 CSV_COLUMNS = ("x", "y", "class_id", "class_name", "score", "class_probability")
 
@@ -45,7 +47,7 @@ class _TempOutput:
 class _TempFile(_TempOutput):
     def __init__(self, path: Path, tmp: Path, mode: str = "w") -> None:
         super().__init__(path, tmp)
-        self.fh = open(self.tmp, mode, newline="" if "b" not in mode else None)
+        self.fh = open(self.tmp, exclusive(mode), newline="" if "b" not in mode else None)
 
     def _close(self) -> None:
         self.fh.close()
@@ -85,11 +87,13 @@ class GeoJSONWriter(_TempFile):
 
 
 class CSVWriter(_TempFile):
-    """``x,y`` in level-0 pixels, ``class_id,class_name,score,class_probability``."""
+    """``x,y`` in level-0 pixels, ``class_id,class_name,score,class_probability``; class names that a spreadsheet
+    would run as a formula are neutralised (:func:`~muse_fast.output.text.csv_cell`), numbers are written as they are.
+    """
 
     def __init__(self, path: Path, tmp: Path, classes: tuple[str, ...]) -> None:
         super().__init__(path, tmp)
-        self.classes = classes
+        self.classes = tuple(csv_cell(name) for name in classes)
         self.writer = csv.writer(self.fh)
         self.writer.writerow(CSV_COLUMNS)
 
@@ -107,6 +111,7 @@ class ParquetWriter(_TempOutput):
 
         super().__init__(path, tmp)
         self.pa, self.classes = pa, classes
+        self.fh = open(self.tmp, "xb")  # exclusive creation: never through a link
         schema = pa.schema(
             [
                 ("x", pa.float64()),
@@ -117,7 +122,11 @@ class ParquetWriter(_TempOutput):
                 ("class_probability", pa.float32()),
             ]
         )
-        self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        try:
+            self.writer = pq.ParquetWriter(self.fh, schema)
+        except BaseException:
+            self.fh.close()
+            raise
 
     def write(self, nuclei: Nuclei) -> None:
         if len(nuclei):
@@ -137,7 +146,10 @@ class ParquetWriter(_TempOutput):
             )
 
     def _close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        finally:
+            self.fh.close()
 
 
 def parquet_available() -> bool:

@@ -1,9 +1,15 @@
 """A cohort: its slides (files; folders: their supported files, sorted; CSV lists: ``path[,mpp]``), one slide run and
-recorded (locally or on a Ray worker, the same way), and ``run_summary.json``."""
+recorded (locally or on a Ray worker, the same way), and ``run_summary.json``.
+
+A folder's slides never include muse-fast's own outputs (``*.overlay.png``, ``*.tissue.png``, ``*.density.png``, and
+any file a manifest in the folder lists), so ``--out`` may be the input folder, run after run.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +17,12 @@ from pathlib import Path
 from ..config import InferConfig, valid_mpp
 from ..errors import InputError, MuseError
 from ..io.readers import SUPPORTED_SUFFIXES
+from ..output.regular import is_regular
+from ..output.text import printable
 from .summary import SlideSummary, write_run_summary
+
+OWN_IMAGE_SUFFIXES = (".overlay.png", ".tissue.png", ".density.png")  # images muse-fast writes beside its tables
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,40 @@ def read_slide_list(path: Path) -> list[SlideJob]:
     return jobs
 
 
+def listed_outputs(folder: Path) -> set[str]:
+    """The names that the muse-fast manifests (``*.manifest.json``) in ``folder`` list as outputs."""
+    names: set[str] = set()
+    for manifest in folder.glob("*.manifest.json"):
+        try:
+            data = json.loads(manifest.read_text()) if is_regular(manifest) else None
+        except (OSError, ValueError):
+            continue
+        outputs = data.get("outputs") if isinstance(data, dict) else None
+        names |= {n for n in outputs if isinstance(n, str)} if isinstance(outputs, dict) else set()
+    return names
+
+
+def folder_slides(folder: Path) -> list[Path]:
+    """The slides in ``folder``, sorted: its supported files, less muse-fast's own outputs (one line names those)."""
+    found = sorted(p for p in folder.iterdir() if _is_slide(p))
+    listed = listed_outputs(folder) if found else set()
+    ours = [p for p in found if p.name in listed or p.name.lower().endswith(OWN_IMAGE_SUFFIXES)]
+    if ours:
+        names = ", ".join(p.name for p in ours[:3]) + (", ..." if len(ours) > 3 else "")
+        log.info("%s: not taking %d files that muse-fast wrote for slides (%s)", folder, len(ours), names)
+    slides = [p for p in found if p not in ours]
+    if not slides:
+        mine = f"; the {len(ours)} images there are muse-fast's outputs" if ours else ""
+        raise InputError(f"folder {folder} holds no slides ({' '.join(SUPPORTED_SUFFIXES)}){mine}")
+    return slides
+
+
 def collect_jobs(inputs: list[Path]) -> list[SlideJob]:
     """Expand folders and CSV lists; missing paths stay in the list (they fail, and are reported, per slide)."""
     jobs: list[SlideJob] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if _is_slide(p))
-            if not found:
-                raise InputError(f"folder {item} holds no slides ({' '.join(SUPPORTED_SUFFIXES)})")
-            jobs.extend(SlideJob(p) for p in found)
+            jobs.extend(SlideJob(p) for p in folder_slides(item))
         elif item.suffix.lower() == ".csv" and item.is_file():
             jobs.extend(read_slide_list(item))
         else:
@@ -108,5 +144,5 @@ def finish_cohort(cfg: InferConfig, summaries: list[SlideSummary], fingerprint: 
     """Write ``run_summary.json`` (slides in input order), say how many are done, and return the exit code."""
     path = write_run_summary(cfg.out_dir, summaries, run_config(fingerprint, cfg), extra)
     failed = sum(s.status == "failed" for s in summaries)
-    print(f"{len(summaries) - failed}/{len(summaries)} slides done; summary: {path}", file=sys.stderr)
+    print(f"{len(summaries) - failed}/{len(summaries)} slides done; summary: {printable(str(path))}", file=sys.stderr)
     return 2 if failed else 0

@@ -4,15 +4,25 @@ A second run on the same slide and folder does not wait: it fails at once with o
 The kernel drops the lock however the holder ends (even SIGKILL); a clean release also removes the file, and a file
 left by a killed run is simply locked again (``stale`` then tells the new holder to clean up after it). Only the
 holder touches the slide's shards and temporary files.
+
+The lock file is opened with ``O_NOFOLLOW`` (and ``O_NONBLOCK``, so a FIFO cannot block): a link, folder, FIFO or
+device node at its name (or a file with other hard links) is refused in one line and left as it is, so a link
+planted in a shared folder cannot make the run truncate the file it points to.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from ..errors import OutputError
+from ..output.regular import check_regular, kind, not_regular_error
+
+OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+LOCK_ROLE = "the lock file of muse-fast"
 
 
 def lock_path(out_dir: Path, stem: str) -> Path:
@@ -22,10 +32,12 @@ def lock_path(out_dir: Path, stem: str) -> Path:
 def is_locked(out_dir: Path, stem: str) -> bool:
     """Whether a run holds the slide's lock now: a probe that takes nothing and changes nothing."""
     try:
-        fd = os.open(lock_path(out_dir, stem), os.O_RDONLY)
+        fd = os.open(lock_path(out_dir, stem), os.O_RDONLY | OPEN_FLAGS)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
@@ -38,7 +50,7 @@ def is_locked(out_dir: Path, stem: str) -> bool:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return False
     own = os.fstat(fd)
@@ -62,14 +74,36 @@ class SlideLock:
         self.fd: int | None = None
         self.stale = False  # the file was there before us: a run ended without releasing it (killed)
 
+    def _open(self) -> int:
+        """The lock file's descriptor, created if need be; never through a link, never anything but a regular file."""
+        check_regular(self.path, LOCK_ROLE)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | OPEN_FLAGS, 0o644)
+            self.stale = False
+        except FileExistsError:
+            try:
+                fd = os.open(self.path, os.O_RDWR | OPEN_FLAGS)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # swapped for a link, folder or FIFO
+                    raise not_regular_error(self.path, kind(self.path) or "a special file", LOCK_ROLE) from None
+                raise
+            self.stale = True
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise not_regular_error(self.path, kind(self.path) or "a special file", LOCK_ROLE)
+        if st.st_nlink > 1:  # a hard link to another file: locking would truncate that file
+            os.close(fd)
+            raise OutputError(
+                f"{self.path.name} in {self.path.parent} has {st.st_nlink} hard links, and it is the name of "
+                f"{LOCK_ROLE}, which is rewritten in place; remove it (the other names keep the file) or pass another "
+                f"--out"
+            )
+        return fd
+
     def acquire(self) -> None:
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                self.stale = False
-            except FileExistsError:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                self.stale = True
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -96,7 +130,8 @@ class SlideLock:
         if self.fd is None:
             return
         try:
-            os.unlink(self.path)  # while still locked, so nobody can lock this file after us
+            if _same_file(self.fd, self.path):  # only our file: never what someone put at its name since
+                os.unlink(self.path)  # while still locked, so nobody can lock this file after us
         except OSError:
             pass
         os.close(self.fd)

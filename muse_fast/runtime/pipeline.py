@@ -33,11 +33,13 @@ from ..model.weights import WeightsMeta
 from ..output.atomic import StagedFiles, remove_quietly, remove_stale_partials
 from ..output.folder import output_errors, prepare_out_dir
 from ..output.h5ad import embeddings_uns
+from ..output.text import printable
 from .engines import Engine
 from .fingerprint import precision_fingerprint, slide_fingerprint
 from .lock import SlideLock
-from .manifest import Manifest, finished_manifest, manifest_path, write_manifest
+from .manifest import Manifest, finished_manifest, manifest_path, measure_outputs, write_manifest
 from .outputs import write_outputs
+from .ownership import check_slide_paths, claim_outputs, output_names, planned_outputs
 from .predict import Nuclei, decode_tiles, merge_in_memory, nuclei_from_dense
 from .seams import seam
 from .shards import ShardStore, shard_dir
@@ -47,7 +49,6 @@ from .unreadable import unreadable_error, unreadable_regions
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
 PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
-OUTPUT_SUFFIXES = ("geojson", "csv", "parquet", "h5ad", "overlay.png", "tissue.png", "density.png", "manifest.json")
 log = logging.getLogger(__name__)
 
 
@@ -235,8 +236,9 @@ def run_slide(
     seam("start")
     with output_errors(out_dir), SlideLock(out_dir, stem) as lock:
         seam("lock")
+        check_slide_paths(out_dir, stem)  # links, FIFOs, devices, folders at our names: refused before any work
         if lock.stale or shard_dir(out_dir, stem).exists():  # a run was killed or stopped: clear what it left
-            remove_stale_partials(out_dir, [f"{stem}.{suffix}" for suffix in OUTPUT_SUFFIXES])
+            remove_stale_partials(out_dir, output_names(stem))
         fingerprint = {**fingerprint, **precision_fingerprint(engine)}  # never mix precisions on resume
         finger = slide_fingerprint(path, cfg, meta, mpp, fingerprint) if path.is_file() else None
         done = None if cfg.overwrite or finger is None else finished_manifest(out_dir, stem, finger, path.name)
@@ -271,8 +273,10 @@ def _predict_into(
     try:
         finger = finger or slide_fingerprint(path, cfg, meta, mpp)
         scale = slide_scale(slide, meta.mpp)  # fail early on a missing mpp
+        masked = cfg.tissue_mask and slide.backend != "image"
+        owned = claim_outputs(out_dir, stem, planned_outputs(stem, cfg, masked), cfg.overwrite, path.name)
         _warn_if_implausible(slide, meta, cfg.overlap)
-        mask = detect_tissue(slide, slide.mpp) if cfg.tissue_mask and slide.backend != "image" else None
+        mask = detect_tissue(slide, slide.mpp) if masked else None
         tiles = plan_tiles(slide, meta, cfg.overlap, mask)
         if not tiles:
             raise InputError(
@@ -282,7 +286,8 @@ def _predict_into(
         store = ShardStore(out_dir, stem, shard_fingerprint)
         n_batches = math.ceil(len(tiles) / cfg.batch_size)
         todo = {i for i in range(n_batches) if not store.has(i)}
-        with tqdm(total=len(tiles), desc=Path(path).name, unit="tile", disable=cfg.quiet, leave=False) as bar:
+        shown = printable(path.name)  # a name's control characters never reach the terminal
+        with tqdm(total=len(tiles), desc=shown, unit="tile", disable=cfg.quiet, leave=False) as bar:
             bar.update(
                 sum(
                     len(tiles[i * cfg.batch_size : (i + 1) * cfg.batch_size]) for i in range(n_batches) if i not in todo
@@ -311,8 +316,11 @@ def _predict_into(
                 slide, store, tiles, n_batches, meta.classes, scale, out_dir, stem, mask, staged, regions, uns
             )
             seam("staged")
-            manifest_path(out_dir, stem).unlink(missing_ok=True)  # an old manifest no longer describes the folder
-            for name in {f"{stem}.{suffix}" for suffix in OUTPUT_SUFFIXES} - {f.name for f in written.files}:
+            final = {f.name for f in written.files} | {manifest_path(out_dir, stem).name}
+            store.record_outputs(owned | final)  # until the new manifest lists them, they stay known as ours
+            if manifest_path(out_dir, stem).name in owned:
+                manifest_path(out_dir, stem).unlink(missing_ok=True)  # an old manifest no longer describes the folder
+            for name in owned - final:
                 remove_quietly(out_dir / name)  # nor do an older run's outputs that this one does not write (.h5ad)
             staged.commit(lambda final: seam("rename:" + final.name[len(stem) + 1 :]))
         w0, h0 = slide.level_dimensions[0]
@@ -321,9 +329,9 @@ def _predict_into(
         slide.close()
     nuclei, tiles_run = sum(written.per_class.values()), len(tiles) - written.tiles_blank - len(regions)
     seam("manifest")
-    sizes = {f.name: f.stat().st_size for f in written.files}
+    sizes, digests = measure_outputs(written.files)  # sizes, and digests of each file's ends
     record = Manifest(
-        str(path), finger, sizes, nuclei, written.per_class, tiles_run, written.tiles_blank, area, regions
+        str(path), finger, sizes, nuclei, written.per_class, tiles_run, written.tiles_blank, area, regions, digests
     )
     write_manifest(out_dir, stem, record)
     seam("cleanup")

@@ -4,7 +4,12 @@ Shards live in ``OUT/.<stem>.partial/`` as ``batch_000042.npz`` written atomical
 everything that determines the result (the slide file's identity, weights, engine, decode and tiling settings, batch
 size, slide resolution, whether point features are kept: they are stored as float16). A rerun with another
 fingerprint discards them, with one INFO line. Only the holder of the slide's lock (:mod:`muse_fast.runtime.lock`)
-opens the folder, and it removes it after the manifest is written.
+opens the folder, and it removes it after the manifest is written. The folder is never a link (a link there is
+refused before any work, see :mod:`muse_fast.runtime.ownership`) and removing it never follows one.
+
+While the slide's final files are renamed, and until the manifest lists them, ``outputs.json`` in the folder names
+the files that are muse-fast's (the new ones and the previous manifest's), so that a run stopped in between still
+knows them for its own (:func:`recorded_outputs`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..output.atomic import atomic_write, remove_quietly
+from ..output.regular import check_folder, check_regular, is_folder, is_regular, open_new
 from .predict import Nuclei
 
 SHARD_FORMAT = 3  # bump when the shard contents change, so older partial runs are not reused
+OUTPUTS_RECORD = "outputs.json"
 log = logging.getLogger(__name__)
 
 
@@ -28,20 +35,54 @@ def shard_dir(out_dir: Path, stem: str) -> Path:
     return Path(out_dir) / f".{stem}.partial"
 
 
+def recorded_outputs(out_dir: Path, stem: str) -> set[str]:
+    """The file names that a run stopped while renaming the slide's outputs recorded as its own (empty if none)."""
+    record = shard_dir(out_dir, stem) / OUTPUTS_RECORD
+    text = _read_regular(record) if is_folder(record.parent) else None
+    try:
+        names = json.loads(text) if text is not None else []
+    except ValueError:
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _read_regular(path: Path) -> str | None:
+    """The text of ``path`` when it is a regular file (never a link or a FIFO), else None."""
+    if not is_regular(path):
+        return None
+    try:
+        return path.read_text()
+    except (OSError, ValueError):
+        return None
+
+
 class ShardStore:
     def __init__(self, out_dir: Path, stem: str, fingerprint: dict) -> None:
         self.dir = shard_dir(out_dir, stem)
+        check_folder(self.dir, "the checkpoint folder of muse-fast")
         text = json.dumps({**fingerprint, "shard_format": SHARD_FORMAT}, sort_keys=True)
         stamp = self.dir / "fingerprint.json"
-        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != text):
+        kept: set[str] = set()
+        if self.dir.exists() and _read_regular(stamp) != text:
             saved = len(list(self.dir.glob("batch_*.npz")))
             if saved:
                 log.info("%s: discarding %d saved batches computed for another file or other settings", stem, saved)
+            kept = recorded_outputs(out_dir, stem)  # they still name files of ours, whatever the batches were
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not stamp.exists():
-            with atomic_write(stamp) as fh:
-                fh.write(text)
+        if not is_regular(stamp):
+            self._write(stamp, text)
+        if kept:
+            self.record_outputs(kept)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        with atomic_write(path) as fh:
+            fh.write(text)
+
+    def record_outputs(self, names: set[str]) -> None:
+        """Name the slide's files that are muse-fast's, before the manifest that lists them is replaced."""
+        self._write(self.dir / OUTPUTS_RECORD, json.dumps(sorted(names)))
 
     def _path(self, index: int) -> Path:
         return self.dir / f"batch_{index:06d}.npz"
@@ -53,8 +94,10 @@ class ShardStore:
         """Checkpoint a batch: its nuclei, its blank tiles, and its tiles whose data could not be decoded (id: why)."""
         tmp = self.dir / f".batch_{index:06d}.{os.getpid()}.npz"
         unreadable = unreadable or {}
+        check_regular(tmp, "a temporary file of muse-fast")
+        remove_quietly(tmp)  # left by a process that had our pid
         try:
-            with open(tmp, "wb") as fh:
+            with open_new(tmp, "wb") as fh:
                 fields = {f: getattr(nuclei, f) for f in Nuclei.FIELDS if getattr(nuclei, f) is not None}
                 if nuclei.feat is not None:
                     fields["feat"] = nuclei.feat.astype(np.float16)  # what the embeddings file stores
