@@ -211,7 +211,11 @@ def _infer(args) -> int:
 
 def _export(args) -> int:
     from muse_fast.export.onnx import INPUT_NAME, export_onnx
+    from muse_fast.export.out_file import check_export_out
 
+    check_export_out(args.out)  # before minutes of work; trt also writes the ONNX beside it
+    if args.format == "trt":
+        check_export_out(args.out.with_suffix(".onnx"), "--out (its .onnx beside it)")
     if args.fused_post:
         return _export_fused(args)
     if args.format == "onnx":
@@ -252,13 +256,18 @@ def _export_fused(args) -> int:
 
 
 def _bench(args) -> int:
+    from .console import emit
     from .runtime.bench import bench_slide
 
+    if args.max_batches < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--max-batches must be 0 (all) or more, got {args.max_batches}")
     engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size, args.precision, args.tta)
     result = bench_slide(
         args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches, not args.no_tissue_mask
     )
-    print(json.dumps(result, indent=2))
+    emit(json.dumps(result, indent=2))
     return 0
 
 
@@ -311,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         # run-level notes (saved batches discarded, engine fallbacks) show unless --quiet
         quiet = getattr(args, "quiet", False)
         logging.getLogger("muse_fast.runtime").setLevel(logging.WARNING if quiet else logging.INFO)
-        return _run(args)
+        from .console import quiet_libraries
+
+        with quiet_libraries(quiet):  # nor Python warnings or torch's log lines
+            return _run(args)
 
 
 def _run(args) -> int:
@@ -321,9 +333,10 @@ def _run(args) -> int:
     try:
         if args.command in commands:
             return commands[args.command](args)
+        from .console import emit
         from .model.catalog import model_catalog
 
-        print(json.dumps(model_catalog(), indent=2))
+        emit(json.dumps(model_catalog(), indent=2))
         return 0
     except MuseError as exc:
         from .output.text import printable

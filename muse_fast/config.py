@@ -11,6 +11,7 @@ from .post.decode import DecodeConfig
 from .runtime.precision import check_precision
 
 PLAUSIBLE_MPP = (0.1, 4.0)  # microns per pixel of real slides and images; outside it a run warns with its tile count
+MIN_MPP = 1e-3  # 1 nm per pixel, 200x finer than light microscopes resolve: a smaller value is a typo or damage
 
 
 def valid_mpp(value: object) -> bool:
@@ -24,7 +25,16 @@ def check_mpp(value: float | None, source: str = "--mpp") -> float | None:
             f"{source} must be a positive, finite number of microns per pixel (e.g. 0.25 at 40x, 0.5 at 20x), "
             f"got {value}"
         )
+    if value is not None and value < MIN_MPP:
+        raise ConfigError(implausible_mpp(source, value))
     return value
+
+
+def implausible_mpp(source: str, value: float) -> str:
+    return (
+        f"{source} {value:g} is an implausible resolution (below {MIN_MPP:g} microns per pixel, finer than any "
+        f"microscope); give the microns per pixel (e.g. 0.25 at 40x, 0.5 at 20x)"
+    )
 
 
 def check_weights_mpp(value: object, name: str) -> None:
@@ -68,6 +78,9 @@ class InferConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}; the default is 16")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}; the default is 2")
+        from .runtime.bounds import cap_workers
+
+        object.__setattr__(self, "workers", cap_workers(self.workers))
         check_mpp(self.mpp)
         check_precision(self.precision)
         if self.embeddings:

@@ -11,7 +11,8 @@ import torch
 
 from ..errors import WeightsError
 from ..output.atomic import atomic_write
-from .registry import MuseNet, create_model
+from .registry import MODELS, MuseNet, create_model
+from .weights_checks import FIX, check_classes, check_model_mpp, check_state_dict, check_tile_size
 
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "muse_r18_brca_m2c.pt"
@@ -73,6 +74,8 @@ def resolve_weights(path: str | Path | None) -> Path:
 def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
     """Load a weights file (default: the shipped BRCA-M2C model) into a float32 ``MuseNet`` in eval mode."""
     path = resolve_weights(path)
+    if path.is_dir():
+        raise WeightsError(f"weights {path} is a folder; pass --weights PATH to a file written by train.finetune")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; pass --weights PATH to a file written by train.finetune")
     damaged = _damaged_member(path)
@@ -92,23 +95,35 @@ def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
     missing = [k for k in ("classes", "mpp", "tile_size") if k not in payload]
     if missing:
         raise WeightsError(f"{path} lacks {', '.join(missing)}; write weights with train.finetune or save_weights")
-    meta = WeightsMeta(
-        payload["model"], tuple(payload["classes"]), payload["mpp"], payload["tile_size"], payload.get("config", {})
-    )
+    meta = checked_meta(payload, path.name)
+    state = check_state_dict(payload["state_dict"], path.name)
     model = create_model(meta.model, num_classes=len(meta.classes), img_size=meta.tile_size)
     own = model.state_dict()
-    problem = state_dict_mismatch(own, payload["state_dict"])
+    problem = state_dict_mismatch(own, state)
     if problem:
         raise WeightsError(
             f"weights {path.name} do not fit model '{meta.model}': {problem}; retrain or pass the matching --weights"
         )
-    not_finite = next(
-        (k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None
-    )
+    not_finite = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if not_finite:
         raise WeightsError(f"weights {path.name} hold NaN or inf (in {not_finite}); the training diverged, retrain")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in payload["state_dict"].items()})
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model.eval(), meta
+
+
+def checked_meta(payload: dict, name: str) -> WeightsMeta:
+    """The metadata of a loaded weights payload, each field checked (:mod:`.weights_checks`)."""
+    model, config = payload["model"], payload.get("config", {})
+    if not isinstance(model, str):
+        raise WeightsError(
+            f"weights {name} record model {model!r:.60}; it must be a model name; choose one of: {', '.join(MODELS)}"
+        )
+    if not isinstance(config, dict):
+        raise WeightsError(f"weights {name} record a config of type {type(config).__name__}, not a dict; {FIX}")
+    classes = check_classes(payload["classes"], name)
+    return WeightsMeta(
+        model, classes, check_model_mpp(payload["mpp"], name), check_tile_size(payload["tile_size"], name), config
+    )
 
 
 def _damaged_member(path: Path) -> str | None:

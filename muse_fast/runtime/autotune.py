@@ -127,14 +127,51 @@ def cache_path(key: dict) -> Path:
 
 
 def read_cached(path: Path, key: dict) -> dict | None:
-    """The cached timings for ``key``, or None (missing, unreadable, or written for another key)."""
+    """The cached timings for ``key``, or None (missing, or written for another key).
+
+    A file that is no regular file (a FIFO, a device, a symlink), is damaged, fails its checksum or holds speeds that
+    are not positive numbers is ignored with one warning naming it, and measured again (which replaces it).
+    """
+    from muse_fast.export.cache import read_regular
+
+    raw = read_regular(path, limit=1 << 20)
+    if raw is None:
+        return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except ValueError:  # also UnicodeDecodeError
+        data = None
+    why = _bad_entry(data)
+    if why:
+        log.warning("engine auto: ignoring the cached measurement %s (%s); measuring again", path, why)
         return None
-    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("tiles_per_s"), dict):
-        return None
-    return data
+    return data if data["key"] == key else None
+
+
+def cache_entry(key: dict, speeds: dict[str, float], choice: str) -> dict:
+    """What the cache file holds: the key, the speeds, the choice, and a checksum over them."""
+    entry = {"key": key, "tiles_per_s": speeds, "choice": choice}
+    return {**entry, "sha256": _entry_sum(entry)}
+
+
+def _entry_sum(entry: dict) -> str:
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+
+
+def _bad_entry(data: object) -> str | None:
+    """Why a parsed cache file is not a valid entry, or None."""
+    if not isinstance(data, dict) or not {"key", "tiles_per_s", "choice"} <= set(data):
+        return "not a muse-fast measurement"
+    if "sha256" not in data:
+        return "no checksum: written by an earlier version"
+    speeds = data["tiles_per_s"]
+    if not isinstance(speeds, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf") for v in speeds.values()
+    ):
+        return "tiles/s that are not positive numbers"
+    if data["sha256"] != _entry_sum({k: data[k] for k in ("key", "tiles_per_s", "choice")}):
+        return "it fails its checksum"
+    return None
 
 
 def measure(engines: dict[str, object], batch: np.ndarray, rounds: int = CALIBRATION_ROUNDS) -> dict[str, float]:
@@ -192,7 +229,7 @@ def choose(
     speeds = measure(engines, batch)
     best = max(speeds, key=speeds.get)
     try:
-        write_atomic(path, (json.dumps({"key": key, "tiles_per_s": speeds, "choice": best}, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(cache_entry(key, speeds, best), indent=2) + "\n").encode())
     except ConfigError as exc:  # the choice stands; only its cache is lost
         log.warning("engine auto: %s; the measurement is not kept", exc)
         path = None

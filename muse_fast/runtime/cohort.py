@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import InferConfig, valid_mpp
+from ..config import MIN_MPP, InferConfig, implausible_mpp, valid_mpp
 from ..errors import InputError, MuseError
 from ..io.readers import SUPPORTED_SUFFIXES
 from ..output.regular import is_regular
@@ -51,6 +51,11 @@ def read_slide_list(path: Path) -> list[SlideJob]:
         )
     jobs = []
     for i, row in enumerate(rows, start=2):
+        if not (row["path"] or "").strip():
+            raise InputError(
+                f"{path.name} line {i} has no path (a row shorter than the header, or an empty cell); give every "
+                f"row a path or remove it"
+            )
         slide = Path(row["path"]).expanduser()
         slide = slide if slide.is_absolute() else path.parent / slide
         mpp_text = (row.get("mpp") or "").strip()
@@ -58,6 +63,10 @@ def read_slide_list(path: Path) -> list[SlideJob]:
             mpp = float(mpp_text) if mpp_text else None
         except ValueError:
             mpp = float("nan")
+        if mpp is not None and valid_mpp(mpp) and mpp < MIN_MPP:
+            raise InputError(
+                f"{path.name} line {i}: {implausible_mpp('mpp', mpp)}, or leave it empty to use the file's"
+            )
         if mpp is not None and not valid_mpp(mpp):
             raise InputError(
                 f"{path.name} line {i}: mpp '{mpp_text}' is not a positive number of microns per pixel "

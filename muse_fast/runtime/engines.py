@@ -97,34 +97,33 @@ class TorchEngine(_PointClassifier):
 
 
 def _cached_onnx(inputs: EngineInputs, precision: str = "fp32"):
-    from muse_fast.export.cache import build_lock, cache_dir, onnx_cache_key
+    from muse_fast.export.cache import cache_dir, cached_file, onnx_cache_key
     from muse_fast.export.onnx import export_model
 
     key = onnx_cache_key(inputs.weights_sha256, torch.__version__, inputs.meta.tile_size, precision)
-    path = cache_dir() / "onnx" / f"{inputs.meta.model}-{key}.onnx"
-    if not path.exists():
-        with build_lock(path):  # one export at a time; a process that waited finds the file
-            if not path.exists():
-                log.info("exporting the network to ONNX (once per weights file): %s", path)
-                export_model(inputs.model, inputs.meta, inputs.weights_sha256, path, precision=precision)
-    return path
+
+    def export(path: Path) -> None:
+        log.info("exporting the network to ONNX (once per weights file): %s", path)
+        export_model(inputs.model, inputs.meta, inputs.weights_sha256, path, precision=precision)
+
+    # one export at a time; a process that waited finds the file; a damaged one is exported again
+    return cached_file(cache_dir() / "onnx" / f"{inputs.meta.model}-{key}.onnx", export, "ONNX model")
 
 
 def _cached_int8(inputs: EngineInputs):
     """The dynamic int8 model (:func:`export.quantize.quantize_dynamic_int8`), built once per fp32 export and ORT."""
     import onnxruntime as ort
 
-    from muse_fast.export.cache import build_lock
+    from muse_fast.export.cache import cached_file
     from muse_fast.export.quantize import quantize_dynamic_int8
 
     src = _cached_onnx(inputs)
-    path = src.with_name(f"{src.stem}-int8-dynamic-ort{ort.__version__}.onnx")
-    if not path.exists():
-        with build_lock(path):
-            if not path.exists():
-                log.info("quantizing the ONNX model to int8 (once per weights file): %s", path)
-                quantize_dynamic_int8(src, path)
-    return path
+
+    def quantize(path: Path) -> None:
+        log.info("quantizing the ONNX model to int8 (once per weights file): %s", path)
+        quantize_dynamic_int8(src, path)
+
+    return cached_file(src.with_name(f"{src.stem}-int8-dynamic-ort{ort.__version__}.onnx"), quantize, "int8 model")
 
 
 ONNX_PRECISIONS = ("fp32", "int8", "fp16")  # int8: CPU execution provider only; fp16: CUDA execution provider only

@@ -16,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ..config import PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
+from ..config import MIN_MPP, PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
 from ..errors import InputError
 from ..io.checked_read import read_tiles_checked
 from ..io.native_output import capture_native_output
@@ -34,6 +35,7 @@ from ..output.atomic import StagedFiles, remove_quietly, remove_stale_partials
 from ..output.folder import output_errors, prepare_out_dir
 from ..output.h5ad import embeddings_uns
 from ..output.text import printable
+from .bounds import check_name_length, check_tile_plan, grid_size, max_tiles
 from .engines import Engine
 from .fingerprint import precision_fingerprint, slide_fingerprint
 from .lock import SlideLock
@@ -61,7 +63,7 @@ def is_blank(tile: np.ndarray) -> bool:
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:
     """Level-0 pixels per model pixel; a slide without mpp is an error that names the fix."""
     check_weights_mpp(model_mpp, "in use")
-    if slide.mpp is None or not valid_mpp(slide.mpp):
+    if slide.mpp is None or not valid_mpp(slide.mpp) or slide.mpp < MIN_MPP:
         found = "does not record its resolution" if slide.mpp is None else f"records a resolution of {slide.mpp}"
         raise InputError(
             f"{slide.path.name} {found} (mpp); pass --mpp X (microns per pixel: 0.25 at 40x, 0.5 at 20x, 1.0 at 10x; "
@@ -72,26 +74,37 @@ def slide_scale(slide: SlideReader, model_mpp: float) -> float:
 
 
 def _warn_if_implausible(slide: SlideReader, meta: WeightsMeta, overlap: int) -> None:
-    """A resolution outside :data:`PLAUSIBLE_MPP` is usually a wrong ``--mpp`` or tag: say what it costs."""
-    if PLAUSIBLE_MPP[0] <= slide.mpp <= PLAUSIBLE_MPP[1]:
+    """A resolution (the slide's or the model's) outside :data:`PLAUSIBLE_MPP` is usually a wrong ``--mpp``, tag or
+    weights file: say what it costs."""
+    usual = [PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] for mpp in (slide.mpp, meta.mpp)]
+    if all(usual):
         return
-    scale, size = slide_scale(slide, meta.mpp), meta.tile_size
-    lengths = [math.ceil(n / scale) for n in slide.level_dimensions[0]]  # as io.tiling.axis_starts counts them
-    per_axis = [1 if n <= size else math.ceil((n - size) / (size - overlap)) + 1 for n in lengths]
+    tiles = full_grid_size(slide, meta, overlap)
+    if tiles > max_tiles():
+        return  # plan_tiles refuses it, with the number
+    who = f"{slide.mpp:g} um/px" if not usual[0] else f"the model's {meta.mpp:g} um/px (its weights)"
     log.warning(
-        "%s: %g um/px is outside the usual %g-%g um/px; at the model's %g um/px that plans up to %s tiles; check "
-        "--mpp or the file's resolution",
+        "%s: %s is outside the usual %g-%g um/px; at the model's %g um/px that plans up to %s tiles; check "
+        "--mpp, the file's resolution or the weights",
         slide.path.name,
-        slide.mpp,
+        who,
         *PLAUSIBLE_MPP,
         meta.mpp,
-        f"{per_axis[0] * per_axis[1]:,}",
+        f"{tiles:,}",
     )
+
+
+def full_grid_size(slide: SlideReader, meta: WeightsMeta, overlap: int) -> int:
+    """Tiles of the whole slide at the model's mpp (before the tissue mask), counted without making them."""
+    scale = slide_scale(slide, meta.mpp)
+    w, h = (math.ceil(n / scale) for n in slide.level_dimensions[0])  # as plan_tiles sizes the grid
+    return grid_size(w, h, meta.tile_size, overlap)
 
 
 def plan_tiles(slide: SlideReader, meta: WeightsMeta, overlap: int, mask: TissueMask | None) -> list[Tile]:
     """The tile grid at the model's mpp, restricted to tiles that touch tissue when a mask is given."""
     scale = slide_scale(slide, meta.mpp)
+    check_tile_plan(full_grid_size(slide, meta, overlap), slide.path.name, slide.mpp, meta.mpp)
     w0, h0 = slide.level_dimensions[0]
     size = meta.tile_size
     tiles = tile_grid(math.ceil(w0 / scale), math.ceil(h0 / scale), size, overlap)
@@ -132,6 +145,7 @@ def iter_batches(
         ThreadPoolExecutor(max(1, cfg.workers)) as pool,
         ThreadPoolExecutor(1) as reader,
         ThreadPoolExecutor(1) as decoder,
+        _cancel_on_error(pool, reader, decoder),
     ):
 
         def submit(index: int):
@@ -165,6 +179,18 @@ def iter_batches(
                 yield _finished(*decoding.popleft())
         while decoding:
             yield _finished(*decoding.popleft())
+
+
+@contextmanager
+def _cancel_on_error(*executors: ThreadPoolExecutor) -> Iterator[None]:
+    """On an error or interrupt, drop the reads and decodes not yet started, so that the executors' exits wait only
+    for those running (Ctrl-C and SIGTERM end the run within a batch's reads, not after every queued one)."""
+    try:
+        yield
+    except BaseException:
+        for executor in executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 # Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i.
@@ -231,6 +257,7 @@ def run_slide(
     """
     start = time.time()
     path, stem = Path(path), output_stem(path)
+    check_name_length(stem, path, cfg.out_dir)
     mpp = check_mpp(mpp if mpp is not None else cfg.mpp, f"the mpp of {path.name}")
     out_dir = prepare_out_dir(cfg.out_dir)
     seam("start")
@@ -278,6 +305,7 @@ def _predict_into(
         _warn_if_implausible(slide, meta, cfg.overlap)
         mask = detect_tissue(slide, slide.mpp) if masked else None
         tiles = plan_tiles(slide, meta, cfg.overlap, mask)
+        seam("plan")
         if not tiles:
             raise InputError(
                 f"no tissue found in {Path(path).name}; check the slide, or pass --no-tissue-mask to process every tile"

@@ -1,9 +1,9 @@
 """Test seams: named steps of a slide run at which a test can pause the process or raise (style rule 20).
 
-Steps, in order: ``start`` (before the lock), ``lock`` (lock held, nothing written), ``shard:<i>`` (batch i
-checkpointed), ``staged`` (every output complete under its temporary name), ``rename:<suffix>`` (before each output
-is renamed to ``<stem>.<suffix>``), ``manifest`` (all outputs final, before the manifest), ``cleanup`` (manifest
-written, before the shards are removed).
+Steps, in order: ``start`` (before the lock), ``lock`` (lock held, nothing written), ``plan`` (tiles planned, no
+batch run), ``shard:<i>`` (batch i checkpointed), ``staged`` (every output complete under its temporary name),
+``rename:<suffix>`` (before each output is renamed to ``<stem>.<suffix>``), ``manifest`` (all outputs final, before
+the manifest), ``cleanup`` (manifest written, before the shards are removed).
 
 - In the process: :data:`HOOK` is called with each step's name; a test replaces it (e.g. to raise KeyboardInterrupt).
 - Across processes: with ``MUSE_FAST_PAUSE_AT=step[,step...]`` and ``MUSE_FAST_PAUSE_DIR=DIR``, a process reaching a

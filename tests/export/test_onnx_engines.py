@@ -9,7 +9,7 @@ import torch
 
 from muse_fast.cli import main
 from muse_fast.errors import BackendUnavailable, ConfigError
-from muse_fast.export.cache import engine_cache_key, onnx_cache_key
+from muse_fast.export.cache import engine_cache_key, onnx_cache_key, record_checksum
 from muse_fast.model.weights import DEFAULT_WEIGHTS, file_sha256, load_weights
 from muse_fast.post.decode import DecodeConfig
 from muse_fast.runtime.engines import ENGINES, EngineInputs, TorchEngine, create_engine
@@ -63,6 +63,28 @@ def test_same_nuclei_from_both_engines(engines, brca_dir):
     assert (a.class_id == b.class_id).all()
 
 
+@pytest.mark.slow
+def test_flipped_bytes_in_the_cached_onnx_are_exported_again_not_run(engines, brca_dir, caplog):
+    """Flipped bytes in the cached ONNX file gave '0 nuclei', recorded as done."""
+    from muse_fast.export.cache import cache_dir
+    from muse_fast.train.data.brca import load_split
+
+    _, onnx_engine, meta = engines
+    sha = file_sha256(DEFAULT_WEIGHTS)
+    path = cache_dir() / "onnx" / f"{meta.model}-{onnx_cache_key(sha, torch.__version__, meta.tile_size)}.onnx"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the weights: ONNX Runtime would load the file and run it
+    data[middle : middle + 64] = bytes(b ^ 0x5A for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+    model, _ = load_weights()
+    rebuilt = create_engine("onnx", EngineInputs(model, meta, sha))
+    assert f"cached ONNX model {path}: it fails its checksum; rebuilding it" in caplog.text
+    image = load_split("test")[0].image
+    a = predict_image(onnx_engine, image, meta.tile_size, 32, DecodeConfig())
+    b = predict_image(rebuilt, image, meta.tile_size, 32, DecodeConfig())
+    assert len(a) > 50 and len(b) == len(a) and np.abs(a.xy - b.xy).max() < 1e-3
+
+
 def test_export_cli_writes_metadata(tmp_path):
     from muse_fast.export.onnx import read_onnx_metadata
 
@@ -99,6 +121,7 @@ def test_corrupt_cached_onnx_is_removed_with_a_clear_error(tmp_path, monkeypatch
     path = tmp_path / "onnx" / f"{meta.model}-{key}.onnx"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"garbage")
+    record_checksum(path)  # it passes the cache's checksum, but ONNX Runtime cannot load it
     with pytest.raises(BackendUnavailable, match="run again"):
         create_engine("onnx", inputs)
     assert not path.exists()

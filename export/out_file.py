@@ -1,0 +1,63 @@
+"""``muse-fast export --out``: checked before the export runs, so that a path we cannot or must not write is refused
+in one line instead of after minutes of work, and nothing but a regular file is ever replaced."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from muse_fast.errors import OutputError
+
+KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device node"),
+    (stat.S_ISBLK, "a device node"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in KINDS if test(mode)), "a special file")
+
+
+def check_export_out(path: Path, flag: str = "--out") -> None:
+    """Refuse ``path`` unless it is a new or regular file in a folder we can write (probed with a hidden file).
+
+    A symlink, folder, FIFO, socket or device node at ``path`` is refused (never followed or replaced), as are an
+    empty path, a path under a file, and a folder that refuses new files (read-only, ``/proc``).
+    """
+    text = os.fspath(path)
+    if not text.strip() or Path(text).name in ("", ".", ".."):
+        raise OutputError(f"{flag} {text!r} names no file; pass a file path such as model.onnx")
+    path = Path(text)
+    try:
+        found = _not_regular(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        found = None
+    except NotADirectoryError:
+        found = None  # a parent is a file: said below
+    except OSError as exc:
+        raise OutputError(f"{flag} {path} cannot be used ({exc.strerror}); pass a writable file path") from None
+    if found:
+        raise OutputError(
+            f"{flag} {path} is {found}, not a regular file; export writes only regular files and never replaces "
+            f"anything else: pass a new file path such as model.onnx"
+        )
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{flag} {path} is under {folder}, which is a file, not a folder; pass another path")
+    probe = folder / f".{path.name}.{os.getpid()}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise OutputError(
+            f"{flag} {path} cannot be written: {folder} refuses new files ({exc.strerror}); pass a writable folder"
+        ) from None
+    os.unlink(probe)
