@@ -121,6 +121,78 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
 
 
+def _add_adapt(sub) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="adapt the classifier (and on complete regions the detector) to your classes from QuPath annotations",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="slides or images that were annotated")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        required=True,
+        help="folder with <stem>.geojson per input (QuPath: File > Export objects as GeoJSON), or <stem>.csv "
+        "with x,y,class",
+    )
+    p.add_argument("--out", type=Path, required=True, help="weights file to write (adapted.pt; a report beside)")
+    p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the files)")
+    p.add_argument(
+        "--mode",
+        default="auto",
+        help="classes: a new classifier on the point features (seconds); full: also fine-tune on complete regions "
+        "(minutes); auto (default): full when there are 2 or more complete regions, else classes",
+    )
+    p.add_argument("--weights", type=Path, default=None, help="base weights (default: the shipped model)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out and its report if they exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+
+
+def _adapt(args) -> int:
+    from .adapt.run import AdaptConfig, adapt
+
+    cfg = AdaptConfig(
+        tuple(args.inputs), args.annotations, args.out, args.mpp, args.mode, args.weights, args.overwrite, args.quiet
+    )
+    try:
+        adapt(cfg)
+    except OSError as exc:  # a path that cannot be read or written (full disk, no permission): one line
+        from .errors import OutputError
+
+        raise OutputError(
+            f"cannot access {exc.filename or args.out}: {exc.strerror or exc}; free space or choose another --out"
+        ) from None
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="what a weights file is: model, classes and colours, mpp, provenance (JSON)")
+    p.add_argument("weights", type=Path, nargs="?", default=None, help="weights file (default: the shipped model)")
+
+
+def _info(args) -> int:
+    from .model.weights import file_sha256, load_weights, resolve_weights
+
+    _, meta = load_weights(args.weights)
+    path = resolve_weights(args.weights)
+    info = {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "model": meta.model,
+        "classes": [{"name": str(n), "colour": list(c)} for n, c in zip(meta.classes, _colours(meta.classes))],
+        "mpp": meta.mpp,
+        "tile_size": meta.tile_size,
+        "provenance": meta.config.get("adapt") or {k: v for k, v in meta.config.items() if k != "calibration"},
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _colours(classes) -> list:
+    from .post.classes import class_colour
+
+    return [class_colour(n, i) for i, n in enumerate(classes)]
+
+
 def _build_engine(
     name: str, weights: Path | None, device: str, batch_size: int, precision: str = "auto", tta: bool = False
 ):
@@ -299,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_export(sub)
     _add_bench(sub)
+    _add_adapt(sub)
+    _add_info(sub)
     _add_view(sub)
     sub.add_parser("models", help="list the registered model architectures and the weights shipped for each (JSON)")
     return parser
@@ -327,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    commands = {"infer": _infer, "export": _export, "bench": _bench, "view": _view}
+    commands = {"infer": _infer, "export": _export, "bench": _bench, "view": _view, "adapt": _adapt, "info": _info}
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import WeightsError
 from ..output.atomic import atomic_write
+from ..post.classes import ClassName
 from .registry import MODELS, MuseNet, create_model
 from .weights_checks import FIX, check_classes, check_model_mpp, check_state_dict, check_tile_size
 
@@ -25,6 +26,7 @@ class WeightsMeta:
     mpp: float  # microns per pixel the network was trained at
     tile_size: int  # input side the network was trained at
     config: dict = field(default_factory=dict)  # resolved training config, for provenance
+    colours: tuple[tuple[int, int, int], ...] = ()  # display colour (RGB) per class; empty = the defaults
 
 
 def state_dict_mismatch(own: dict, loaded: dict) -> str | None:
@@ -60,6 +62,8 @@ def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool
         "config": meta.config,
         "state_dict": state,
     }
+    if meta.colours:
+        payload["colours"] = [list(map(int, c)) for c in meta.colours]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
@@ -95,7 +99,7 @@ def load_weights(path: str | Path | None = None) -> tuple[MuseNet, WeightsMeta]:
     missing = [k for k in ("classes", "mpp", "tile_size") if k not in payload]
     if missing:
         raise WeightsError(f"{path} lacks {', '.join(missing)}; write weights with train.finetune or save_weights")
-    meta = checked_meta(payload, path.name)
+    meta = with_colours(checked_meta(payload, path.name), payload.get("colours"), path.name)
     state = check_state_dict(payload["state_dict"], path.name)
     model = create_model(meta.model, num_classes=len(meta.classes), img_size=meta.tile_size)
     own = model.state_dict()
@@ -124,6 +128,26 @@ def checked_meta(payload: dict, name: str) -> WeightsMeta:
     return WeightsMeta(
         model, classes, check_model_mpp(payload["mpp"], name), check_tile_size(payload["tile_size"], name), config
     )
+
+
+def with_colours(meta: WeightsMeta, colours, name: str) -> WeightsMeta:
+    """``meta`` with the class colours a file records (``muse-fast adapt`` keeps QuPath's); the classes become
+    :class:`ClassName` so that every writer draws them in those colours."""
+    if not colours:
+        return meta
+    if not isinstance(colours, list) or len(colours) != len(meta.classes):
+        raise WeightsError(
+            f"weights {name} record colours that do not match their {len(meta.classes)} classes; write the file again "
+            "with muse-fast adapt"
+        )
+    try:
+        rgb = tuple(tuple(min(255, max(0, int(v))) for v in c[:3]) for c in colours)
+    except (TypeError, ValueError):
+        raise WeightsError(
+            f"weights {name} record colours that are not RGB triples; write the file again with muse-fast adapt"
+        ) from None
+    classes = tuple(ClassName(n, c) for n, c in zip(meta.classes, rgb))
+    return WeightsMeta(meta.model, classes, meta.mpp, meta.tile_size, meta.config, rgb)
 
 
 def _damaged_member(path: Path) -> str | None:

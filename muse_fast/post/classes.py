@@ -22,6 +22,24 @@ _KNOWN_COLOURS = {
 _FALLBACK = (OKABE_ITO["orange"], OKABE_ITO["sky blue"], OKABE_ITO["blue"])
 
 
+class ClassName(str):
+    """A class name that carries the display colour its weights file records (``muse-fast adapt`` keeps QuPath's)."""
+
+    colour: tuple[int, int, int]
+
+    def __new__(cls, name: str, colour) -> ClassName:
+        obj = super().__new__(cls, name)
+        obj.colour = tuple(int(c) for c in colour)
+        return obj
+
+    def __reduce__(self):
+        return ClassName, (str(self), self.colour)
+
+
 def class_colour(name: str, index: int) -> tuple[int, int, int]:
-    """The display colour of class ``name`` (``index``: its position, which picks a colour for unknown names)."""
+    """The display colour of class ``name`` (``index``: its position, which picks a colour for unknown names); a
+    :class:`ClassName` keeps its recorded colour."""
+    recorded = getattr(name, "colour", None)
+    if recorded is not None:
+        return recorded
     return _KNOWN_COLOURS.get(name, _FALLBACK[index % len(_FALLBACK)])

@@ -1,0 +1,1 @@
+"""Adapt the network to a user's tissue and class set from QuPath annotations (``muse-fast adapt``)."""

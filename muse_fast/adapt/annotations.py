@@ -1,0 +1,182 @@
+"""QuPath annotations -> labelled points and complete regions, in level-0 pixels.
+
+QuPath (File > Export objects as GeoJSON) writes a FeatureCollection; versions before 0.4 wrote a bare list of
+features. Each feature is ``{"type": "Feature", "id": ..., "geometry": ..., "properties": {"objectType":
+"annotation", "classification": {"name": ..., "color": [r, g, b]}}}`` (older files: ``"colorRGB"``, a signed
+ARGB integer). The points tool writes one ``MultiPoint`` per class. Polygons without a classification (rectangles,
+brush or polygon tool) mark complete regions: every nucleus inside them is annotated, so a region without points
+says "no nuclei here". Lines and classified polygons are not used; they are counted and reported. A ``<stem>.csv``
+with ``x,y,class`` rows (header optional) is the other accepted form.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..post.classes import class_colour
+
+POINT_TYPES = ("Point", "MultiPoint")
+REGION_TYPES = ("Polygon", "MultiPolygon")
+IGNORED_TYPES = ("LineString", "MultiLineString")  # QuPath's line and polyline tools
+
+
+@dataclass
+class Annotations:
+    """One image's annotations: class names per point, level-0 ``xy``, complete regions (exterior rings)."""
+
+    source: Path
+    xy: np.ndarray  # float64 [N, 2] (x, y), level-0 pixels
+    names: list[str]  # class name of each point
+    regions: list[np.ndarray] = field(default_factory=list)  # float64 [M, 2] exterior rings, level-0 pixels
+    colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # as QuPath gave them
+    ignored: dict[str, int] = field(default_factory=dict)  # what was skipped, by kind, with counts
+
+
+def find_annotation_file(folder: Path, stem: str) -> Path | None:
+    """``folder/<stem>.geojson`` (or ``.json``), else ``folder/<stem>.csv``; None when there is none."""
+    for suffix in (".geojson", ".json", ".csv"):
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_annotations(path: Path) -> Annotations:
+    """Parse a QuPath GeoJSON export or an ``x,y,class`` CSV; malformed files are one-line :class:`InputError`."""
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path.name} is not valid JSON ({exc}); export it again from QuPath") from None
+    features = data.get("features") if isinstance(data, dict) else data
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    if not isinstance(features, list):
+        raise InputError(
+            f"{path.name} holds no GeoJSON features; export with File > Export objects as GeoJSON (annotations)"
+        )
+    return _from_features(path, features)
+
+
+def _from_features(path: Path, features: list) -> Annotations:
+    xy: list[list[float]] = []
+    names: list[str] = []
+    regions: list[np.ndarray] = []
+    colours: dict[str, tuple[int, int, int]] = {}
+    ignored: dict[str, int] = {}
+    unclassified_points = 0
+    for feature in features:
+        geometry = (feature or {}).get("geometry") if isinstance(feature, dict) else None
+        kind = geometry.get("type") if isinstance(geometry, dict) else None
+        props = feature.get("properties") or {} if isinstance(feature, dict) else {}
+        name, colour = _classification(props.get("classification"))
+        if kind in POINT_TYPES:
+            coords = geometry.get("coordinates")
+            points = [coords] if kind == "Point" else coords
+            if name is None:
+                unclassified_points += len(points or [])
+                continue
+            for p in points or []:
+                xy.append(_xy(path, p))
+                names.append(name)
+            if colour is not None:
+                colours.setdefault(name, colour)
+        elif kind in REGION_TYPES:
+            if name is not None:
+                ignored["classified polygon"] = ignored.get("classified polygon", 0) + 1
+                continue
+            polygons = [geometry.get("coordinates")] if kind == "Polygon" else geometry.get("coordinates")
+            for rings in polygons or []:
+                regions.append(np.asarray([_xy(path, p) for p in rings[0]], np.float64))
+        elif kind in IGNORED_TYPES:
+            ignored["line"] = ignored.get("line", 0) + 1
+        else:
+            raise InputError(
+                f"{path.name} has a geometry of type {kind!r}, which adapt does not use; keep points (Point, "
+                f"MultiPoint), regions (Polygon, MultiPolygon) and lines, or remove that object in QuPath"
+            )
+    if unclassified_points:
+        raise InputError(
+            f"{path.name} has {unclassified_points} points without a class; give every point set a class in QuPath "
+            "(right-click the points > Set classification) and export again"
+        )
+    return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names, regions, colours, ignored)
+
+
+def _classification(value) -> tuple[str | None, tuple[int, int, int] | None]:
+    """(name, colour) of a QuPath ``classification`` (``color`` list or the older signed ``colorRGB``)."""
+    if isinstance(value, str):  # some exporters write the name alone
+        return value.strip() or None, None
+    if not isinstance(value, dict) or not str(value.get("name") or "").strip():
+        return None, None
+    colour = value.get("color")
+    if isinstance(colour, list) and len(colour) >= 3:
+        colour = tuple(int(c) & 255 for c in colour[:3])
+    elif isinstance(value.get("colorRGB"), int):
+        rgb = value["colorRGB"] & 0xFFFFFF
+        colour = ((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)
+    else:
+        colour = None
+    return str(value["name"]).strip(), colour
+
+
+def _xy(path: Path, point) -> list[float]:
+    try:
+        x, y = float(point[0]), float(point[1])
+    except (TypeError, ValueError, IndexError):
+        raise InputError(f"{path.name} has a malformed coordinate {point!r}; export it again from QuPath") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise InputError(f"{path.name} has a coordinate that is not finite ({point!r}); export it again from QuPath")
+    return [x, y]
+
+
+def _read_csv(path: Path) -> Annotations:
+    xy, names = [], []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for line_no, row in enumerate(csv.reader(fh), 1):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if line_no == 1 and [c.strip().lower() for c in row[:3]] == ["x", "y", "class"]:
+                continue
+            if len(row) < 3 or not row[2].strip():
+                raise InputError(f"{path.name} line {line_no}: expected x,y,class, got {','.join(row)!r}")
+            xy.append(_xy(path, row[:2]))
+            names.append(row[2].strip())
+    return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names)
+
+
+def class_table(annotations: list[Annotations]) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """The class names (sorted) and colours over all files; mixed-case duplicates are an error."""
+    seen: dict[str, str] = {}
+    for ann in annotations:
+        for name in dict.fromkeys(ann.names):
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:
+                raise InputError(
+                    f"class names {other!r} and {name!r} differ only in case ({ann.source.name}); use one spelling "
+                    "for each class in QuPath"
+                )
+    names = tuple(sorted(seen.values(), key=str.casefold))
+    given: dict[str, tuple[int, int, int]] = {}
+    for ann in annotations:
+        for k, v in ann.colours.items():
+            given.setdefault(k, v)
+    return names, tuple(given.get(n, class_colour(n, i)) for i, n in enumerate(names))
+
+
+def inside(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test of ``xy [N, 2]`` against one exterior ``ring [M, 2]``."""
+    x, y = xy[:, 0:1], xy[:, 1:2]
+    x1, y1 = ring[:, 0], ring[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    crosses = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return (crosses & (x < at)).sum(axis=1) % 2 == 1

@@ -1,0 +1,175 @@
+"""``--mode full``: fine-tune on complete regions (every nucleus annotated), with early stopping on held-out regions.
+
+Two stages after the classes-mode classifier is in place, each run with the shipped recipe's augmentation
+(:func:`muse_fast.train.finetune.make_batch`: scale, stain, colour, blur, JPEG, rotations and flips):
+
+- ``head``: the centre head alone (backbone and classifier frozen, so the classes-mode classifier still fits);
+- ``network``: every weight, the classifier included (class-balanced loss on the regions' points).
+
+A fifth of the regions (at least one) is held out. Each stage is scored there every ``eval_every`` steps (one-to-one
+matching within 3 um, as ``train.evaluate``); the best of {base, head, network} by det F1 + macro F1 is kept, and
+the detection threshold is chosen on the same regions and folded into the weights (``train.calibrate``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..post.decode import DecodeConfig
+from ..runtime.engines import TorchEngine
+from ..runtime.predict import predict_image
+from ..train.calibrate import CachedEngine, fold_threshold
+from ..train.data.brca import LabelledImage
+from ..train.finetune import FinetuneConfig, make_batch, training_loss
+from ..train.losses.point_class import class_weights
+from ..train.metrics import score_detections
+from .detect import MATCH_UM, OVERLAP
+from .inputs import Window
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    head_steps: int = 150
+    network_steps: int = 150
+    batch_size: int = 8
+    head_lr: float = 1e-3
+    network_lr: float = 1e-4
+    weight_decay: float = 0.05
+    eval_every: int = 25
+    holdout: float = 0.2  # fraction of the regions held out for early stopping (at least one)
+    thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+    max_minutes: float = 12.0  # training stops after this (the best weights so far are kept); 0 = no limit
+    seed: int = 2025
+
+
+def region_samples(windows: list[Window]) -> list[LabelledImage]:
+    """The complete regions as training images (points in their pixels)."""
+    return [
+        LabelledImage(f"{w.group}#{i}", w.image, w.xy.astype(np.float32), w.labels)
+        for i, w in enumerate(windows)
+        if w.region is not None
+    ]
+
+
+def split_regions(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held out): a random ``fraction`` of the regions, at least one, is held out."""
+    if len(samples) < 2:
+        raise InputError(
+            f"--mode full needs at least 2 complete regions (one is held out to stop training), found {len(samples)}; "
+            "draw more rectangles around fully annotated areas, or use --mode classes"
+        )
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_held = max(1, round(fraction * len(samples)))
+    return [samples[i] for i in order[n_held:]], [samples[i] for i in order[:n_held]]
+
+
+def score_regions(engine, samples: list, tile_size: int, mpp: float, k: int, threshold: float) -> dict:
+    """Detection and per-class scores on ``samples`` (one-to-one within :data:`MATCH_UM`)."""
+    rows = []
+    for s in samples:
+        nuc = predict_image(engine, s.image, tile_size, OVERLAP, DecodeConfig(threshold=threshold))
+        rows.append((s.xy.astype(np.float64), s.labels, nuc.xy, nuc.class_id))
+    return score_detections(rows, k, MATCH_UM / mpp, "hungarian").as_dict()
+
+
+def _stage(model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, lr, which, tile, mpp, k, bar, clock):
+    """Train ``which`` ("head" or "network") for ``steps``; returns (best state, best held-out scores, log)."""
+    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    head_only = which == "head"
+    for p in model.parameters():
+        p.requires_grad_(not head_only)
+    for p in model.centre_head.parameters():
+        p.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    labels = np.concatenate([s.labels for s in train])
+    weights = class_weights(labels, k, recipe.cls_balance_power)
+    best_state, best, log = None, None, []
+    for step in range(steps):
+        model.train()
+        if head_only:
+            model.backbone.eval()  # frozen, BN statistics included
+            model.classifier.eval()
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 10)
+        loss, parts = training_loss(model, make_batch(train, recipe, rng, gen), recipe, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        opt.step()
+        bar.update(1)
+        over = cfg.max_minutes and (time.time() - clock) / 60 > cfg.max_minutes
+        if (step + 1) % cfg.eval_every == 0 or step == steps - 1 or over:
+            model.eval()
+            scores = score_regions(TorchEngine(model, "cpu", "fp32"), held, tile, mpp, k, DecodeConfig.threshold)
+            log.append({"stage": which, "step": step + 1, "loss": round(loss.item(), 4), **_short(scores)})
+            bar.set_postfix(stage=which, det_f1=round(scores["det_f1"], 3), macro_f1=round(scores["macro_f1"], 3))
+            if best is None or _rank(scores) > _rank(best):
+                best, best_state = scores, copy.deepcopy(model.state_dict())
+        if over:
+            break
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return best_state, best, log
+
+
+def _rank(scores: dict) -> float:
+    return scores["det_f1"] + scores["macro_f1"]
+
+
+def _short(scores: dict) -> dict:
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
+def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg: FullConfig, bar) -> tuple:
+    """Fine-tune ``model`` (which already holds the new classifier) in place; returns (model, report)."""
+    clock = time.time()
+    train, held = split_regions(region_samples(windows), cfg.holdout, cfg.seed)
+    recipe = FinetuneConfig(tile_size=tile, batch_size=cfg.batch_size, seed=cfg.seed)
+    model.eval()
+    base = score_regions(TorchEngine(model, "cpu", "fp32"), held, tile, mpp, k, DecodeConfig.threshold)
+    states, held_out, log = {"base": copy.deepcopy(model.state_dict())}, {"base": _short(base)}, []
+    stages = (("head", cfg.head_steps, cfg.head_lr, recipe), ("network", cfg.network_steps, cfg.network_lr, recipe))
+    for which, steps, lr, stage_recipe in stages:
+        if steps <= 0 or (cfg.max_minutes and (time.time() - clock) / 60 > cfg.max_minutes):
+            continue
+        model.load_state_dict(states["head"] if which == "network" and "head" in states else states["base"])
+        state, scores, stage_log = _stage(
+            model, train, held, replace(stage_recipe, lr=lr), cfg, steps, lr, which, tile, mpp, k, bar, clock
+        )
+        log += stage_log
+        if state is not None:
+            states[which], held_out[which] = state, _short(scores)
+    chosen = max(held_out, key=lambda name: _rank(held_out[name]))
+    model.load_state_dict(states[chosen])
+    model.eval()
+    threshold, sweep = choose_threshold(model, held, tile, mpp, k, cfg.thresholds)
+    fold_threshold(model, threshold)
+    report = {
+        "regions": len(train) + len(held),
+        "held_out_regions": len(held),
+        "held_out": held_out,
+        "chosen": chosen,
+        "threshold": threshold,
+        "threshold_sweep": sweep,
+        "log": log,
+        "minutes": round((time.time() - clock) / 60, 2),
+    }
+    return model, report
+
+
+def choose_threshold(model, held: list, tile: int, mpp: float, k: int, thresholds) -> tuple[float, list]:
+    """The detection threshold with the best held-out det F1 + macro F1 (the network runs once per tile)."""
+    engine = CachedEngine(TorchEngine(model, "cpu", "fp32"))
+    rows = []
+    for t in thresholds:
+        engine.rewind(None)
+        rows.append({"threshold": t, **_short(score_regions(engine, held, tile, mpp, k, t))})
+    best = max(rows, key=lambda r: (_rank(r), -abs(r["threshold"] - DecodeConfig.threshold)))
+    return float(best["threshold"]), rows

@@ -1,0 +1,107 @@
+"""``muse-fast adapt`` refusals: one line on stderr, exit code 2, and nothing under the output names."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import NAMES, annotate
+from qupath import point_set, rectangle, write_qupath
+
+import muse_fast.cli as cli
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(["adapt", *map(str, args)])
+    return code, capsys.readouterr().err.strip()
+
+
+def refused(capsys, out, *args, expected: str) -> None:
+    code, err = run(capsys, *args, "--out", out, "--quiet")
+    assert code == 2, err
+    assert err.count("\n") == 0 and err.startswith("muse-fast: error: ") and expected in err, err
+    assert not out.exists() and not out.with_name(out.stem + ".report.json").exists()
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.fixture
+def case(tmp_path, brca_tiles):
+    """Two tiles copied to tmp with full QuPath exports; returns (images, annotation folder, out path)."""
+    tiles = []
+    for path, im in brca_tiles[:2]:
+        shutil.copy(path, tmp_path / path.name)
+        tiles.append((tmp_path / path.name, im))
+    folder = tmp_path / "ann"
+    return annotate(folder, tiles), folder, tmp_path / "adapted.pt", tiles
+
+
+def test_input_without_annotations(capsys, case):
+    images, folder, out, _ = case
+    (folder / f"{images[1].stem}.geojson").unlink()
+    refused(
+        capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected=f"no annotations for {images[1].name}"
+    )
+
+
+def test_annotations_without_input(capsys, case):
+    images, folder, out, _ = case
+    refused(capsys, out, images[0], "--annotations", folder, "--mpp", 0.5, expected="annotations without an input")
+
+
+def test_points_outside_the_image(capsys, case):
+    images, folder, out, _ = case
+    write_qupath(folder / f"{images[0].stem}.geojson", [point_set("Tumor", np.array([[5000.0, 10.0]]), [200, 0, 0])])
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="lie outside")
+
+
+def test_unused_geometry_type_is_named(capsys, case):
+    images, folder, out, _ = case
+    odd = {"type": "Feature", "geometry": {"type": "GeometryCollection", "geometries": []}, "properties": {}}
+    write_qupath(folder / f"{images[0].stem}.geojson", [odd])
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="'GeometryCollection'")
+
+
+def test_class_with_too_few_examples_is_named(capsys, case):
+    images, folder, out, tiles = case
+    im = tiles[0][1]
+    few = point_set("Necrosis", im.xy[:3], [50, 50, 50])
+    rest = [point_set(n, im.xy[im.labels == c], [1, 2, 3]) for c, n in enumerate(NAMES)]
+    write_qupath(folder / f"{images[0].stem}.geojson", [*rest, few])
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="'Necrosis' has 3")
+
+
+def test_mixed_case_duplicate_class(capsys, case):
+    images, folder, out, tiles = case
+    write_qupath(folder / f"{images[0].stem}.geojson", [point_set("tumor", tiles[0][1].xy[:9], [1, 2, 3])])
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="differ only in case")
+
+
+def test_no_resolution_and_no_mpp(capsys, case):
+    images, folder, out, _ = case
+    refused(capsys, out, *images, "--annotations", folder, expected="pass --mpp")
+
+
+def test_existing_out_without_overwrite(capsys, case):
+    images, folder, out, _ = case
+    out.write_bytes(b"the user's file")
+    code, err = run(capsys, *images, "--annotations", folder, "--mpp", 0.5, "--out", out, "--quiet")
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == b"the user's file"
+
+
+def test_full_mode_needs_two_regions(capsys, case):
+    images, folder, out, tiles = case
+    im = tiles[0][1]
+    h, w = im.image.shape[:2]
+    write_qupath(
+        folder / f"{images[0].stem}.geojson",
+        [point_set(n, im.xy[im.labels == c], [1, 2, 3]) for c, n in enumerate(NAMES)] + [rectangle(0, 0, w, h)],
+    )
+    refused(
+        capsys, out, *images, "--annotations", folder, "--mpp", 0.5, "--mode", "full", expected="at least 2 complete"
+    )
+
+
+def test_unknown_mode(capsys, case):
+    images, folder, out, _ = case
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, "--mode", "fast", expected="--mode 'fast'")

@@ -1,0 +1,96 @@
+"""QuPath GeoJSON and CSV annotations: what is read, what is skipped with a count, what is refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from qupath import line, point_set, rectangle, write_qupath
+
+from muse_fast.adapt.annotations import class_table, inside, read_annotations
+from muse_fast.errors import InputError
+
+
+def test_feature_collection_points_regions_and_skipped_kinds(tmp_path):
+    features = [
+        point_set("Tumor", np.array([[10.5, 20.0], [30.0, 40.0]]), [200, 0, 0]),
+        point_set("Stroma", np.array([[50.0, 60.0]]), [150, 200, 150]),
+        rectangle(0, 0, 100, 100),
+        line(0, 0, 10, 10),
+        {**rectangle(5, 5, 20, 20), "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}},
+    ]
+    ann = read_annotations(write_qupath(tmp_path / "a.geojson", features))
+    assert ann.names == ["Tumor", "Tumor", "Stroma"]
+    np.testing.assert_allclose(ann.xy, [[10.5, 20.0], [30.0, 40.0], [50.0, 60.0]])
+    assert len(ann.regions) == 1 and ann.regions[0].shape == (5, 2)
+    assert ann.colours == {"Tumor": (200, 0, 0), "Stroma": (150, 200, 150)}
+    assert ann.ignored == {"line": 1, "classified polygon": 1}
+
+
+def test_legacy_bare_list_with_signed_colour(tmp_path):
+    features = [point_set("Immune cells", np.array([[1.0, 2.0]]), [160, 90, 160], legacy=True)]
+    ann = read_annotations(write_qupath(tmp_path / "a.geojson", features, legacy=True))
+    assert ann.names == ["Immune cells"] and ann.colours == {"Immune cells": (160, 90, 160)}
+
+
+def test_single_points_and_csv(tmp_path):
+    point = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [3, 4]}, "properties": {}}
+    point["properties"]["classification"] = {"name": "Other", "color": [1, 2, 3]}
+    assert read_annotations(write_qupath(tmp_path / "p.geojson", [point])).names == ["Other"]
+    (tmp_path / "c.csv").write_text("x,y,class\n1,2,Tumor\n3.5,4,Stroma\n")
+    ann = read_annotations(tmp_path / "c.csv")
+    assert ann.names == ["Tumor", "Stroma"] and ann.xy.tolist() == [[1, 2], [3.5, 4]]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (
+            {
+                "type": "FeatureCollection",
+                "features": [{"type": "Feature", "geometry": {"type": "GeometryCollection"}}],
+            },
+            "'GeometryCollection'",
+        ),
+        (
+            [
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "MultiPoint", "coordinates": [[1, 2], [3, 4]]},
+                    "properties": {},
+                }
+            ],
+            "2 points without a class",
+        ),
+        ({"type": "FeatureCollection"}, "no GeoJSON features"),
+    ],
+)
+def test_refused_in_one_line(tmp_path, content, expected):
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(content))
+    with pytest.raises(InputError, match=expected) as err:
+        read_annotations(path)
+    assert "\n" not in str(err.value)
+
+
+def test_mixed_case_class_names_are_refused(tmp_path):
+    a = read_annotations(write_qupath(tmp_path / "a.geojson", [point_set("Tumor", np.ones((1, 2)), [1, 1, 1])]))
+    b = read_annotations(write_qupath(tmp_path / "b.geojson", [point_set("tumor", np.ones((1, 2)), [1, 1, 1])]))
+    with pytest.raises(InputError, match="'Tumor' and 'tumor' differ only in case"):
+        class_table([a, b])
+
+
+def test_class_table_sorted_with_given_and_default_colours(tmp_path):
+    a = read_annotations(write_qupath(tmp_path / "a.geojson", [point_set("b", np.ones((1, 2)), [9, 8, 7])]))
+    (tmp_path / "c.csv").write_text("1,2,a\n")
+    names, colours = class_table([a, read_annotations(tmp_path / "c.csv")])
+    assert names == ("a", "b") and colours[1] == (9, 8, 7) and len(colours[0]) == 3
+
+
+def test_inside_square_and_triangle():
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]], float)
+    xy = np.array([[5, 5], [11, 5], [-1, -1], [9.9, 0.1]])
+    assert inside(xy, square).tolist() == [True, False, False, True]
+    triangle = np.array([[0, 0], [10, 0], [0, 10]], float)
+    assert inside(np.array([[2, 2], [8, 8]]), triangle).tolist() == [True, False]
