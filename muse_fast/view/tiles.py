@@ -2,7 +2,8 @@
 
 Levels follow the Deep Zoom convention: level ``top = ceil(log2(max(width, height)))`` is full resolution and each
 level below halves it, down to 1 pixel at level 0. Tile ``(level, col, row)`` is ``TILE`` pixels of that level, less
-at the right and bottom edges; it is read from the finest pyramid level no finer than needed and resized.
+at the right and bottom edges; it is read from the finest pyramid level no finer than needed and resized, or, where
+the slide has no level near that zoom (a plain or single-level image), cut from a thumbnail read once in bands.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from pathlib import Path
 from PIL import Image
 
 from ..io.readers import open_slide
+from ..io.resample import read_thumbnail
 
 TILE = 256
 JPEG_QUALITY = 85
 CACHE_TILES = 512
+THUMBNAIL_SIDE = 4096  # coarse tiles of slides without a pyramid come from a thumbnail this size
+COARSE_READ = 4  # read from the slide only when its nearest level is at most this much finer than the tile
 
 
 class TileRequestError(ValueError):
@@ -35,6 +39,7 @@ class DeepZoom:
         self.top = max(0, math.ceil(math.log2(max(self.width, self.height))))
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self._thumb: tuple[Image.Image, float] | None = None
 
     def level_size(self, level: int) -> tuple[int, int]:
         ds = 2 ** (self.top - level)
@@ -57,16 +62,29 @@ class DeepZoom:
                 self._cache.popitem(last=False)
         return data
 
+    def _thumbnail(self) -> tuple[Image.Image, float]:
+        """The whole slide at most ``THUMBNAIL_SIDE`` px a side (read once, in bands), and its downsample."""
+        if self._thumb is None:
+            ds = max(1.0, max(self.width, self.height) / THUMBNAIL_SIDE)
+            self._thumb = (Image.fromarray(read_thumbnail(self.slide, ds)), ds)
+        return self._thumb
+
     def _render(self, level: int, col: int, row: int, w: int, h: int) -> bytes:
         ds = 2 ** (self.top - level)  # level-0 px per tile px
         tw, th = min(TILE, w - col * TILE), min(TILE, h - row * TILE)
         x0, y0 = col * TILE * ds, row * TILE * ds
         source = max((i for i, d in enumerate(self.slide.level_downsamples) if d <= ds * 1.01), default=0)
         sd = self.slide.level_downsamples[source]
-        sw = max(1, math.ceil(tw * ds / sd))
-        sh = max(1, math.ceil(th * ds / sd))
-        region = self.slide.read_region(int(x0), int(y0), sw, sh, source)
-        image = Image.fromarray(region)
+        if ds / sd > COARSE_READ and ds >= max(self.width, self.height) / THUMBNAIL_SIDE:
+            # no pyramid level near this zoom: cut the tile from the thumbnail instead of reading ds^2 more pixels
+            thumb, td = self._thumbnail()
+            tw0, th0 = thumb.size  # the last tile of a level may reach past the slide's edge by under a pixel
+            box = (x0 / td, y0 / td, min(tw0, (x0 + tw * ds) / td), min(th0, (y0 + th * ds) / td))
+            image = thumb.resize((tw, th), Image.BOX, box=box)
+        else:
+            sw = max(1, math.ceil(tw * ds / sd))
+            sh = max(1, math.ceil(th * ds / sd))
+            image = Image.fromarray(self.slide.read_region(int(x0), int(y0), sw, sh, source))
         if image.size != (tw, th):
             image = image.resize((tw, th), Image.BILINEAR if ds / sd < 4 else Image.BOX)
         buf = io.BytesIO()

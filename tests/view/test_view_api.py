@@ -66,6 +66,8 @@ def test_tiles_match_the_reader_at_every_zoom(viewer, cmu_svs):
     for level, col, row, size in (
         (12, 0, 0, (256, 256)),
         (12, 8, 11, (2220 - 8 * 256, 2967 - 11 * 256)),
+        (10, 2, 2, (555 - 512, 742 - 512)),  # 1/4 scale: read from the slide and shrunk
+        (9, 1, 1, (278 - 256, 371 - 256)),  # 1/8 scale: cut from the thumbnail (CMU has no pyramid)
         (0, 0, 0, (1, 1)),
     ):
         status, body, ctype = get(viewer, f"/api/tile/{STEM}/{level}/{col}_{row}.jpg")
@@ -75,6 +77,10 @@ def test_tiles_match_the_reader_at_every_zoom(viewer, cmu_svs):
         if level == 12:  # full resolution: the reader's pixels, up to JPEG loss
             ref = full[row * 256 : row * 256 + size[1], col * 256 : col * 256 + size[0]]
             assert np.abs(tile - ref).mean() < 4
+        else:  # a shrunk view of the same region: the same mean colour
+            ds = 2 ** (12 - level)
+            ref = full[row * 256 * ds : (row * 256 + size[1]) * ds, col * 256 * ds : (col * 256 + size[0]) * ds]
+            assert np.abs(tile.mean((0, 1), dtype=np.float64) - ref.mean((0, 1), dtype=np.float64)).max() < 3
     status, body, _ = get(viewer, f"/api/tile/{STEM}/9/0_0.jpg")  # 1/8 scale: the slide's mean colour survives
     tile = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), np.float32)
     assert tile.shape[:2] == (256, 256)  # level 9 is 278 x 371 px: its first tile is whole

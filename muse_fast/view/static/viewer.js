@@ -15,7 +15,7 @@ const MAX_TILES = 800;
 
 const S = {
   info: null, stem: null, W: 1, H: 1, cx: 0, cy: 0, scale: 1,
-  tiles: new Map(), pending: 0, enabled: [], colours32: [],
+  tiles: new Map(), wanted: new Set(), pending: 0, enabled: [], colours32: [],
   pts: null, fetchTimer: 0, fetchAbort: null, density: null, densityCanvas: null, tissueCanvas: null,
   frame: 0, loadMs: null, pixels: null,
 };
@@ -87,6 +87,7 @@ function drawBase() {
     return;
   }
   const want = tileLevel();
+  S.wanted = new Set();
   for (let level = Math.max(0, want - 5); level <= want; level++) drawLevel(level, level === want, v);
   document.body.dataset.tiles = S.pending ? "loading" : "loaded";
 }
@@ -100,6 +101,7 @@ function drawLevel(level, request, v) {
   for (let r = r0; r <= r1; r++) {
     for (let col = c0; col <= c1; col++) {
       const key = `${S.stem}/${level}/${col}_${r}`;
+      if (request) S.wanted.add(key);
       let img = S.tiles.get(key);
       if (!img && request) img = loadTile(key);
       if (img && img.complete && img.naturalWidth) {
@@ -110,17 +112,38 @@ function drawLevel(level, request, v) {
   }
 }
 
+// At most TILE_REQUESTS tile requests at once (browsers open about 6 connections per host: the rest stay free for
+// the nuclei); queued tiles that left the view before their turn are dropped.
+const TILE_REQUESTS = 3;
+const tileQueue = [];
+let tilesActive = 0;
+
 function loadTile(key) {
   const img = new Image();
   S.pending++;
-  const done = () => { S.pending--; redraw(); };
-  img.onload = done;
-  img.onerror = done;
-  const [stem, level, name] = key.split("/");
-  img.src = `/api/tile/${encodeURIComponent(stem)}/${level}/${name}.jpg`;
   S.tiles.set(key, img);
   if (S.tiles.size > MAX_TILES) S.tiles.delete(S.tiles.keys().next().value);
+  tileQueue.push([key, img]);
+  pumpTiles();
   return img;
+}
+
+function pumpTiles() {
+  while (tilesActive < TILE_REQUESTS && tileQueue.length) {
+    const [key, img] = tileQueue.shift();
+    if (!S.wanted.has(key)) {  // no longer in view: forget it, so that it is asked for again if it comes back
+      S.pending--;
+      if (S.tiles.get(key) === img) S.tiles.delete(key);
+      continue;
+    }
+    tilesActive++;
+    const done = () => { tilesActive--; S.pending--; pumpTiles(); redraw(); };
+    img.onload = done;
+    img.onerror = done;
+    const [stem, level, name] = key.split("/");
+    img.src = `/api/tile/${encodeURIComponent(stem)}/${level}/${name}.jpg`;
+  }
+  if (!S.pending) document.body.dataset.tiles = "loaded";
 }
 
 // ---- nuclei ----
@@ -162,46 +185,60 @@ async function fetchPoints() {
 }
 
 const ringCache = new Map();
-function stamp(r) {  // pixel offsets of a nucleus mark: a filled square when small, a ring when large
+function ring(r) {  // pixel offsets [dx0, dy0, dx1, dy1, ...] of a ring of radius r, 2 px wide
   if (ringCache.has(r)) return ringCache.get(r);
   const offs = [];
   for (let dy = -r; dy <= r; dy++) {
     for (let dx = -r; dx <= r; dx++) {
       const d = Math.sqrt(dx * dx + dy * dy);
-      if (r < 4 ? true : d <= r + 0.5 && d >= r - 1.5) offs.push([dx, dy]);
+      if (d <= r + 0.5 && d >= r - 1.5) offs.push(dx, dy);
     }
   }
-  ringCache.set(r, offs);
-  return offs;
+  ringCache.set(r, Int32Array.from(offs));
+  return ringCache.get(r);
 }
 
+// Nuclei are written straight into an RGBA buffer (one putImageData per frame): a filled square when small or a
+// bin, a ring of the nucleus's size when zoomed in.
 function drawPoints() {
   const p = S.pts, img = S.pixels;
   const px = new Uint32Array(img.data.buffer);
   px.fill(0);
   if (p && $("show-points").checked) {
     const v = view(), W = S.W, H = S.H, cols = S.colours32, on = S.enabled;
-    let r;
-    if (p.mode === 1) r = Math.max(1, Math.round(p.side / v.scale / 2));
-    else r = Math.max(1, Math.min(12, Math.floor(NUCLEUS_UM / (S.info.mpp || 0.5) / v.scale)));
-    const offs = p.mode === 1 ? null : stamp(r);
+    const bins = p.mode === 1;
+    const r = bins
+      ? Math.max(1, Math.round(p.side / v.scale / 2))
+      : Math.max(1, Math.min(12, Math.floor(NUCLEUS_UM / (S.info.mpp || 0.5) / v.scale)));
+    const offs = bins || r < 4 ? null : ring(r);
+    const lo = -r, hi = bins ? r : r + 1;  // a bin is 2r wide, a small nucleus 2r + 1
+    const index = offs && Int32Array.from({ length: offs.length / 2 }, (_, j) => offs[2 * j + 1] * W + offs[2 * j]);
     const inv = 1 / v.scale;
+    let drawn = 0;
     for (let k = 0; k < p.n; k++) {
       const cls = p.c[k];
       if (!on[cls]) continue;
       const sx = Math.round((p.x[k] - v.x0) * inv), sy = Math.round((p.y[k] - v.y0) * inv);
       if (sx < -r || sy < -r || sx >= W + r || sy >= H + r) continue;
       const colour = cols[cls];
-      if (offs === null) {  // a bin: a square of its side
-        const xa = Math.max(0, sx - r), xb = Math.min(W, sx + r), ya = Math.max(0, sy - r), yb = Math.min(H, sy + r);
-        for (let y = ya; y < yb; y++) px.fill(colour, y * W + xa, y * W + xb);
+      drawn++;
+      if (offs === null) {
+        const xa = Math.max(0, sx + lo), xb = Math.min(W, sx + hi), ya = Math.max(0, sy + lo), yb = Math.min(H, sy + hi);
+        for (let y = ya; y < yb; y++) {
+          const row = y * W;
+          for (let x = xa; x < xb; x++) px[row + x] = colour;
+        }
+      } else if (sx >= r && sy >= r && sx < W - r && sy < H - r) {
+        const base = sy * W + sx;
+        for (let j = 0; j < index.length; j++) px[base + index[j]] = colour;
       } else {
-        for (let j = 0; j < offs.length; j++) {
-          const x = sx + offs[j][0], y = sy + offs[j][1];
+        for (let j = 0; j < offs.length; j += 2) {
+          const x = sx + offs[j], y = sy + offs[j + 1];
           if (x >= 0 && y >= 0 && x < W && y < H) px[y * W + x] = colour;
         }
       }
     }
+    S.drawn = drawn;
   }
   ctx.points.putImageData(img, 0, 0);
 }
@@ -315,8 +352,8 @@ function legend() {
 
 function status() {
   const p = S.pts, umpp = S.info.mpp ? `${(S.scale * S.info.mpp).toFixed(2)} µm/px` : "";
-  const what = p ? (p.mode === 1 ? `${p.n.toLocaleString("en")} bins` : `${p.n.toLocaleString("en")} nuclei`) : "";
-  $("status").textContent = `${umpp} · ${what} in view · frame ${S.frame.toFixed(1)} ms`;
+  const what = p ? `${(S.drawn || 0).toLocaleString("en")} ${p.mode === 1 ? "bins of nuclei" : "nuclei"}` : "";
+  $("status").textContent = `${umpp} · ${what} drawn · frame ${S.frame.toFixed(1)} ms`;
 }
 
 async function openSlide(stem) {
