@@ -120,7 +120,7 @@ class CompiledEngine:
     name = "compiled"
 
     def __init__(self, inputs) -> None:
-        from muse_fast.export.cache import build_lock
+        from muse_fast.export.cache import cached_file
 
         from .precision import check_precision
 
@@ -137,12 +137,13 @@ class CompiledEngine:
         path = package_path(inputs.meta.model, key)
         example = torch.zeros((self.batch_size, self.tile_size, self.tile_size, 3), dtype=torch.uint8)
         self.compiled_now = False  # whether this process compiled (a second process loads the package)
-        if not path.exists():
-            with build_lock(path):  # one build at a time; a process that waited finds the package
-                if not path.exists():
-                    build_package(self.eager, example, path)
-                    self.compiled_now = True
-        self.path = path
+
+        def build(target: Path) -> None:
+            build_package(self.eager, example, target)
+            self.compiled_now = True
+
+        # one build at a time; a process that waited finds the package; one that fails its checksum is rebuilt
+        self.path = path = cached_file(path, build, "compiled network")
         self.runner = load_package(path)
 
     @torch.inference_mode()

@@ -304,3 +304,23 @@ def test_quiet_silences_python_warnings_and_torch_log_lines(small_dots, tmp_path
         )
     assert seen == [False, True]
     assert logging.getLogger("torch.onnx").isEnabledFor(logging.WARNING)  # restored after the run
+
+
+def test_a_compiled_package_that_fails_its_checksum_is_rebuilt(tmp_path, monkeypatch, caplog):
+    """The compiled network's package is cached like the ONNX model (the build and load are stand-ins here: the
+    real ones take a minute of inductor; tests/runtime/test_compiled.py runs them)."""
+    from muse_fast.runtime import compiled
+    from muse_fast.runtime.engines import EngineInputs
+
+    monkeypatch.setenv("MUSE_FAST_CACHE", str(tmp_path))
+    builds = []
+    monkeypatch.setattr(compiled, "build_package", lambda net, example, path: builds.append(path.write_bytes(b"pt2")))
+    monkeypatch.setattr(compiled, "load_package", lambda path: path.read_bytes())
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, "0" * 64, "cpu", batch_size=1, precision="fp32")
+    first = compiled.CompiledEngine(inputs)
+    assert first.compiled_now and not compiled.CompiledEngine(inputs).compiled_now and len(builds) == 1
+    first.path.write_bytes(b"pT2")
+    again = compiled.CompiledEngine(inputs)
+    assert again.compiled_now and len(builds) == 2 and again.runner == b"pt2"
+    assert f"cached compiled network {first.path}: it fails its checksum; rebuilding it" in caplog.text
