@@ -1,7 +1,7 @@
 """The compiled torch engine: the network ahead-of-time compiled by inductor (AOTInductor), built once and cached.
 
 The package (``<cache>/compiled/<model>-<key>.pt2``) holds the network traced for one batch shape with frozen
-weights, uint8 ``[B, H, W, 3]`` tiles in, the fp32 centre map and the feature map out, under bf16 autocast with the
+weights, uint8 ``[B, H, W, 3]`` tiles in, the centre and feature maps out in fp32, under bf16 autocast with the
 centre logits in fp32 (as :class:`~.engines.TorchEngine`) or in fp32. Its key is everything that makes the
 generated code valid: the weights, tile and batch size, precision, OpenMP threads, the CPU (model and flags) and the
 versions of torch and muse-fast; any change builds a new one. A process that finds the package loads its shared
@@ -28,7 +28,7 @@ from .precision import cpu_flags, cpu_model_name, resolve_precision
 
 log = logging.getLogger(__name__)
 
-COMPILED_FORMAT_VERSION = 1  # bump when the traced wrapper or the inductor settings change
+COMPILED_FORMAT_VERSION = 2  # bump when the traced wrapper or the inductor settings change; 2: fp32 feature map
 PRECISIONS = ("auto", "bf16", "fp32")
 INDUCTOR_CONFIG = {"freezing": True}  # weights become constants: conv weights pre-packed, BN and bias folded
 
@@ -44,7 +44,7 @@ class TileNet(nn.Module):
         x = tiles.permute(0, 3, 1, 2).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(x, fp32_logits=self.bf16)
-        return out.centre.float(), out.fmap
+        return out.centre.float(), out.fmap.float()  # fp32 here, fused: the point gather reads it without a copy
 
 
 def compiler_missing_reason() -> str | None:
