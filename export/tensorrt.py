@@ -18,7 +18,7 @@ import torch
 
 from muse_fast.errors import BackendUnavailable, WeightsError
 
-from .cache import cache_dir, cached_build, engine_cache_key, write_atomic
+from .cache import cache_dir, cached_build, engine_cache_key, read_regular, write_atomic
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30
@@ -89,7 +89,7 @@ def build_engine(onnx_path: Path, spec: BuildSpec, input_name: str, tile_shape: 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     timing_path = cache_dir() / "timing.cache"
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
+    timing = config.create_timing_cache(read_regular(timing_path) or b"")  # never a FIFO's or device's bytes
     config.set_timing_cache(timing, ignore_mismatch=True)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, *[(b, *tile_shape) for b in spec.profile])
