@@ -4,25 +4,10 @@ in one line instead of after minutes of work, and nothing but a regular file is 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from muse_fast.errors import OutputError
-
-KINDS = (
-    (stat.S_ISLNK, "a symbolic link"),
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device node"),
-    (stat.S_ISBLK, "a device node"),
-)
-
-
-def _not_regular(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for test, name in KINDS if test(mode)), "a special file")
+from muse_fast.output.regular import kind
 
 
 def check_export_out(path: Path, flag: str = "--out") -> None:
@@ -36,11 +21,7 @@ def check_export_out(path: Path, flag: str = "--out") -> None:
         raise OutputError(f"{flag} {text!r} names no file; pass a file path such as model.onnx")
     path = Path(text)
     try:
-        found = _not_regular(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        found = None
-    except NotADirectoryError:
-        found = None  # a parent is a file: said below
+        found = kind(path)  # lstat: a link is never followed; None when missing or under a file (said below)
     except OSError as exc:
         raise OutputError(f"{flag} {path} cannot be used ({exc.strerror}); pass a writable file path") from None
     if found:
