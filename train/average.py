@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from muse_fast.errors import ConfigError
+from muse_fast.model.provenance import current_commit, file_provenance, provenance_from_config
 from muse_fast.model.weights import WeightsMeta, file_sha256, load_weights, save_weights
 
 from .config import check_output_file, one_line_errors
@@ -62,6 +63,12 @@ def average_weights(paths: list[Path]) -> tuple[torch.nn.Module, WeightsMeta]:
     config = {"averaged": [{"path": str(Path(p).resolve()), "sha256": d} for p, d in zip(paths, digests, strict=True)]}
     if calibration:
         config["calibration"] = calibration  # every input has it folded in, so the average has too
+    config["provenance"] = {
+        **provenance_from_config(meta.model, meta.config),
+        "init": {"averaged": [file_provenance(p) for p in paths]},
+        "recipe": {"command": "train.average", "inputs": len(paths)},
+        "commit": current_commit(),
+    }
     return model.eval(), WeightsMeta(meta.model, meta.classes, meta.mpp, meta.tile_size, config)
 
 

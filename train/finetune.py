@@ -45,6 +45,7 @@ from .ema import ema_update, warmed_momentum
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
 from .losses.point_class import CLS_LOSSES, class_weights, point_class_loss
+from .provenance import finetune_provenance
 from .semi import pseudo_label_loss, unlabelled_batch
 from .targets import centre_targets
 
@@ -213,7 +214,9 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     pseudo_store = RoiStore(Path(cfg.pseudo_rois)) if cfg.pseudo_rois else None
     teacher = copy.deepcopy(model).eval() if pseudo_store is not None else None
     averaged = copy.deepcopy(model).eval() if cfg.ema_momentum > 0 else None
-    meta = WeightsMeta(cfg.model, CLASSES, BRCA_MPP, cfg.tile_size, asdict(cfg))
+    meta = WeightsMeta(
+        cfg.model, CLASSES, BRCA_MPP, cfg.tile_size, {**asdict(cfg), "provenance": finetune_provenance(cfg)}
+    )
     # (name in the log, model, file): "val" is the model that is selected and shipped
     candidates = [("val", model, "weights.pt")]
     if averaged is not None:

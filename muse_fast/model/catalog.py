@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .provenance import file_provenance
 from .registry import MODELS
 from .weights import DEFAULT_WEIGHTS
 
@@ -22,13 +23,15 @@ def shipped_weights(folder: Path = SHIPPED_WEIGHTS_DIR) -> dict[str, list[str]]:
 
 
 def model_catalog() -> dict[str, dict]:
-    """``{name: {"description", "shipped_weights", "default"}}`` for every registered architecture."""
+    """``{name: {"description", "shipped_weights", "default", "provenance"}}`` for every registered architecture
+    (``provenance``: per shipped file, :func:`muse_fast.model.provenance.file_provenance`)."""
     weights = shipped_weights()
     return {
         name: {
             "description": spec.description,
             "shipped_weights": weights.get(name, []),
             "default": DEFAULT_WEIGHTS.name in weights.get(name, []),
+            "provenance": {f: file_provenance(SHIPPED_WEIGHTS_DIR / f) for f in weights.get(name, [])},
         }
         for name, spec in MODELS.items()
     }

@@ -31,6 +31,8 @@ def test_finetune_three_steps_then_evaluate(brca_dir, tmp_path):
     assert best["step"] == 2 and 0 <= best["det_f1"] <= 1
     model, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta.classes == ("lymphocyte", "tumor", "stromal")
+    assert meta.config["provenance"]["init"] == f"random (seed {cfg.seed})"  # where the file came from
+    assert meta.config["provenance"]["architecture"] == cfg.model and meta.config["provenance"]["recipe"]["steps"] == 3
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["steps"] == 3
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
