@@ -49,35 +49,55 @@ if [ ! -d "$carry/wheelhouse" ] || [ ! -f "$png" ]; then
     exit 2
 fi
 py=python3
+wheels=(--no-index --find-links "$carry/wheelhouse" --no-deps)
+pip_install() { timeout 120 "$py" -m pip install -q "${wheels[@]}" "$@"; }
+bridge() { # a venv whose site-packages join python3's (a .pth): for a python3 whose own environment is read-only
+    python3 -m venv --without-pip "$work/venv" || return 1
+    local site
+    site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+    py=$work/venv/bin/python
+    # one `import` line: python3's site dirs added as site dirs, so the .pth files in them are read too
+    python3 -c 'import site; print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in site.getsitepackages()))' \
+        >"$site/machine_packages.pth"
+}
 install() { # into the python3 that holds torch: on the device, python3 is itself a venv (torch lives there)
-    local wheels=(--no-index --find-links "$carry/wheelhouse" --no-deps) extra=() module
+    local module
     echo "python3: $(command -v python3)"
     if ! python3 -c 'import torch'; then
         echo "install: $(command -v python3) cannot import torch; run on the machine's python that holds torch"
         return 1
     fi
-    # a venv (sys.prefix != sys.base_prefix) is installed into directly: a venv made from it would see its base
-    # interpreter's packages, not its torch. A system interpreter gets a venv over its packages (PEP 668).
+    # a venv (sys.prefix != sys.base_prefix) is installed into directly: a venv made from it with
+    # --system-site-packages would see its base interpreter's packages, not its torch. A system interpreter gets a
+    # venv over its packages (PEP 668); without venv support, --break-system-packages.
     if ! python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
         if timeout 60 python3 -m venv --system-site-packages "$work/venv"; then
             py=$work/venv/bin/python
         else
             echo "no venv support: installing into the machine's python"
-            extra=(--break-system-packages)
+            wheels+=(--break-system-packages)
         fi
     fi
-    echo "installing into: $("$py" -c 'import sys; print(sys.prefix)')"
-    "$py" -c 'import torch; print("torch", torch.__version__, "from", torch.__file__)' || return 1
+    # MUSE_GPU_CHECK_BRIDGE=1 (a test seam) takes the bridge as if python3's environment were read-only
+    if [ "${MUSE_GPU_CHECK_BRIDGE:-0}" = 1 ] || ! pip_install -e "$root"; then
+        [ "$py" = python3 ] || return 1
+        echo "cannot install into python3's environment: a venv bridged over it (its packages joined by a .pth)"
+        if ! bridge || ! pip_install -e "$root"; then
+            py=python3 # the steps then fail one by one, and collect still writes the JSON
+            return 1
+        fi
+    fi
+    echo "installed into: $("$py" -c 'import sys; print(sys.prefix)')"
     for module in tqdm:tqdm yaml:pyyaml; do # both are on the device: a wheel that does not fit is only a note
         "$py" -c "import ${module%%:*}" 2>/dev/null && continue
-        timeout 60 "$py" -m pip install -q "${wheels[@]}" "${extra[@]}" "${module#*:}" ||
+        pip_install "${module#*:}" ||
             echo "note: ${module#*:} not installed from the wheelhouse (muse-fast imports it only for YAML configs)"
     done
-    timeout 120 "$py" -m pip install -q "${wheels[@]}" "${extra[@]}" -e "$root" || return 1
     # slide readers, TensorRT and triton must stay lazy: the device has no OpenSlide, tiffslide, cuCIM, imagecodecs
     timeout 60 "$py" -c 'import sys, torch, muse_fast.cli, muse_fast.runtime.bench, muse_fast.runtime.pipeline
 bad = {"openslide", "tiffslide", "cucim", "imagecodecs", "tensorrt", "triton"} & set(sys.modules)
 assert not bad, f"imported at import time: {bad}"
+print("torch", torch.__version__, "from", torch.__file__)
 print("muse_fast from", sys.modules["muse_fast"].__file__)'
 }
 echo "== install (t=${SECONDS}s, $mode)" | tee -a "$log"
@@ -111,6 +131,7 @@ STEP_SIGNAL=INT STEP_RESERVE=0 step tests 600 "$py" -m pytest -q -p no:cacheprov
     tests/kernels/test_cuda.py tests/runtime/test_cuda_predict.py tests/runtime/test_device_decode.py \
     tests/kernels/test_kernel_edges.py tests/kernels/test_native_cuda.py tests/kernels/test_native.py
 [ -f "$out/gpu_tests.xml" ] && "${gc[@]}" junit --xml "$out/gpu_tests.xml" --out "$work/tests.json" >/dev/null
-"${gc[@]}" collect --work "$work" --out "$out/gpu_check.json" --mode "$mode" >/dev/null
+"${gc[@]}" collect --work "$work" --out "$out/gpu_check.json" --mode "$mode" >/dev/null ||
+    python3 benchmarks/gpu_check.py collect --work "$work" --out "$out/gpu_check.json" --mode "$mode" >/dev/null
 echo "wrote $out/gpu_check.json in ${SECONDS}s ($mode)" | tee -a "$log"
 "$py" -c "import json, sys; r = json.load(open(sys.argv[1])); print(json.dumps(r['verdict']))" "$out/gpu_check.json"

@@ -1,6 +1,7 @@
 """Compiled Triton on a real GPU against the reference and the fp64 oracle (skipped without CUDA; run by
-benchmarks/gpu_check.sh): shapes and radii, border exclusion, channel counts across the block, B = 0 and K = 0,
-offsets past 2**31 elements, run-to-run determinism and a device decode without hidden host syncs."""
+benchmarks/gpu_check.sh): shapes and radii, border exclusion, channel counts across the block, channels-last maps,
+B = 0 and K = 0, offsets past 2**31 elements and maps past 67 M pixels (more pixel blocks than grid axes 1-2 allow),
+run-to-run determinism and a device decode without hidden host syncs."""
 
 import os
 
@@ -28,12 +29,13 @@ def test_cuda_peaks_match_reference(dtype, shape, radius, border):
         assert_same_peaks(find_peaks(x, 0.4, radius, cap, border, impl="triton"), ref)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # the engines': channels-last
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("b,c,k", [(8, 384, 150), (4, 1, 7), (4, 3, 33), (3, 65, 40), (5, 192, 200), (2, 130, 1)])
-def test_cuda_gather_within_fp64_bound(dtype, b, c, k):
+@pytest.mark.parametrize("b,c,k", [(8, 384, 150), (4, 1, 7), (4, 3, 33), (3, 65, 40), (5, 256, 200), (2, 130, 1)])
+def test_cuda_gather_within_fp64_bound(dtype, b, c, k, layout):
     """Both the reference and Triton against fp64 (they may differ from each other by twice the bound)."""
     g = torch.Generator().manual_seed(b * c + k)
-    fmap = torch.randn(b, c, 56, 56, generator=g).to(dtype).cuda()
+    fmap = torch.randn(b, c, 56, 56, generator=g).to(dtype).cuda().to(memory_format=layout)
     xy = (torch.rand(b, k, 2, generator=g) * 232 - 4).cuda()
     counts = torch.randint(0, k + 1, (b,), generator=g, dtype=torch.int32).cuda()
     for impl in ("reference", "triton"):
