@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from muse_fast.runtime.tta import FlipTTAEngine
 
 from .config import one_line_errors
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
+from .data.hema_nuclei import detect_haematoxylin_nuclei
 from .data.nucls import NUCLS_CLASSES, NUCLS_MPP, load_nucls
 from .metrics import score_detections
 from .perturb import Perturbation, parse_perturbation, perturb_image, stress_labelled, to_original_pixels
@@ -92,7 +94,7 @@ def evaluate_images(
     """
     engine = engine or TorchEngine(model, device, precision)
     engine = FlipTTAEngine(engine) if tta else engine
-    per_image = predict_labelled(engine, images, cfg, perturb)
+    per_image = predict_labelled(engine_detector(engine, cfg), images, perturb)
     radii = {"mcspatnet": MCSPATNET_RADIUS_PX, "hungarian": HUNGARIAN_RADIUS_UM / BRCA_MPP}
     if matcher is not None:
         return score_detections(per_image, len(CLASSES), radii[matcher], matcher).as_dict()
@@ -106,15 +108,34 @@ def evaluate_images(
     return out
 
 
+def engine_detector(engine, cfg: EvalConfig) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``image -> (xy, class_id)`` through muse-fast's tiled path with ``engine``."""
+
+    def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nuc = predict_image(engine, image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
+        return nuc.xy, nuc.class_id
+
+    return detect
+
+
+def haematoxylin_detector(mpp: float) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``image -> (xy, class 0)`` of the label-free detector (:mod:`train.data.hema_nuclei`) at ``mpp``."""
+
+    def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xy = detect_haematoxylin_nuclei(image, mpp)
+        return xy, np.zeros(len(xy), np.int64)
+
+    return detect
+
+
 def predict_labelled(
-    engine,
+    detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     images: list[LabelledImage],
-    cfg: EvalConfig,
     perturb: Perturbation,
     image_mpp: float = BRCA_MPP,
     model_mpp: float = BRCA_MPP,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(gt_xy, gt_cls, pred_xy, pred_cls)`` per image, in its own (stressed) pixels.
+    """``(gt_xy, gt_cls, pred_xy, pred_cls)`` per image, in its own (stressed) pixels, from ``detect``.
 
     Stress tests change the image and its labels first; images at ``image_mpp`` are resized to the model's
     ``model_mpp`` (with any ``scale`` perturbation) and predictions mapped back before matching.
@@ -125,29 +146,27 @@ def predict_labelled(
     for index, im in enumerate(images):
         im = stress_labelled(im, perturb, index, image_mpp)
         image = perturb_image(im.image, resize, index) if resize.active else im.image
-        nuc = predict_image(engine, image, cfg.tile_size, cfg.overlap, cfg.decode, cfg.batch_size)
-        out.append((im.xy.astype(np.float64), im.labels, to_original_pixels(nuc.xy, resize), nuc.class_id))
+        xy, class_id = detect(image)
+        out.append((im.xy.astype(np.float64), im.labels, to_original_pixels(xy, resize), class_id))
     return out
 
 
 def detection_scores(
-    engine,
+    detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     images: list[LabelledImage],
-    cfg: EvalConfig,
     class_names: tuple[str, ...],
     image_mpp: float,
     model_mpp: float,
     perturb: Perturbation = Perturbation(),
 ) -> dict:
     """Class-agnostic det P/R/F1 within 3 um, one-to-one, with recall per labelled class and per spacing."""
-    per_image = predict_labelled(engine, images, cfg, perturb, image_mpp, model_mpp)
+    per_image = predict_labelled(detect, images, perturb, image_mpp, model_mpp)
     return detection_report([(g, c, p) for g, c, p, _ in per_image], image_mpp, class_names, HUNGARIAN_RADIUS_UM)
 
 
 def stress_suite(
-    engine,
+    detect: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     images: list[LabelledImage],
-    cfg: EvalConfig,
     image_mpp: float,
     model_mpp: float,
     suite: dict[str, str] = STRESS_SUITE,
@@ -155,7 +174,7 @@ def stress_suite(
     """:func:`detection_scores` under each stress test of ``suite`` (name -> ``--perturb`` text)."""
     rows = {}
     for name, text in suite.items():
-        rows[name] = detection_scores(engine, images, cfg, CLASSES, image_mpp, model_mpp, parse_perturbation(text))
+        rows[name] = detection_scores(detect, images, CLASSES, image_mpp, model_mpp, parse_perturbation(text))
         print(f"{name}: det R {rows[name]['det_recall']:.3f}, det F1 {rows[name]['det_f1']:.3f}", flush=True)
     return rows
 
@@ -275,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data-mpp", type=float, default=None, help="the images' um/px (default: 0.5 brca, 0.25 nucls)"
     )
     parser.add_argument(
+        "--positions",
+        choices=["model", "hema"],
+        default="model",
+        help="with --data nucls or --stress-suite: score the weights (model) or the label-free haematoxylin detector",
+    )
+    parser.add_argument(
         "--stress-suite", action="store_true", help="recall under each stress test (pale, elongated, crowded, frozen)"
     )
     parser.add_argument("--threshold", type=float, default=DecodeConfig.threshold)
@@ -301,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_weights(args.weights)
     cfg = EvalConfig(tile_size=meta.tile_size, decode=DecodeConfig(threshold=args.threshold))
     perturb = parse_perturbation(args.perturb)
-    if args.data == "nucls" or args.stress_suite:
+    if args.data == "nucls" or args.stress_suite or args.positions != "model":
         return _detection_main(args, model, meta, cfg, perturb)
     images = load_split(args.split or "test")
     scores = evaluate_images(
@@ -332,18 +357,21 @@ def _detection_main(args, model, meta, cfg: EvalConfig, perturb: Perturbation) -
         names, mpp = NUCLS_CLASSES, args.data_mpp or NUCLS_MPP
     else:
         images, names, mpp = load_split(args.split or "test"), CLASSES, args.data_mpp or BRCA_MPP
-    engine = TorchEngine(model, args.device, args.precision)
-    engine = FlipTTAEngine(engine) if args.tta else engine
+    if args.positions == "hema":
+        detect = haematoxylin_detector(meta.mpp)
+    else:
+        engine = TorchEngine(model, args.device, args.precision)
+        detect = engine_detector(FlipTTAEngine(engine) if args.tta else engine, cfg)
     if args.stress_suite:
         if args.data != "brca" or perturb.active:
             raise ConfigError(
                 "--stress-suite runs on BRCA-M2C without --perturb (it sets its own); drop --data/--perturb"
             )
-        rows = stress_suite(engine, images, cfg, mpp, meta.mpp)
+        rows = stress_suite(detect, images, mpp, meta.mpp)
     else:
         rows = {
-            f"{args.data} {perturb.describe() if perturb.active else 'clean'}": detection_scores(
-                engine, images, cfg, names, mpp, meta.mpp, perturb
+            f"{args.data} {args.positions} {perturb.describe() if perturb.active else 'clean'}": detection_scores(
+                detect, images, names, mpp, meta.mpp, perturb
             )
         }
     print(
