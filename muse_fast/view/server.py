@@ -2,7 +2,8 @@
 
 No request path is ever joined onto a folder: the page's files come from a fixed table built at start-up, and a
 slide's files are found by the stem of a finished run (see :mod:`muse_fast.view.runs`), so nothing outside OUT_DIR
-and the slides' own files can be served. Requests with ``..``, backslashes or NUL in the path get 403.
+and the slides' own files can be served. A path with a ``.`` or ``..`` segment, or a backslash, NUL or encoded ``/``
+in a segment, gets 403.
 
 Routes (all GET): ``/`` and ``/static/<file>``; ``/api/slides``; ``/api/slide/<stem>`` (info);
 ``/api/tile/<stem>/<level>/<col>_<row>.jpg``; ``/api/points/<stem>?x0&y0&x1&y1&scale[&classes=0,2]``;
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -101,10 +103,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         raw = urlsplit(self.path)
-        decoded = unquote(raw.path)
-        if not raw.path.startswith("/") or ".." in decoded or "\\" in decoded or "\0" in decoded:
-            return self._error(HTTPStatus.FORBIDDEN, "path refused")
         parts = [unquote(p) for p in raw.path.split("/")[1:]]
+        if not raw.path.startswith("/") or any(p in (".", "..") or any(c in p for c in "/\\\0") for p in parts):
+            return self._error(HTTPStatus.FORBIDDEN, "path refused")
         query = parse_qs(raw.query, keep_blank_values=True)
         try:
             self._route(parts, query)
@@ -233,7 +234,9 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(app: ViewerApp, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A threading server bound to ``host:port`` (0: any free port) answering for ``app``."""
     handler = type("ViewerHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer((host, port), handler)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("ViewerServer", (ThreadingHTTPServer,), {"address_family": family})
+    server = server_class((host, port), handler)
     server.daemon_threads = True
     return server
 

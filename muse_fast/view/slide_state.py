@@ -19,7 +19,8 @@ class SlideState:
 
     def __init__(self, run: SlideRun) -> None:
         self.run = run
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # nuclei and density
+        self._zoom_lock = threading.Lock()  # the slide: tiles are not held up while the nuclei load
         self._zoom: DeepZoom | None = None
         self._points: PointTable | None = None
         self._density: DensityGrid | None = None
@@ -28,7 +29,7 @@ class SlideState:
     def zoom(self) -> DeepZoom | None:
         if self.run.slide_path is None:
             return None
-        with self._lock:
+        with self._zoom_lock:
             if self._zoom is None:
                 self._zoom = DeepZoom(self.run.slide_path)
             return self._zoom

@@ -175,7 +175,7 @@ def test_points_in_a_box_are_exactly_the_csv_rows_there(viewer, cmu_nuclei):
     xy, cls = cmu_nuclei["xy"], cmu_nuclei["class_id"]
     status, body, _ = get(viewer, f"/api/points/{STEM}?x0=-10&y0=-10&x1=3000&y1=3000&scale=1")
     mode, _, got, got_cls = unpack(body)
-    assert mode == MODE_POINTS and len(got) == len(xy) == 3189
+    assert mode == MODE_POINTS and len(got) == len(xy) > 1000
     dist, match = cKDTree(got).query(xy)  # the server reads the Parquet (full precision), the CSV has 2 decimals
     assert dist.max() <= 0.01 and len(set(match)) == len(xy) and (got_cls[match] == cls).all()
     box = (500.0, 700.0, 1300.0, 1900.0)
@@ -212,7 +212,7 @@ def test_aggregated_bins_keep_the_dominant_class(cmu_run, cmu_nuclei):
 
 def test_a_click_finds_the_nearest_nucleus_with_its_values(viewer, cmu_nuclei):
     xy = cmu_nuclei["xy"]
-    for row in (0, 1000, 3188):
+    for row in (0, 1000, len(xy) - 1):
         x, y = xy[row] + 1.0
         hit = get_json(viewer, f"/api/nucleus/{STEM}?x={x}&y={y}&r=3")
         assert hit["row"] == row and hit["class_name"] == cmu_nuclei["class_name"][row]

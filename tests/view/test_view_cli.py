@@ -3,6 +3,8 @@
 import json
 import shutil
 import socket
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import pytest
@@ -50,17 +52,20 @@ def test_a_moved_slide_is_found_in_the_folder_given(cmu_run, cmu_svs, tmp_path):
         find_runs(out, tmp_path / "nope.svs")
 
 
-def test_several_slides_are_listed(cmu_run, tmp_path):
+def test_several_slides_are_listed_and_odd_names_are_served(cmu_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(cmu_run, out)
+    second = "second..run #1%"  # '..' inside a name is not a path segment
     for suffix in ("csv", "parquet", "tissue.png", "manifest.json"):
-        shutil.copy(out / f"{STEM}.{suffix}", out / f"second.{suffix}")
-    manifest = json.loads((out / "second.manifest.json").read_text())
-    manifest["outputs"] = {k.replace(STEM, "second"): v for k, v in manifest["outputs"].items()}
-    (out / "second.manifest.json").write_text(json.dumps(manifest))
-    server, app, _ = start_server(out)
+        shutil.copy(out / f"{STEM}.{suffix}", out / f"{second}.{suffix}")
+    manifest = json.loads((out / f"{second}.manifest.json").read_text())
+    manifest["outputs"] = {k.replace(STEM, second): v for k, v in manifest["outputs"].items()}
+    (out / f"{second}.manifest.json").write_text(json.dumps(manifest))
+    server, app, url = start_server(out)
     try:
-        assert [s["stem"] for s in app.slide_list()] == [STEM, "second"]
+        assert [s["stem"] for s in app.slide_list()] == [STEM, second]
+        with urllib.request.urlopen(f"{url}/api/slide/{urllib.parse.quote(second)}") as reply:
+            assert json.loads(reply.read())["stem"] == second
     finally:
         server.shutdown()
         server.server_close()
