@@ -118,11 +118,15 @@ def engine_detector(engine, cfg: EvalConfig) -> Callable[[np.ndarray], tuple[np.
     return detect
 
 
-def haematoxylin_detector(mpp: float) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``image -> (xy, class 0)`` of the label-free detector (:mod:`train.data.hema_nuclei`) at ``mpp``."""
+def haematoxylin_detector(mpp: float, kind: str = "hema") -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``image -> (xy, class 0)`` of a label-free detector at ``mpp``: ``hema`` (:mod:`train.data.hema_nuclei`) or
+    ``blob`` (:func:`train.detect_nuclei.blob_detector`, Laplacian of Gaussian)."""
+    from .detect_nuclei import blob_detector
+
+    find = detect_haematoxylin_nuclei if kind == "hema" else blob_detector
 
     def detect(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xy = detect_haematoxylin_nuclei(image, mpp)
+        xy = find(image, mpp)
         return xy, np.zeros(len(xy), np.int64)
 
     return detect
@@ -295,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--positions",
-        choices=["model", "hema"],
+        choices=["model", "hema", "blob"],
         default="model",
-        help="with --data nucls or --stress-suite: score the weights (model) or the label-free haematoxylin detector",
+        help="with --data nucls or --stress-suite: score the weights (model) or a label-free detector "
+        "(hema: haematoxylin peaks; blob: LoG)",
     )
     parser.add_argument(
         "--stress-suite", action="store_true", help="recall under each stress test (pale, elongated, crowded, frozen)"
@@ -357,8 +362,8 @@ def _detection_main(args, model, meta, cfg: EvalConfig, perturb: Perturbation) -
         names, mpp = NUCLS_CLASSES, args.data_mpp or NUCLS_MPP
     else:
         images, names, mpp = load_split(args.split or "test"), CLASSES, args.data_mpp or BRCA_MPP
-    if args.positions == "hema":
-        detect = haematoxylin_detector(meta.mpp)
+    if args.positions != "model":
+        detect = haematoxylin_detector(meta.mpp, args.positions)
     else:
         engine = TorchEngine(model, args.device, args.precision)
         detect = engine_detector(FlipTTAEngine(engine) if args.tta else engine, cfg)

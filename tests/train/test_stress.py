@@ -137,10 +137,13 @@ def test_evaluate_nucls_and_a_stress_test_on_real_tiles(brca_dir, tmp_path, monk
     assert evaluate.main(["--data", "nucls", "--split", "val"]) == 2
 
 
-def test_evaluate_scores_the_label_free_detector(tmp_path):
+@pytest.mark.parametrize("positions", ["hema", "blob"])
+def test_evaluate_scores_the_label_free_detectors(tmp_path, positions):
     if not nucls_dir().is_dir():
         pytest.skip(f"shared data not found at {nucls_dir()}")
-    args = ["--data", "nucls", "--positions", "hema", "--split", "test", "--json", str(tmp_path / "h.json")]
+    if positions == "blob":
+        pytest.importorskip("skimage")
+    args = ["--data", "nucls", "--positions", positions, "--split", "test", "--json", str(tmp_path / "h.json")]
     assert evaluate.main(args) == 0
     (name, row), *_ = json.loads((tmp_path / "h.json").read_text())["rows"].items()
-    assert name == "nucls hema clean" and row["det_recall"] > 0.5 and row["det_precision"] > 0.5
+    assert name == f"nucls {positions} clean" and row["det_recall"] > 0.5 and row["det_precision"] > 0.5
