@@ -395,7 +395,7 @@ def parity(png: Path, rehearsal: bool) -> dict:
         slide = open_slide(png, mpp=0.5)
         try:
             tiles = pipeline.plan_tiles(slide, meta, cfg.overlap, None)
-            tiles = tiles[:4] if rehearsal else tiles
+            tiles = tiles[:8] if rehearsal else tiles
             return pipeline.predict_slide(slide, TorchEngine(model, device, precision), meta, cfg, tiles)[0]
         finally:
             slide.close()
@@ -416,7 +416,7 @@ def parity(png: Path, rehearsal: bool) -> dict:
         predict.DEVICE_DECODE.add("cpu")
         pipeline.OVERLAP_DEVICES.add("cpu")
         return {
-            "note": "cpu-rehearsal: 4 tiles, the CUDA code path (packed decode, decode thread) on CPU tensors",
+            "note": "cpu-rehearsal: 8 tiles, the CUDA code path (packed decode, decode thread) on CPU tensors",
             "cpu_vs_device_path": compare(reference, nuclei("cpu", "fp32")),
             "cuda_fp32": skipped("no CUDA GPU"),
             "cuda_fp16": skipped("no CUDA GPU"),
