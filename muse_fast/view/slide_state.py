@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
 import numpy as np
+from PIL import Image
 
 from ..io.tiling import axis_starts
+from ..io.tissue import TissueMask
 from ..output.density import CELL_MM2, DensityGrid, class_densities
 from .points import PointTable
 from .runs import SlideRun
@@ -70,8 +73,10 @@ class SlideState:
                 self._density = density
         return density
 
+    @functools.cached_property
     def tile_grid(self) -> dict | None:
-        """The run's tile grid in level-0 pixels (starts per axis and side), from the manifest's settings."""
+        """The tiles the run planned, as level-0 origins and side, from the manifest's settings: the whole grid, or with
+        a tissue mask the tiles that touch tissue (as ``pipeline.plan_tiles`` chooses them, from the mask's PNG)."""
         finger = self.run.manifest.get("fingerprint", {})
         model, overlap, mpp = finger.get("model", {}), finger.get("settings", {}).get("overlap"), self.mpp()
         if not model.get("tile_size") or not model.get("mpp") or overlap is None or mpp is None:
@@ -79,9 +84,17 @@ class SlideState:
         scale = model["mpp"] / mpp
         size = int(model["tile_size"])
         w, h = self.size()
-        xs = axis_starts(math.ceil(w / scale), size, int(overlap))
-        ys = axis_starts(math.ceil(h / scale), size, int(overlap))
-        return {"side": size * scale, "xs": [x * scale for x in xs], "ys": [y * scale for y in ys]}
+        xs = np.array(axis_starts(math.ceil(w / scale), size, int(overlap))) * scale
+        ys = np.array(axis_starts(math.ceil(h / scale), size, int(overlap))) * scale
+        x, y = (a.ravel() for a in np.meshgrid(xs, ys))
+        side = size * scale
+        mask_path = self.run.output("tissue.png")
+        if mask_path is not None:
+            mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+            tissue = TissueMask(mask, w / mask.shape[1])  # the downsample io.tissue.detect_tissue sets
+            ok = [tissue.fraction_in(x0, y0, x0 + side, y0 + side) > 0 for x0, y0 in zip(x, y)]
+            x, y = x[ok], y[ok]
+        return {"side": side, "tiles": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(x, y)]}
 
     def info(self) -> dict:
         """Everything the page needs before it draws: size, levels, classes with counts and densities, layers."""
@@ -108,7 +121,7 @@ class SlideState:
             "area_mm2": area,
             "classes": classes,
             "unreadable_regions": manifest.get("unreadable_regions", []),
-            "tile_grid": self.tile_grid(),
+            "tile_grid": self.tile_grid,
             "tissue": run.output("tissue.png") is not None,
             "density_cell_mm2": CELL_MM2 if self.mpp() else None,
         }

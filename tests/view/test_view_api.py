@@ -54,8 +54,14 @@ def test_slide_list_and_info_come_from_the_manifest(viewer, cmu_run, cmu_svs):
     assert info["nuclei"] == manifest["nuclei"] and info["area_mm2"] == manifest["area_mm2"]
     for c in info["classes"]:
         assert c["per_mm2"] == pytest.approx(c["count"] / manifest["area_mm2"], abs=0.01)
-    grid = info["tile_grid"]
-    assert grid["xs"][0] == 0 and grid["xs"][-1] + grid["side"] == pytest.approx(2220, abs=grid["side"] / 224)
+    grid = info["tile_grid"]  # the tiles infer planned: those it ran, those it found blank, those it could not read
+    planned = manifest["tiles"] + manifest["tiles_blank"] + len(manifest["unreadable_regions"])
+    model = manifest["fingerprint"]["model"]
+    assert len(grid["tiles"]) == planned and grid["side"] == pytest.approx(
+        model["tile_size"] * model["mpp"] / info["mpp"]
+    )
+    xy = np.array(grid["tiles"])
+    assert xy.min() >= 0 and (xy + grid["side"] <= np.array([2220, 2967]) + 1).all()
     assert info["tissue"] is True
 
 

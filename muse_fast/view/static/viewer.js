@@ -204,6 +204,7 @@ function drawPoints() {
   const p = S.pts, img = S.pixels;
   const px = new Uint32Array(img.data.buffer);
   px.fill(0);
+  S.drawn = 0;
   if (p && $("show-points").checked) {
     const v = view(), W = S.W, H = S.H, cols = S.colours32, on = S.enabled;
     const bins = p.mode === 1;
@@ -252,9 +253,14 @@ function drawLayers() {
   if ($("show-tissue").checked && S.tissueCanvas) {
     c.drawImage(S.tissueCanvas, X(0), Y(0), i.width / v.scale, i.height / v.scale);
   }
-  if (S.densityCanvas && S.density) {
+  if (S.densityCanvas && S.density) {  // cells past the slide's edge are cut at the edge
     const d = S.density;
+    c.save();
+    c.beginPath();
+    c.rect(X(0), Y(0), i.width / v.scale, i.height / v.scale);
+    c.clip();
     c.drawImage(S.densityCanvas, X(0), Y(0), (d.cols * d.cell_px) / v.scale, (d.rows * d.cell_px) / v.scale);
+    c.restore();
   }
   if ($("show-grid").checked && i.tile_grid) drawGrid(c, i.tile_grid, v, X, Y);
   if ($("show-unreadable").checked) {
@@ -272,12 +278,12 @@ function drawLayers() {
 
 function drawGrid(c, g, v, X, Y) {
   const x1 = v.x0 + S.W * v.scale, y1 = v.y0 + S.H * v.scale;
-  const xs = g.xs.filter((x) => x + g.side >= v.x0 && x <= x1), ys = g.ys.filter((y) => y + g.side >= v.y0 && y <= y1);
-  if (xs.length * ys.length > 20000) return;  // zoom in to see the grid
+  const seen = g.tiles.filter(([x, y]) => x + g.side >= v.x0 && x <= x1 && y + g.side >= v.y0 && y <= y1);
+  if (seen.length > 20000) return;  // zoom in to see the grid
   c.strokeStyle = "rgba(0, 90, 200, 0.7)";
   c.lineWidth = 1;
   c.beginPath();
-  for (const y of ys) for (const x of xs) c.rect(X(x) + 0.5, Y(y) + 0.5, g.side / v.scale, g.side / v.scale);
+  for (const [x, y] of seen) c.rect(X(x) + 0.5, Y(y) + 0.5, g.side / v.scale, g.side / v.scale);
   c.stroke();
 }
 
