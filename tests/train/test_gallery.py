@@ -49,6 +49,6 @@ def test_gallery_draws_both_files_side_by_side_with_counts(data_dir, tmp_path, c
 def test_gallery_refuses_bad_input_before_writing(data_dir, tmp_path, capsys):
     out = tmp_path / "g"
     assert gallery.main(["--new", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
-    assert gallery.main(["--new", str(DEFAULT_WEIGHTS), "--out", str(out), "--only", "nope"]) == 2
+    assert gallery.main(["--new", str(DEFAULT_WEIGHTS), "--out", str(out), "--only", "nope", "--wsi-side", "64"]) == 2
     assert not out.exists()
     assert "nope not found" in capsys.readouterr().err

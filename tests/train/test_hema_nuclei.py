@@ -26,7 +26,8 @@ def _discs(centres, colours, h=120, w=140):
 
 
 def test_finds_each_disc_once_at_its_centre():
-    centres = [(20, 20), (60, 25), (100, 30), (30, 90), (70, 80), (80, 80)]  # the last two 10 px = 5 um apart (packed glands)
+    # the last two 10 px = 5 um apart, as packed gland nuclei
+    centres = [(20, 20), (60, 25), (100, 30), (30, 90), (70, 80), (80, 80)]
     pale = (150, 120, 190)
     image = _discs(centres, [PURPLE, PURPLE, pale, PURPLE, PURPLE, PURPLE])
     found = detect_haematoxylin_nuclei(image, 0.5)
