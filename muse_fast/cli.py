@@ -189,7 +189,9 @@ def _info(args) -> int:
         "tile_size": meta.tile_size,
         "provenance": meta.config.get("adapt") or {k: v for k, v in meta.config.items() if k != "calibration"},
     }
-    print(json.dumps(info, indent=2, default=str))
+    from .console import emit
+
+    emit(json.dumps(info, indent=2, default=str))
     return 0
 
 

@@ -275,9 +275,10 @@ def test_bench_refuses_a_negative_max_batches(small_dots, capsys):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
-def test_models_into_a_full_stdout_is_one_line():
+@pytest.mark.parametrize("command", ["models", "info"])
+def test_results_into_a_full_stdout_are_one_line(command):
     with open("/dev/full", "w") as full:
-        run = subprocess.run([sys.executable, "-m", "muse_fast", "models"], stdout=full, stderr=subprocess.PIPE)
+        run = subprocess.run([sys.executable, "-m", "muse_fast", command], stdout=full, stderr=subprocess.PIPE)
     err = run.stderr.decode().strip()
     assert run.returncode == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("muse-fast: error: cannot write the result to standard output (No space left on device)")
