@@ -93,10 +93,12 @@ def counts(class_id: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
     return {name: int((class_id == i).sum()) for i, name in enumerate(classes)}
 
 
-def build_gallery(old: Path | None, new: Path, sources: list[Source], out: Path) -> dict:
-    """Overlays (old | new), ``gallery.json`` and ``index.html`` under ``out``, renamed into place together."""
+def build_gallery(old: Path | None, new: Path, sources: list[Source], out: Path, loaded: dict | None = None) -> dict:
+    """Overlays (old | new), ``gallery.json`` and ``index.html`` under ``out``, renamed into place together.
+
+    ``loaded``: ``{"old": (model, meta), "new": (model, meta)}`` when the caller has loaded the files already."""
     rows = []
-    loaded = {"old": load_weights(old), "new": load_weights(new)}
+    loaded = loaded or {"old": load_weights(old), "new": load_weights(new)}
     with StagedFiles() as staged:
         for source in sources:
             panels, row = [], {"source": source.name, "mpp": source.mpp, "scale_from": source.scale_from}
@@ -162,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--wsi-side must be at least 64 px, got {args.wsi_side}")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} is not a folder; pass a new or existing folder")
-    for w in (args.old, args.new):
-        load_weights(w)  # a bad file is refused before any image is read
     sources = gallery_sources(args.data or shared_data_dir(), args.wsi_side)
     if args.only:
         wanted = set(args.only.split(","))
@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"--only {', '.join(sorted(unknown))} not found; sources: {', '.join(s.name for s in sources)}"
             )
         sources = [s for s in sources if s.name in wanted]
+    loaded = {"new": load_weights(args.new), "old": load_weights(args.old)}  # refused before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
-    build_gallery(args.old, args.new, sources, args.out)
+    build_gallery(args.old, args.new, sources, args.out, loaded)
     print(f"wrote {args.out / 'index.html'}")
     return 0
 
