@@ -274,6 +274,7 @@ def test_bench_refuses_a_negative_max_batches(small_dots, capsys):
     assert "--max-batches must be 0 (all) or more, got -1" in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 @pytest.mark.parametrize("command", ["models", "info"])
 def test_results_into_a_full_stdout_are_one_line(command):
