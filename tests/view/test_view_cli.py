@@ -16,6 +16,7 @@ from muse_fast.errors import InputError
 from muse_fast.io.readers import open_slide
 from muse_fast.post.classes import class_colour
 from muse_fast.view import server as server_module
+from muse_fast.view.points import PointTable
 from muse_fast.view.runs import find_runs
 from muse_fast.view.server import ViewerApp, is_loopback, serve
 
@@ -118,3 +119,20 @@ def test_infer_writes_the_density_image(cmu_run, cmu_svs, cmu_nuclei):
         left = k * (max(panel_w, 120) + 4)
         densest = image[14 + r * 51 + 25, left + c * 51 + 25]
         assert tuple(densest) == class_colour(name, k)  # the densest cell has the full class colour
+
+
+def test_the_csv_is_read_when_there_is_no_parquet(cmu_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(cmu_run, out)
+    (out / f"{STEM}.parquet").unlink()
+    manifest = json.loads((out / f"{STEM}.manifest.json").read_text())
+    del manifest["outputs"][f"{STEM}.parquet"]
+    (out / f"{STEM}.manifest.json").write_text(json.dumps(manifest))
+    run = find_runs(out)[0]
+    assert run.table.name == f"{STEM}.csv"
+    csv_table = PointTable.load(run.table, 3)
+    parquet_table = PointTable.load(cmu_run / f"{STEM}.parquet", 3)
+    assert len(csv_table) == len(parquet_table) == manifest["nuclei"]
+    np.testing.assert_allclose(csv_table.x, parquet_table.x, atol=0.006)  # the CSV has 2 decimals
+    assert (csv_table.class_id == parquet_table.class_id).all()
+    np.testing.assert_allclose(csv_table.score, parquet_table.score, atol=6e-5)
