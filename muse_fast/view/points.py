@@ -20,6 +20,7 @@ MAX_POINTS = 200_000
 BIN_SCREEN_PX = 3  # side of an aggregation bin, in screen pixels
 MAX_BINS = 1_000_000
 MODE_POINTS, MODE_BINS = 0, 1
+MAX_COORD = 1e9  # far beyond any slide; keeps box arithmetic finite
 
 
 @dataclass
@@ -34,8 +35,10 @@ class Box:
 
     def check(self) -> Box:
         values = (self.x0, self.y0, self.x1, self.y1, self.scale)
-        if not all(np.isfinite(values)) or self.x1 <= self.x0 or self.y1 <= self.y0 or self.scale <= 0:
-            raise ValueError("need finite x0 < x1, y0 < y1 and scale > 0")
+        if not all(abs(v) <= MAX_COORD for v in values):  # also refuses NaN and inf
+            raise ValueError(f"coordinates and scale must be finite and within +-{MAX_COORD:g} level-0 pixels")
+        if self.x1 <= self.x0 or self.y1 <= self.y0 or self.scale <= 0:
+            raise ValueError("need x0 < x1, y0 < y1 and scale > 0")
         return self
 
 

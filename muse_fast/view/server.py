@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from ..errors import MuseError
+from ..errors import MuseError, one_line
 from .points import Box
 from .runs import SlideRun
 from .slide_state import SlideState
@@ -117,6 +117,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page moved on (a tile it no longer needs)
+        except Exception as exc:  # noqa: BLE001 - e.g. a slide that fails to decode: one line, the server goes on
+            log.warning("%s: %s", self.path[:200], one_line(exc))
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, one_line(exc))
 
     def _route(self, parts: list[str], query: dict) -> None:
         app = self.app

@@ -109,6 +109,7 @@ def test_tiles_match_the_reader_at_every_zoom(viewer, cmu_svs):
         "/api/points/{s}?x0=0&y0=0&x1=10&y1=10&scale=0",
         "/api/points/{s}?x0=nan&y0=0&x1=10&y1=10&scale=1",
         "/api/points/{s}?x0=0&y0=0&x1=inf&y1=10&scale=1",
+        "/api/points/{s}?x0=-1e308&y0=0&x1=1e308&y1=10&scale=1",  # finite, but the width overflows
         "/api/points/{s}?x0=a&y0=0&x1=10&y1=10&scale=1",
         "/api/points/{s}?x0=0&y0=0&x1=10&y1=10&scale=1&classes=3",  # 3 classes: ids 0..2
         "/api/points/{s}?x0=0&y0=0&x1=10&y1=10&scale=1&classes=a",
@@ -246,3 +247,16 @@ def test_tissue_layer_is_the_file_infer_wrote(viewer, cmu_run):
     status, body, ctype = get(viewer, f"/api/layer/{STEM}/tissue.png")
     assert status == 200 and ctype == "image/png"
     assert body == (cmu_run / f"{STEM}.tissue.png").read_bytes()
+
+
+def test_a_failing_read_is_a_500_and_the_server_goes_on(viewer, monkeypatch):
+    from muse_fast.view.tiles import DeepZoom
+
+    def broken(self, level, col, row):
+        raise RuntimeError("decoder error -2\nmore detail")
+
+    monkeypatch.setattr(DeepZoom, "tile", broken)
+    status, body, _ = get(viewer, f"/api/tile/{STEM}/12/0_0.jpg")
+    assert status == 500 and json.loads(body) == {"error": "RuntimeError: decoder error -2"}
+    monkeypatch.undo()
+    assert get(viewer, f"/api/tile/{STEM}/12/0_0.jpg")[0] == 200
