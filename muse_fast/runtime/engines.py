@@ -288,7 +288,10 @@ def create_engine(name: str, inputs: EngineInputs) -> Engine:
         from .autotune import auto_cpu_engine
 
         def build(candidate) -> Engine:
-            return create_engine(candidate.engine, replace(inputs, precision=candidate.precision))
+            engine = create_engine(candidate.engine, replace(inputs, precision=candidate.precision))
+            if engine.name != candidate.engine:  # the compiled engine fell back to eager: not a choice of its own
+                raise BackendUnavailable(f"{candidate.label} cannot be built here; it would run {engine.name}")
+            return engine
 
         return auto_cpu_engine(inputs, build, _onnx_reason() is None)
     if name == "auto":

@@ -129,3 +129,26 @@ def test_auto_times_the_compiled_engine_where_a_compiler_exists(precision, units
 
     assert [c.label for c in cpu_candidates(precision, False, units, compiler=True)] == expected
     assert "compiled" not in {c.engine for c in cpu_candidates(precision, False, units, compiler=False)}
+
+
+def test_auto_skips_a_compiled_candidate_that_falls_back_to_eager(monkeypatch, caplog):
+    """A failed build is no candidate of its own: auto does not time eager under the compiled engine's name."""
+    from muse_fast.runtime import autotune, engines
+
+    def broken(*args, **kwargs):
+        raise BackendUnavailable("compiling the network failed (test)")
+
+    timed = []
+
+    def measure(built, batch, rounds=autotune.CALIBRATION_ROUNDS):
+        timed.extend(built)
+        return {label: 100.0 if engine.name == "compiled" else 10.0 for label, engine in built.items()}
+
+    monkeypatch.setattr(compiled, "compiler_missing_reason", lambda: None)
+    monkeypatch.setattr(compiled, "build_package", broken)
+    monkeypatch.setattr(engines, "_onnx_reason", lambda: "not in this test")
+    monkeypatch.setattr(autotune, "measure", measure)
+    with caplog.at_level(logging.INFO, logger="muse_fast.runtime"):
+        engine = create_engine("auto", _inputs("auto"))
+    assert engine.name == "torch" and timed and not any(label.startswith("compiled") for label in timed)
+    assert "engine auto: skipping compiled" in caplog.text and "it would run torch" in caplog.text
