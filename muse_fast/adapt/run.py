@@ -83,7 +83,14 @@ def adapt(cfg: AdaptConfig) -> dict:
     base, meta = load_weights(cfg.weights)
     groups = [i.path.stem for i in items]
     windows = [w for i in items for w in read_windows(i, names, meta.mpp, cfg.mpp)]
+    ignored: dict[str, int] = {}
+    for item in items:
+        for kind, n in item.annotations.ignored.items():
+            ignored[kind] = ignored.get(kind, 0) + n
     _say(cfg, f"{len(counts)} annotated nuclei in {len(names)} classes, {n_regions} complete regions; mode {mode}")
+    if ignored:
+        listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(ignored.items()))
+        _say(cfg, f"ignored {listed} (adapt uses points, and polygons without a class as complete regions)")
     data = matched_features(base, windows, groups, meta.tile_size, meta.mpp)
     head, cls_report = train_classes(base.classifier, data, names, cfg.classes)
     model = create_model(meta.model, num_classes=len(names), img_size=meta.tile_size)
@@ -91,7 +98,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     state.update({f"classifier.{k}": v for k, v in head.state_dict().items()})
     model.load_state_dict(state)
     model.eval()
-    report = {"mode": mode, "classes": cls_report}
+    report = {"mode": mode, "classes": cls_report, "ignored": ignored}
     if mode == "full":
         from tqdm import tqdm
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from conftest import NAMES, annotate
-from qupath import QUPATH_COLOURS
+from qupath import QUPATH_COLOURS, line
 
 import muse_fast.cli as cli
 from muse_fast.adapt.classes import ClassesConfig
@@ -86,6 +86,10 @@ def test_input_annotations_open_as_feature_collections(adapted):
 
 def test_full_mode_on_complete_regions(tmp_path, brca_tiles):
     images = annotate(tmp_path / "ann", brca_tiles[:3], regions=True)
+    first = tmp_path / "ann" / f"{images[0].stem}.geojson"
+    collection = json.loads(first.read_text())
+    collection["features"].append(line(0, 0, 50, 50))  # a line drawn by mistake: skipped and counted
+    first.write_text(json.dumps(collection))
     full = FullConfig(head_steps=2, network_steps=2, batch_size=2, eval_every=2, thresholds=(0.3, 0.4))
     cfg = AdaptConfig(
         tuple(images),
@@ -98,7 +102,7 @@ def test_full_mode_on_complete_regions(tmp_path, brca_tiles):
         full=full,
     )
     report = adapt(cfg)
-    assert report["mode"] == "full" and report["full"]["held_out_regions"] == 1
+    assert report["mode"] == "full" and report["full"]["held_out_regions"] == 1 and report["ignored"] == {"line": 1}
     assert set(report["full"]["held_out"]) == {"base", "head", "network"}
     assert report["full"]["threshold"] in (0.3, 0.4)
     _, meta = load_weights(tmp_path / "a.pt")
