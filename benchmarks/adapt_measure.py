@@ -38,7 +38,7 @@ from muse_fast.train.metrics import hungarian_match, score_detections  # noqa: E
 DATA = shared_data_dir()
 BRCA3 = ["1 lymphocyte", "2 tumor", "3 stromal"]  # sorted as BRCA-M2C's ids, so class i is id i
 IMMUNE = ["immune", "other"]
-NUCLS = ["other_nucleus", "nonTIL_stromal", "sTIL", "tumor_any"]  # sorted; file ids 0..3 below
+NUCLS = ["other_nucleus", "nonTIL_stromal", "sTIL", "tumor_any"]  # the class names written to the exports
 NUCLS_IDS = {0: "tumor_any", 1: "nonTIL_stromal", 2: "sTIL", 3: "other_nucleus"}
 NUCLS_MPP = 0.25
 
