@@ -249,7 +249,7 @@ def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available
     int8_useful = dynamic_int8_share(inputs.model) >= MIN_DYNAMIC_INT8_SHARE
     machine = machine_key(torch.get_num_threads())
     if no_compiler := compiler_missing_reason():
-        log.info("engine auto: no compiled candidate (%s)", no_compiler)
+        log.debug("no compiled candidate for --engine auto (%s)", no_compiler)  # its one line names what it timed
     candidates = cpu_candidates(inputs.precision, onnx_available, machine["bf16_units"], int8_useful, not no_compiler)
     model = {
         "name": inputs.meta.model,

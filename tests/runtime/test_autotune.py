@@ -145,12 +145,15 @@ def test_the_line_says_what_was_picked_and_why(tmp_path):
 
 
 def test_auto_on_the_cpu_builds_real_engines_once_per_key(monkeypatch, caplog):
-    """The whole path with the shipped weights (ONNX Runtime left out to keep it short): measured, then cached."""
+    """The whole path with the shipped weights (ONNX Runtime and the compiled engine left out to keep it short):
+    measured, then cached."""
+    import muse_fast.runtime.compiled as compiled
     import muse_fast.runtime.engines as engines
     from muse_fast.model.weights import load_weights
     from muse_fast.runtime.engines import EngineInputs, TorchEngine, create_engine
 
     monkeypatch.setattr(engines, "_onnx_reason", lambda: "left out in this test")
+    monkeypatch.setattr(compiled, "compiler_missing_reason", lambda: "left out in this test")
     monkeypatch.setattr(autotune, "machine_key", lambda threads: {**MACHINE, "threads": threads})
     model, meta = load_weights()
     inputs = EngineInputs(model, meta, "0" * 64, "cpu", batch_size=1)
