@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,15 @@ def detect(model, window: Window, tile_size: int, decode: DecodeConfig = DecodeC
     return predict_image(engine, window.image, tile_size, OVERLAP, decode, batch, features=True)
 
 
-def matched_features(model, windows: list[Window], groups: list[str], tile_size: int, mpp: float) -> PointFeatures:
+def matched_features(
+    model, windows: list[Window], groups: list[str], tile_size: int, mpp: float, progress: bool = False
+) -> PointFeatures:
     """Features of the detected nuclei nearest each annotated point (one-to-one, within :data:`MATCH_UM`)."""
+    from tqdm import tqdm
+
     feats, labels, group_ids, unmatched = [], [], [], 0
     radius = MATCH_UM / mpp
-    for win in windows:
+    for win in tqdm(windows, desc="detecting", unit="area", disable=not progress, file=sys.stderr):
         if not len(win.xy):
             continue
         nuc = detect(model, win, tile_size)

@@ -91,7 +91,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     if ignored:
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(ignored.items()))
         _say(cfg, f"ignored {listed} (adapt uses points, and polygons without a class as complete regions)")
-    data = matched_features(base, windows, groups, meta.tile_size, meta.mpp)
+    data = matched_features(base, windows, groups, meta.tile_size, meta.mpp, progress=not cfg.quiet)
     head, cls_report = train_classes(base.classifier, data, names, cfg.classes)
     model = create_model(meta.model, num_classes=len(names), img_size=meta.tile_size)
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
