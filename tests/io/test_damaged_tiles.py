@@ -32,7 +32,7 @@ def test_damaged_tiles_are_named_on_every_backend(damaged, backend):
     path, boxes, fill = damaged
     pytest.importorskip(backend, reason=f"{backend} is not installed")
     if backend == "tiffslide" and fill == "zeros":
-        pytest.skip("imagecodecs decodes zero-filled JPEG data without an error: a known tiffslide limit (README)")
+        pytest.skip("imagecodecs decodes zero-filled JPEG without an error, a known tiffslide limit (docs/usage.md)")
     origins = [(x, y) for y in range(0, 2967 - SIZE, 200) for x in range(0, 2220 - SIZE, 200)]
     expected = {i for i, o in enumerate(origins) if _touches(o, boxes)}
     with capture_native_output(), ThreadPoolExecutor(2) as pool:
