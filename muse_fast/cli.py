@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from . import __version__
 from .errors import MuseError
 
 EXIT_USER_ERROR = 2
+ENGINE_ENV = "MUSE_FAST_ENGINE"  # the default --engine of infer, for a site that pins one
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), handled like Ctrl-C
 PRECISION_HELP = (
@@ -45,10 +47,10 @@ def _add_infer(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson, .csv, ... per slide)")
     p.add_argument(
         "--engine",
-        default="auto",
-        help="inference engine: auto (default: on the CPU the fastest engine and precision measured on this machine, "
-        "once, cached; on CUDA trt, onnx, then torch), torch, compiled (CPU; needs a C++ compiler on first use), onnx "
-        "or trt",
+        default=os.environ.get(ENGINE_ENV) or "auto",
+        help=f"inference engine (default: ${ENGINE_ENV} if set, else auto): auto (on the CPU the fastest engine and "
+        "precision measured on this machine, once, cached; on CUDA trt, onnx, then torch), torch, compiled (CPU; "
+        "needs a C++ compiler on first use), onnx or trt",
     )
     p.add_argument("--precision", default="auto", help=PRECISION_HELP)
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped BRCA-M2C model)")
@@ -377,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_export(sub)
     _add_bench(sub)
+    _add_view(sub)
     _add_adapt(sub)
     _add_info(sub)
-    _add_view(sub)
     sub.add_parser("models", help="list the registered model architectures and the weights shipped for each (JSON)")
     return parser
 

@@ -68,9 +68,14 @@ def keys_dir() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Tests (and the processes they start) use a cache of their own, never the user's ~/.cache/muse-fast."""
+    """Tests (and the processes they start) use a cache of their own, never the user's ~/.cache/muse-fast.
+
+    They also run ``infer`` on the torch engine unless they ask for another: what ``--engine auto`` picks depends on
+    the machine's timing, and its first measurement compiles the network. Tests of ``auto`` name it.
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MUSE_FAST_CACHE", str(tmp_path_factory.mktemp("muse-fast-cache")))
+        mp.setenv("MUSE_FAST_ENGINE", "torch")
         yield
 
 

@@ -175,3 +175,14 @@ def test_batch_memory_is_said_and_bounded():
     with pytest.raises(ConfigError, match=r"needs about 976\.6 GB .* use --batch-size 819 or less"):
         check_batch_size(100000, 224, "cpu", total)
     assert batch_bytes(4, 448) == 4 * batch_bytes(4, 224)
+
+
+def test_infer_defaults_to_auto_unless_the_site_pins_an_engine(monkeypatch):
+    """``--engine`` is auto by default; ``$MUSE_FAST_ENGINE`` pins another (the test suite pins torch)."""
+    from muse_fast.cli import build_parser
+
+    monkeypatch.delenv("MUSE_FAST_ENGINE", raising=False)
+    assert build_parser().parse_args(["infer", "s.svs", "--out", "o"]).engine == "auto"
+    monkeypatch.setenv("MUSE_FAST_ENGINE", "onnx")
+    assert build_parser().parse_args(["infer", "s.svs", "--out", "o"]).engine == "onnx"
+    assert build_parser().parse_args(["infer", "s.svs", "--out", "o", "--engine", "torch"]).engine == "torch"

@@ -57,7 +57,11 @@ def test_concurrent_builds_build_once(tmp_path):
         results = pool.starmap(_build_once, [(path, log, 1.0)] * 3)
     assert results == [b"engine"] * 3
     assert log.read_text() == "built\n" and path.read_bytes() == b"engine"
-    assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".")] == ["k.engine"]
+    # the engine and its checksum, nothing half-written beside them
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) == [
+        "k.engine",
+        "k.engine.sha256",
+    ]
 
 
 class _Flags:
