@@ -45,6 +45,7 @@ class Manifest:
     area_mm2: float = 0.0
     unreadable_regions: list[list[int]] = field(default_factory=list)  # level-0 [x, y, w, h] of damaged tiles
     digests: dict[str, str] = field(default_factory=dict)  # file name -> output_digest (absent in older manifests)
+    density_per_mm2: dict[str, float] = field(default_factory=dict)  # class -> nuclei per mm^2 of tissue
     format: int = MANIFEST_FORMAT
 
     def damage(self, out_dir: Path) -> str | None:

@@ -32,6 +32,7 @@ from ..io.tiling import Tile, tile_grid
 from ..io.tissue import TissueMask, detect_tissue
 from ..model.weights import WeightsMeta
 from ..output.atomic import StagedFiles, remove_quietly, remove_stale_partials
+from ..output.density import class_densities
 from ..output.folder import output_errors, prepare_out_dir
 from ..output.h5ad import embeddings_uns
 from ..output.text import printable
@@ -366,7 +367,17 @@ def _predict_into(
     seam("manifest")
     sizes, digests = measure_outputs(written.files)  # sizes, and digests of each file's ends
     record = Manifest(
-        str(path), finger, sizes, nuclei, written.per_class, tiles_run, written.tiles_blank, area, regions, digests
+        str(path),
+        finger,
+        sizes,
+        nuclei,
+        written.per_class,
+        tiles_run,
+        written.tiles_blank,
+        area,
+        regions,
+        digests,
+        class_densities(written.per_class, area),
     )
     write_manifest(out_dir, stem, record)
     seam("cleanup")

@@ -283,3 +283,13 @@ def test_the_progress_bar_counts_candidates_and_the_summary_the_merged_nuclei(sm
     assert shown[-1] > summary.nuclei  # the dot slide has nuclei in the tile overlaps
     written = len((tmp_path / "dots.csv").read_text().splitlines()) - 1
     assert summary.nuclei == written and summary.line().startswith(f"dots.tif: {written} nuclei")
+
+
+def test_the_manifest_records_each_class_density_per_mm2_of_tissue(small_dots, tmp_path):
+    """A single-slide run (no run_summary.json) still records nuclei per mm^2 of tissue per class."""
+    summary = run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    manifest = json.loads((tmp_path / "dots.manifest.json").read_text())
+    assert summary.area_mm2 > 0 and set(manifest["density_per_mm2"]) == set(META.classes)
+    for name, count in summary.per_class.items():
+        assert manifest["density_per_mm2"][name] == pytest.approx(count / summary.area_mm2, abs=0.01)
+    assert sum(manifest["density_per_mm2"].values()) > 0
