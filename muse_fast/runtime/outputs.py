@@ -78,6 +78,8 @@ def write_outputs(
     overlay = Overlay(slide, classes)
     overlay.mark_unreadable(regions)
     density = DensityGrid.empty(*slide.level_dimensions[0], len(classes), slide.mpp)
+    if mask is not None:
+        density.restrict_to(mask)
     with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
         for index in range(n_batches):
             nuc, skipped = store.read(index)

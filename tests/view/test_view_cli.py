@@ -107,18 +107,47 @@ def test_infer_writes_the_density_image(cmu_run, cmu_svs, cmu_nuclei):
     image = np.asarray(Image.open(cmu_run / f"{STEM}.density.png").convert("RGB"))
     manifest = json.loads((cmu_run / f"{STEM}.manifest.json").read_text())
     assert f"{STEM}.density.png" in manifest["outputs"]
-    # three class panels side by side, each the 4 x 5 grid of 0.1 mm^2 cells scaled to at most 256 px
+    # three class panels side by side, each the 4 x 5 grid of 0.1 mm^2 cells scaled to at most 256 px, a label row
+    # above and a caption row below
     panel_w, panel_h = 4 * (256 // 5), 5 * (256 // 5)
-    assert image.shape == (panel_h + 14, 3 * (max(panel_w, 120) + 4), 3)
-    side = (0.1**0.5) * 1000 / open_slide(cmu_svs).mpp
+    assert image.shape == (panel_h + 28, max(3 * (max(panel_w, 120) + 4), 420), 3)
+    slide = open_slide(cmu_svs)
+    side, w0 = (0.1**0.5) * 1000 / slide.mpp, slide.level_dimensions[0][0]
+    tissue = np.asarray(Image.open(cmu_run / f"{STEM}.tissue.png")) > 0
+    down = w0 / tissue.shape[1]
+    peaks = []
     for k, name in enumerate(manifest["fingerprint"]["model"]["classes"]):
         cells = np.zeros((5, 4))
         for x, y in cmu_nuclei["xy"][cmu_nuclei["class_id"] == k]:
             cells[int(y // side), int(x // side)] += 1
+        for r, c in np.ndindex(cells.shape):  # per mm^2 of the slide's tissue inside the cell
+            box = tissue[
+                int(r * side / down) : int((r + 1) * side / down), int(c * side / down) : int((c + 1) * side / down)
+            ]
+            area = box.size * down**2 * slide.mpp**2 / 1e6 * box.mean() if box.size else 0
+            cells[r, c] = cells[r, c] / area if area > 0.01 else 0
         r, c = np.unravel_index(np.argmax(cells), cells.shape)
-        left = k * (max(panel_w, 120) + 4)
-        densest = image[14 + r * 51 + 25, left + c * 51 + 25]
-        assert tuple(densest) == class_colour(name, k)  # the densest cell has the full class colour
+        peaks.append((cells[r, c], k, name, r, c))
+    _, k, name, r, c = max(peaks)  # one colour scale: the densest cell of any class has its full class colour
+    left = k * (max(panel_w, 120) + 4)
+    densest = image[14 + r * 51 + 25, left + c * 51 + 25]
+    assert tuple(densest) == class_colour(name, k)
+
+
+def test_a_cell_cut_by_the_slide_edge_or_half_glass_reads_the_density_of_its_tissue():
+    """A half-covered cell with half the nuclei has the density of a full cell, not half of it."""
+    from muse_fast.io.tissue import TissueMask
+    from muse_fast.output.density import DensityGrid, cell_side_px
+
+    side = cell_side_px(0.5)
+    grid = DensityGrid.empty(int(side * 1.5), int(side), 1, 0.5)  # the second column is half outside the slide
+    grid.add(np.array([[side * 0.25, 10.0]] * 20 + [[side * 1.25, 10.0]] * 10), np.zeros(30, np.int64))
+    full, half = grid.per_mm2()[0, 0]
+    assert full == pytest.approx(20 / 0.1, rel=0.01) and half == pytest.approx(full, rel=0.01)  # int() px
+    mask = TissueMask(np.array([[True, False, False]]).repeat(2, 0), downsample=side / 2)  # tissue: left half of cell 0
+    grid.restrict_to(mask)
+    assert grid.per_mm2()[0, 0, 0] == pytest.approx(20 / 0.05, rel=0.01) and not grid.valid()[0, 1]
+    assert grid.per_mm2()[0, 0, 1] == 0  # no tissue: no density
 
 
 def test_the_csv_is_read_when_there_is_no_parquet(cmu_run, tmp_path):
