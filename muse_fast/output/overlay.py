@@ -1,4 +1,5 @@
-"""Overlay PNG: a slide thumbnail with each nucleus drawn as a dot in its class colour, and a legend with counts."""
+"""Overlay PNG: a slide thumbnail with each nucleus drawn as a marker in its class colour and shape (circle, square,
+diamond, triangle, then again), so classes differ without colour too, and a legend with counts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,22 @@ DOT_OUTLINE = (40, 40, 40)  # a dark rim keeps light dots visible on glass; not 
 LEGEND_BACKGROUND = (255, 255, 255)
 LEGEND_TEXT = (40, 40, 40)
 LEGEND_FONT_PX = 14
+MARKERS = ("circle", "square", "diamond", "triangle")  # class i gets MARKERS[i % 4]
+
+
+def draw_marker(draw: ImageDraw.ImageDraw, x: float, y: float, r: float, shape: str, fill: tuple) -> None:
+    """One nucleus marker of half-size ``r`` centred at ``(x, y)``, with a dark rim."""
+    if shape == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=DOT_OUTLINE)
+    elif shape == "square":
+        q = r * 0.85  # about the circle's area
+        draw.rectangle((x - q, y - q, x + q, y + q), fill=fill, outline=DOT_OUTLINE)
+    elif shape == "diamond":
+        q = r * 1.2
+        draw.polygon([(x, y - q), (x + q, y), (x, y + q), (x - q, y)], fill=fill, outline=DOT_OUTLINE)
+    else:
+        q = r * 1.3
+        draw.polygon([(x, y - q), (x + q, y + q * 0.75), (x - q, y + q * 0.75)], fill=fill, outline=DOT_OUTLINE)
 
 
 class Overlay:
@@ -32,11 +49,11 @@ class Overlay:
         self.add_points(nuclei.xy, nuclei.class_id)
 
     def add_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
-        """A dot at each level-0 ``xy [N, 2]`` in the colour of its label (an index into the classes given)."""
+        """A marker at each level-0 ``xy [N, 2]`` in the colour and shape of its label (an index into the classes)."""
         r = self.radius
         labels = np.asarray(labels, np.int64)
         for (x, y), c in zip(np.asarray(xy) / self.scale, labels):
-            self.draw.ellipse((x - r, y - r, x + r, y + r), fill=self.colours[c], outline=DOT_OUTLINE)
+            draw_marker(self.draw, x, y, r, MARKERS[c % len(MARKERS)], self.colours[c])
         self.counts += np.bincount(labels, minlength=len(self.classes))[: len(self.classes)]
 
     def mark_unreadable(self, regions: list[list[int]]) -> None:
@@ -69,8 +86,7 @@ class Overlay:
             top = self.thumbnail.height + pad + i * line_h
             if i < len(self.colours):
                 cy = top + line_h // 2
-                box = (pad, cy - dot, pad + 2 * dot, cy + dot)
-                draw.ellipse(box, fill=self.colours[i], outline=DOT_OUTLINE)
+                draw_marker(draw, pad + dot, cy, dot, MARKERS[i % len(MARKERS)], self.colours[i])
             draw.text((pad * 2 + 2 * dot, top + 2), text, fill=LEGEND_TEXT, font=font)
         return canvas
 

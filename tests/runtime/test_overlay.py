@@ -89,3 +89,20 @@ def test_overlay_has_a_legend_with_the_counts_of_the_run(small_dots, tmp_path):
         row = legend[int(i * rows) : int((i + 1) * rows)]
         assert (row == colour).all(-1).sum() >= 20, f"no {META.classes[i]} dot in legend row {i}"
         assert (row.max(-1) < 100).sum() >= 20, f"no text in legend row {i}"
+
+
+def test_classes_differ_by_marker_shape_too_so_greyscale_and_colour_blind_readers_can_tell_them_apart():
+    """Each of the first four classes is drawn with its own shape (same colour here, so only the shape differs)."""
+    from PIL import ImageDraw
+
+    from muse_fast.output.overlay import MARKERS, draw_marker
+
+    masks = []
+    for shape in MARKERS:
+        image = Image.new("RGB", (40, 40), (0, 0, 0))
+        draw_marker(ImageDraw.Draw(image), 20, 20, 8, shape, (255, 255, 255))
+        mask = np.asarray(image).any(-1)  # fill and rim
+        assert mask[20, 20] and 100 < mask.sum() < 500  # centred on the nucleus, about the same size
+        masks.append(mask)
+    for a, b in itertools.combinations(masks, 2):
+        assert (a ^ b).sum() > 30  # clearly different outlines
