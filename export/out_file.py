@@ -10,11 +10,13 @@ from muse_fast.errors import OutputError
 from muse_fast.output.regular import kind
 
 
-def check_export_out(path: Path, flag: str = "--out") -> None:
-    """Refuse ``path`` unless it is a new or regular file in a folder we can write (probed with a hidden file).
+def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -> None:
+    """Refuse ``path`` unless it is a new file (or, with ``overwrite``, a regular file) in a folder we can write
+    (probed with a hidden file).
 
-    A symlink, folder, FIFO, socket or device node at ``path`` is refused (never followed or replaced), as are an
-    empty path, a path under a file, and a folder that refuses new files (read-only, ``/proc``).
+    An existing file is the user's until they say otherwise (``--overwrite``). A symlink, folder, FIFO, socket or
+    device node at ``path`` is refused (never followed or replaced), as are an empty path, a path under a file, and a
+    folder that refuses new files (read-only, ``/proc``).
     """
     text = os.fspath(path)
     if not text.strip() or Path(text).name in ("", ".", ".."):
@@ -29,6 +31,8 @@ def check_export_out(path: Path, flag: str = "--out") -> None:
             f"{flag} {path} is {found}, not a regular file; export writes only regular files and never replaces "
             f"anything else: pass a new file path such as model.onnx"
         )
+    if found is None and os.path.lexists(path) and not overwrite:
+        raise OutputError(f"{flag} {path} already exists; pass --overwrite to replace it, or another path")
     folder = path.parent
     while not os.path.lexists(folder) and folder != folder.parent:
         folder = folder.parent

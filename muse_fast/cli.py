@@ -104,6 +104,7 @@ def _add_export(sub) -> None:
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
     p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (only a regular file)")
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
     p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
     p.add_argument("--opt-batch", type=int, default=16, help="TensorRT profile: batch to tune for")
@@ -295,9 +296,9 @@ def _export(args) -> int:
     from muse_fast.export.onnx import INPUT_NAME, export_onnx
     from muse_fast.export.out_file import check_export_out
 
-    check_export_out(args.out)  # before minutes of work; trt also writes the ONNX beside it
+    check_export_out(args.out, overwrite=args.overwrite)  # before minutes of work; trt also writes the ONNX beside it
     if args.format == "trt":
-        check_export_out(args.out.with_suffix(".onnx"), "--out (its .onnx beside it)")
+        check_export_out(args.out.with_suffix(".onnx"), "--out (its .onnx beside it)", args.overwrite)
     if args.fused_post:
         return _export_fused(args)
     if args.format == "onnx":

@@ -127,11 +127,20 @@ def _classification(value) -> tuple[str | None, tuple[int, int, int] | None]:
     return str(value["name"]).strip(), colour
 
 
-def _xy(path: Path, point) -> list[float]:
+def _csv_numbers(path: Path, cells: list[str]) -> list[float]:
+    """A CSV row's ``x,y`` cells as numbers (CSV cells are text)."""
     try:
-        x, y = float(point[0]), float(point[1])
-    except (TypeError, ValueError, IndexError):
-        raise InputError(f"{path.name} has a malformed coordinate {point!r}; export it again from QuPath") from None
+        return [float(c) for c in cells]
+    except ValueError:
+        raise InputError(f"{path.name} has a malformed coordinate {cells!r}; x and y must be numbers") from None
+
+
+def _xy(path: Path, point) -> list[float]:
+    numbers = isinstance(point, (list, tuple)) and len(point) >= 2
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point[:2])
+    if not numbers:  # GeoJSON positions are JSON numbers; "12" or true is not one
+        raise InputError(f"{path.name} has a malformed coordinate {point!r}; export it again from QuPath")
+    x, y = float(point[0]), float(point[1])
     if not (np.isfinite(x) and np.isfinite(y)):
         raise InputError(f"{path.name} has a coordinate that is not finite ({point!r}); export it again from QuPath")
     return [x, y]
@@ -147,7 +156,7 @@ def _read_csv(path: Path) -> Annotations:
                 continue
             if len(row) < 3 or not row[2].strip():
                 raise InputError(f"{path.name} line {line_no}: expected x,y,class, got {','.join(row)!r}")
-            xy.append(_xy(path, row[:2]))
+            xy.append(_xy(path, _csv_numbers(path, row[:2])))
             names.append(row[2].strip())
     return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names)
 

@@ -2,21 +2,18 @@
 
 Checked on load (:func:`muse_fast.model.weights.load_weights`), before the network is built: class names (unique,
 non-empty text that encodes as UTF-8), the tile size (an int, a positive multiple of the network's input stride and
-larger than the tile overlap), the model's mpp (a positive number; outside the usual range a warning) and the state
+larger than the tile overlap), the model's mpp (a positive number in the usual range) and the state
 dict (a mapping of parameter names to tensors).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 
 import torch
 
 from ..errors import WeightsError
-
-log = logging.getLogger(__name__)
 
 INPUT_STRIDE = 32  # MuseNet's input sides must be multiples of 32 (the ResNet's stride; 2 ViT patches)
 FIX = "write weights with train.finetune or save_weights"
@@ -70,7 +67,7 @@ def check_tile_size(size: object, name: str) -> int:
 
 
 def check_model_mpp(mpp: object, name: str) -> float:
-    """A positive, finite number; outside ``PLAUSIBLE_MPP`` a warning (each slide's run says the tiles it plans)."""
+    """A positive, finite number within ``PLAUSIBLE_MPP`` (a model at 0.001 um/px would plan hours of tiles)."""
     from ..config import PLAUSIBLE_MPP
 
     if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp) or mpp <= 0:
@@ -78,12 +75,10 @@ def check_model_mpp(mpp: object, name: str) -> float:
             f"weights {name} record mpp {_short(mpp)}; it must be the positive microns per pixel the network was "
             f"trained at (0.5 for BRCA-M2C); {FIX}"
         )
-    if not PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]:
-        log.warning(
-            "weights %s record mpp %g, outside the usual %g-%g um/px; slides are resampled to it, so check the file",
-            name,
-            mpp,
-            *PLAUSIBLE_MPP,
+    if not PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]:  # no scanner images at that scale: a damaged file
+        raise WeightsError(
+            f"weights {name} record mpp {mpp:g}, outside the {PLAUSIBLE_MPP[0]:g}-{PLAUSIBLE_MPP[1]:g} um/px of real "
+            f"slides (every slide would be resampled to it); {FIX}"
         )
     return float(mpp)
 
@@ -98,8 +93,8 @@ def check_state_dict(state: object, name: str) -> Mapping[str, torch.Tensor]:
     if bad is not None:
         key, value = bad
         raise WeightsError(
-            f"weights {name}: state_dict entry {_short(key)} holds a value of type {_kind(value)}, not a tensor ({len(state)} entries); "
-            f"{FIX}"
+            f"weights {name}: state_dict entry {_short(key)} holds a value of type {_kind(value)}, not a tensor "
+            f"({len(state)} entries); {FIX}"
         )
     return state
 

@@ -64,6 +64,22 @@ def test_single_points_and_csv(tmp_path):
             "2 points without a class",
         ),
         ({"type": "FeatureCollection"}, "no GeoJSON features"),
+        *(
+            (
+                {
+                    "type": "FeatureCollection",
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "geometry": {"type": "Point", "coordinates": bad},
+                            "properties": {"classification": {"name": "Tumor"}},
+                        }
+                    ],
+                },
+                "malformed coordinate",
+            )
+            for bad in (["12", "34"], [True, False], [5], "12,34", [None, 3])
+        ),
     ],
 )
 def test_refused_in_one_line(tmp_path, content, expected):

@@ -78,3 +78,17 @@ def test_a_read_only_folder_is_refused_first(tmp_path, capsys):
         assert "refuses new files (Permission denied)" in _refused(capsys, str(tmp_path / "m.onnx"))
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_an_existing_file_is_the_users_until_overwrite(tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "model.onnx"
+    mine.write_text("the user's")
+    assert "already exists; pass --overwrite" in _refused(capsys, str(mine))
+    assert mine.read_text() == "the user's"
+    wrote = []
+    monkeypatch.setattr(
+        onnx_export, "export_onnx", lambda weights, out: wrote.append(out) or (_ for _ in ()).throw(KeyboardInterrupt)
+    )
+    # with --overwrite the check passes and the export starts (here it is interrupted at once: exit 130)
+    assert main(["export", "--out", str(mine), "--overwrite"]) == 130
+    assert wrote == [mine] and mine.read_text() == "the user's"

@@ -88,12 +88,14 @@ def test_a_weights_folder_is_called_a_folder(small_dots, tmp_path, capsys):
     assert f"weights {tmp_path} is a folder" in _one_line_error(capsys)
 
 
-def test_an_implausible_model_mpp_warns_on_load_and_with_the_tile_count(small_dots, tmp_path, caplog):
+def test_an_implausible_model_mpp_is_refused_on_load_and_warned_with_the_tile_count_in_a_run(
+    small_dots, tmp_path, caplog
+):
     """Weights with mpp 0.001 ran 3,891 batches without a word (only the slide's mpp was checked)."""
-    torch.save({**VALID, "mpp": 0.001, "state_dict": {}}, tmp_path / "w.pt")
-    with pytest.raises(WeightsError, match="do not fit"):  # the metadata passes, with a warning
-        load_weights(tmp_path / "w.pt")
-    assert "record mpp 0.001, outside the usual 0.1-4 um/px" in caplog.text
+    for mpp in (0.001, 50.0):
+        torch.save({**VALID, "mpp": mpp, "state_dict": {}}, tmp_path / "w.pt")
+        with pytest.raises(WeightsError, match=f"record mpp {mpp:g}, outside the 0.1-4 um/px of real slides"):
+            load_weights(tmp_path / "w.pt")
     caplog.clear()
     meta = META.__class__(META.model, META.classes, 0.05, META.tile_size)
     cfg = InferConfig(out_dir=tmp_path / "o", quiet=True, tissue_mask=False)
