@@ -14,10 +14,12 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from subprocess import PIPE
 
 import numpy as np
 import pytest
 import torch
+from child_signals import sigint_as_a_terminal_gives_it
 from dots import META, DotEngine
 
 import muse_fast.cli as cli
@@ -162,7 +164,7 @@ def test_a_signal_at_any_stage_stops_the_run_without_final_outputs(small_dots, t
     env = {**os.environ, PAUSE_AT: step, PAUSE_DIR: str(seams_dir)}
     cmd = [sys.executable, DOT_CLI, "infer", str(small_dots), "--out", str(out), "--no-tissue-mask", "--quiet"]
     cmd += ["--batch-size", "2", "--workers", "1000"]
-    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(cmd, env=env, stdout=PIPE, stderr=PIPE, text=True, preexec_fn=sigint_as_a_terminal_gives_it)
     marker = seams_dir / f"{step}.{run.pid}.paused"
     while not marker.exists():  # the seam writes it when the run reaches the step
         assert run.poll() is None, run.communicate()

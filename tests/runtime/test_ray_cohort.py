@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from child_signals import sigint_as_a_terminal_gives_it
 from ray_cluster import local_cluster
 
 import muse_fast.cli as cli
@@ -155,7 +156,7 @@ def test_ctrl_c_on_the_driver_stops_workers_cleanly_and_a_rerun_completes(cluste
     env = {**os.environ, PAUSE_AT: "shard:0", PAUSE_DIR: str(seams_dir)}
     cmd = [sys.executable, "-m", "muse_fast", "infer", str(cohort), "--out", str(out), *ARGS]
     cmd += ["--ray", address, "--workers-per-node", "2"]
-    driver = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_a_terminal_gives_it)
     _wait_for(lambda: len(list(seams_dir.glob("*.paused"))) == 2 or driver.poll() is not None, "two workers paused")
     paused = sorted(seams_dir.glob("*.paused"))
     assert len(paused) == 2, driver.stderr.read()
