@@ -25,3 +25,12 @@ def cmu_svs():
     if not path.exists():
         pytest.skip(f"{path} not found; run the README's demo command, which unpacks it, or set MUSE_DATA")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_engine_unless_named():
+    """``infer`` runs on the torch engine here unless a benchmark names another: the cohort and Ray benchmarks time
+    ``TorchEngine.run`` inside the run, and ``--engine auto`` (the CLI's default) could pick another engine."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MUSE_FAST_ENGINE", "torch")
+        yield
