@@ -46,8 +46,9 @@ venv=$sandbox/device-venv
 if [ -x "$base" ] && [ "$(version "$base")" = "$(version "$host")" ] && ! "$base" -c 'import torch' 2>/dev/null &&
     "$base" -m venv --without-pip "$venv" 2>/dev/null; then # pip comes with the joined packages
     venv_site=$("$venv/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    "$host" -c 'import sysconfig; p = sysconfig.get_paths(); print(p["purelib"]); print(p["platlib"])' | sort -u \
-        >"$venv_site/device_packages.pth"
+    # every package folder the host imports from (a host that is itself a venv over a system python included)
+    "$host" -c 'import sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))))' |
+        awk '!seen[$0]++' >"$venv_site/device_packages.pth"
     # what broke the earlier script: a venv made from the device's python sees its base's packages, not torch
     "$venv/bin/python3" -m venv --system-site-packages --without-pip "$sandbox/nested"
     if "$sandbox/nested/bin/python3" -c 'import torch' 2>/dev/null; then
