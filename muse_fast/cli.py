@@ -207,7 +207,6 @@ def _colours(classes) -> list:
 def _build_engine(
     name: str, weights: Path | None, device: str, batch_size: int, precision: str = "auto", tta: bool = False
 ):
-    from .config import check_weights_mpp
     from .model.weights import file_sha256, load_weights, resolve_weights
     from .runtime.budget import check_batch_size
     from .runtime.engines import EngineInputs, create_engine
@@ -218,8 +217,7 @@ def _build_engine(
         from .errors import ConfigError
 
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}; the default is 16")
-    model, meta = load_weights(weights)
-    check_weights_mpp(meta.mpp, resolve_weights(weights).name)
+    model, meta = load_weights(weights)  # checks the metadata, mpp included
     note = check_batch_size(batch_size, meta.tile_size, device)
     if note:
         logging.getLogger(__name__).warning(note)

@@ -8,7 +8,6 @@ dict (a mapping of parameter names to tensors).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -68,9 +67,9 @@ def check_tile_size(size: object, name: str) -> int:
 
 def check_model_mpp(mpp: object, name: str) -> float:
     """A positive, finite number within ``PLAUSIBLE_MPP`` (a model at 0.001 um/px would plan hours of tiles)."""
-    from ..config import PLAUSIBLE_MPP
+    from ..config import PLAUSIBLE_MPP, valid_mpp
 
-    if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp) or mpp <= 0:
+    if not valid_mpp(mpp):
         raise WeightsError(
             f"weights {name} record mpp {_short(mpp)}; it must be the positive microns per pixel the network was "
             f"trained at (0.5 for BRCA-M2C); {FIX}"

@@ -1,4 +1,4 @@
-"""Defects an outside tester found in the fifth session's features, each pinned by a test."""
+"""Defects an outside tester found in the resume, cohort and embeddings features, each pinned by a test."""
 
 import pytest
 import torch
