@@ -23,7 +23,7 @@ import numpy as np
 
 from muse_fast.errors import ConfigError
 
-from .precision import cpu_bf16_units, cpu_flags, cpu_model_name
+from .precision import cpu_bf16_units, cpu_flags, cpu_flags_digest, cpu_model_name
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def machine_key(threads: int) -> dict:
     flags = cpu_flags()
     return {
         "cpu": cpu_model_name(),
-        "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16],
+        "flags_sha256": cpu_flags_digest(flags),
         "bf16_units": cpu_bf16_units(flags),
         "logical_cpus": os.cpu_count(),
         "threads": threads,

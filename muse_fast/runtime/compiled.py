@@ -13,7 +13,6 @@ Batches are padded to the compiled batch size (the last batch of a slide is shor
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 
 from ..errors import BackendUnavailable, one_line
 from ..model.registry import DenseOutputs, MuseNet
-from .precision import cpu_flags, cpu_model_name, resolve_precision
+from .precision import cpu_flags, cpu_flags_digest, cpu_model_name, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ def package_key(weights_sha256: str, tile_size: int, batch_size: int, precision:
     """What the compiled code depends on (see the module's doc)."""
     from .. import __version__
 
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
     return {
         "weights": weights_sha256,
         "tile": tile_size,
@@ -70,7 +68,7 @@ def package_key(weights_sha256: str, tile_size: int, batch_size: int, precision:
         "precision": precision,
         "threads": torch.get_num_threads(),
         "cpu": cpu_model_name(),
-        "cpu_flags_sha256": flags,
+        "cpu_flags_sha256": cpu_flags_digest(cpu_flags()),
         "torch": torch.__version__,
         "muse_fast": __version__,
         "format": COMPILED_FORMAT_VERSION,

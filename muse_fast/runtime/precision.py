@@ -55,6 +55,13 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
+def cpu_flags_digest(flags: set[str]) -> str:
+    """A short, stable digest of a set of CPU flags, for cache keys (16 hex digits of sha256)."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
+
+
 def cpu_model_name(cpuinfo: str | None = None) -> str:
     """The CPU's marketing name from ``cpuinfo`` (default: this machine's), else the platform's processor string."""
     import platform
