@@ -35,6 +35,7 @@ from muse_fast.model import create_model
 from muse_fast.model.checkpoint import load_official_checkpoint
 from muse_fast.model.weights import WeightsMeta, load_weights, save_weights, state_dict_mismatch
 
+from .amp import autocast, check_amp
 from .calibrate import calibrate_weights, calibration_grid
 from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter, random_geometry
@@ -68,6 +69,7 @@ class FinetuneConfig:
     seed: int = 2025
     threads: int = 0  # torch threads; 0 = library default
     half: bool = True  # store the final weights in fp16
+    amp: str = "none"  # "bf16" autocast (CUDA, or a CPU with AMX/AVX512-BF16) or "fp16" (CUDA only)
     device: str = "cpu"
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); the best weights so far are kept
     pseudo_rois: str = ""  # semi-supervised: a ROI store of unlabelled context (train.detect_nuclei output)
@@ -184,6 +186,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     thresholds, taus = calibration_grid(
         cfg.calibrate_thresholds, cfg.calibrate_taus, ("--calibrate-thresholds", "--calibrate-taus")
     )  # checked before hours of training, not after
+    check_amp(cfg.amp, cfg.device)
     if cfg.steps < 1:
         raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
     out = Path(cfg.out)
@@ -228,7 +231,8 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
             for group in opt.param_groups:
                 group["lr"] = float(lrs[step])
             batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
-            loss, parts = training_loss(model, batch, cfg, weights)
+            with autocast(cfg.amp, device):
+                loss, parts = training_loss(model, batch, cfg, weights)
             if pseudo_store is not None:
                 unlabelled = unlabelled_batch(pseudo_store, cfg.tile_size, BRCA_MPP, cfg.pseudo_batch, rng).to(device)
                 pseudo, pseudo_parts = pseudo_label_loss(model, teacher, unlabelled, cfg.pseudo_threshold)

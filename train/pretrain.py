@@ -32,6 +32,7 @@ from muse_fast.model import create_backbone, load_official_checkpoint
 from muse_fast.model.registry import imagenet_normalise
 from muse_fast.output.atomic import atomic_write
 
+from .amp import autocast, check_amp
 from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter
 from .data.rois import RoiStore
@@ -77,7 +78,7 @@ class PretrainConfig:
     seed: int = 2025
     threads: int = 0
     device: str = "cpu"
-    amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
+    amp: str = "none"  # "bf16" autocast (CUDA, or a CPU with AMX/AVX512-BF16) or "fp16" (CUDA only)
 
     def resolved(self) -> PretrainConfig:
         if self.stage not in ("muse", "lfov"):
@@ -86,6 +87,7 @@ class PretrainConfig:
             raise ConfigError(f"unknown --centering '{self.centering}'; choose ema or sinkhorn")
         if self.stage == "lfov" and not self.init:
             raise ConfigError("--stage lfov continues from 224-px weights: pass --init OUT/backbone.pth")
+        check_amp(self.amp, self.device)
         size = self.view_size or (512 if self.stage == "lfov" else 224)
         if size % 32:
             raise ConfigError(f"--view-size must be a multiple of 32, got {size}")
@@ -242,9 +244,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if rank == 0:
         save_config(cfg, out / "config.json")
     sched = schedules(cfg)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16")
     parts: dict = {}
     started = time.time()
     log = open(out / "log.jsonl", "a") if rank == 0 else None
@@ -252,7 +252,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = float(sched["lr"][step])
         opt.param_groups[0]["weight_decay"] = float(sched["wd"][step])
         batch = [t.to(device) for t in make_step_batch(store, cfg, step, rank)]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+        with autocast(cfg.amp, device):
             loss, parts, (t_img, t_nu) = muse_loss(
                 model, teacher, batch, centers, cfg, float(sched["teacher_temp"][step])
             )

@@ -1,6 +1,7 @@
 """3-step runs of the training and evaluation entry points on real BRCA-M2C images."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -39,6 +40,16 @@ def test_finetune_three_steps_then_evaluate(brca_dir, tmp_path):
     scores = evaluate.evaluate_images(model, val, evaluate.EvalConfig(), with_accuracy=True)
     assert set(scores) >= {"mcspatnet", "hungarian", "accuracy_at_gt"}
     assert 0 <= scores["accuracy_at_gt"] <= 1
+
+
+def test_finetune_with_bf16_autocast_on_the_cpu(brca_dir, tmp_path):
+    train, val = load_split("train")[:2], load_split("val")[:1]
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, amp="bf16")
+    best = finetune(cfg, train, val)
+    assert best["step"] == 1 and 0 <= best["det_f1"] <= 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in log)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] == "bf16"
 
 
 def test_finetune_with_weight_averaging_keeps_both_models(brca_dir, tmp_path):

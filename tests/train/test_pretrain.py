@@ -275,3 +275,11 @@ def test_ddp_two_cpu_processes(tiny_store, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "ddp" / "backbone.pth").exists()
     assert len((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_pretrain_with_bf16_autocast_on_the_cpu(tiny_store, tmp_path):
+    cfg = PretrainConfig(rois=str(tiny_store), out=str(tmp_path / "bf16"), steps=2, amp="bf16", **TINY)
+    parts = pretrain(cfg)
+    assert math.isfinite(parts["loss"])
+    state = torch.load(tmp_path / "bf16" / "checkpoint.pt", weights_only=True)["teacher"]
+    assert all(v.dtype != torch.bfloat16 for v in state.values())  # autocast computes in bf16, keeps fp32 weights
