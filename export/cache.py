@@ -15,6 +15,7 @@ from pathlib import Path
 
 from muse_fast.errors import ConfigError
 from muse_fast.output.atomic import atomic_write
+from muse_fast.output.regular import mode_kind
 
 log = logging.getLogger(__name__)
 MAX_READ_BYTES = 1 << 30  # more than any cached file of ours: a read never runs away on an endless source
@@ -152,19 +153,13 @@ def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes | None:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        log.warning("%s in the cache is %s, not a file of ours; ignoring it", path, _file_kind(info.st_mode))
+        log.warning("%s in the cache is %s, not a file of ours; ignoring it", path, mode_kind(info.st_mode))
         return None
     with os.fdopen(fd, "rb") as fh:
         if info.st_size > limit:
             log.warning("%s in the cache is %d bytes, more than any of ours; ignoring it", path, info.st_size)
             return None
         return fh.read(limit)
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
-    kinds.update({stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder", stat.S_ISLNK: "a symbolic link"})
-    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
 def checksum_path(path: Path) -> Path:

@@ -20,9 +20,13 @@ def kind(path: str | Path) -> str | None:
     """What stands at ``path`` when it is not a regular file ("a symbolic link", "a FIFO", ...); None when it is one
     or nothing is there."""
     try:
-        mode = os.lstat(path).st_mode
+        return mode_kind(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def mode_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is, in words, when it is not a regular file; None when it is one."""
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISLNK(mode):

@@ -79,7 +79,7 @@ def test_reads_refuse_special_files_without_blocking(tmp_path, caplog):
     assert read_regular(tmp_path / "missing") is None
     kinds = [w.split(" in the cache is ")[1] for w in _warnings(caplog)]
     assert kinds == [
-        "a FIFO, not a file of ours; ignoring it",
+        "a FIFO (named pipe), not a file of ours; ignoring it",
         "a symbolic link, not a file of ours; ignoring it",
         "a folder, not a file of ours; ignoring it",
     ]

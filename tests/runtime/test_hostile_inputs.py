@@ -228,7 +228,7 @@ def test_special_files_at_the_autotune_cache_path_are_ignored_not_read(tmp_path,
     os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")
     choice, _ = _read_in_thread(lambda: _choose(monkeypatch, {"torch fp32": 10.0, "onnx fp32": 20.0}))
     assert not choice.cached
-    found = "a FIFO" if kind == "fifo" else "a symbolic link"
+    found = "a FIFO (named pipe)" if kind == "fifo" else "a symbolic link"
     assert f"{path} in the cache is {found}, not a file of ours; ignoring it" in caplog.text
     assert path.is_file() and not path.is_symlink() and _choose(monkeypatch, {})[0].cached  # replaced, link only
 
