@@ -5,6 +5,11 @@ Intel Xeon; bf16 wins only with bf16 units), so it is measured: one warm-up batc
 ``CALIBRATION_ROUNDS`` interleaved rounds of one batch each (so machine load affects every candidate alike), the
 median counting. The result is cached per machine (CPU model, flags, cores, threads), model (weights, batch size)
 and version (muse-fast, torch, ONNX Runtime) in ``<cache>/autotune/``; any change means a new measurement.
+
+A measurement taken on a busy machine is not cached: while timing, this process must get at least ``BUSY_SHARE`` of
+the CPU time its threads could use (CPU seconds over wall seconds times threads, capped at the usable cores); below
+that, other work took the CPU, the speeds say more about the load than about the engines, and the choice serves this
+run only. ``MUSE_FAST_RETUNE=1`` measures again and replaces the cached entry (if the machine is quiet).
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from .precision import cpu_bf16_units, cpu_flags, cpu_flags_digest, cpu_model_na
 
 log = logging.getLogger(__name__)
 
-AUTOTUNE_VERSION = 1  # bump when candidates or the measurement change
+AUTOTUNE_VERSION = 2  # bump when candidates or the measurement change; 2: busy measurements are not cached
 CALIBRATION_ROUNDS = 3
+BUSY_SHARE = 0.7  # a timing beside two busy processes on 2 cores got 0.33-0.35 (docs/results.md)
+RETUNE_ENV = "MUSE_FAST_RETUNE"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class AutoChoice:
     cached: bool  # read from the cache, not measured now
     cache_path: Path | None
     machine: dict = field(default_factory=dict)
+    not_kept: str = ""  # why a measurement made now is not cached (a busy machine, an unusable cache folder)
 
     def line(self) -> str:
         """One line: what was picked and why."""
@@ -58,8 +66,8 @@ class AutoChoice:
         bf16 = " and ".join(self.machine.get("bf16_units", [])) or "no bf16 units"
         threads = self.machine.get("threads", 0)
         where = f"{self.machine.get('cpu', 'this CPU')} with {bf16}, {threads} thread{'s' if threads != 1 else ''}"
-        if self.cache_path is None:
-            when = "measured now, not cached (the cache folder is unusable)"
+        if self.not_kept or self.cache_path is None:
+            when = f"measured now, for this run only: {self.not_kept or 'the cache folder is unusable'}"
         else:
             when = f"{'cached measurement' if self.cached else 'measured now, cached'} in {self.cache_path}"
         return (
@@ -174,17 +182,56 @@ def _bad_entry(data: object) -> str | None:
     return None
 
 
-def measure(engines: dict[str, object], batch: np.ndarray, rounds: int = CALIBRATION_ROUNDS) -> dict[str, float]:
-    """Median model-only tiles/s of each engine over ``rounds`` interleaved runs of ``batch``, after a warm-up."""
+@dataclass(frozen=True)
+class Measurement:
+    tiles_per_s: dict[str, float]  # label -> median model-only tiles/s
+    cpu_share: float  # CPU time this process got while timing, over what its threads could use (1.0: all of it)
+
+
+def cpu_clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads): sampled around the timed rounds."""
+    return time.perf_counter(), time.process_time()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_share(start: tuple[float, float], end: tuple[float, float], threads: int) -> float:
+    """CPU seconds over wall seconds times the threads that can run at once (at most the usable cores)."""
+    wall, cpu = end[0] - start[0], end[1] - start[1]
+    return cpu / max(wall * max(1, min(threads, usable_cores())), 1e-9)
+
+
+def busy_reason(share: float) -> str:
+    """Why a measurement at this CPU share is not cached, or ""."""
+    if share >= BUSY_SHARE:
+        return ""
+    return (
+        f"the CPU was busy (this process got {share:.0%} of its threads' CPU time while timing, under "
+        f"{BUSY_SHARE:.0%}); a run on a quiet machine caches its measurement"
+    )
+
+
+def measure(engines: dict[str, object], batch: np.ndarray, rounds: int = CALIBRATION_ROUNDS) -> Measurement:
+    """Median model-only tiles/s of each engine over ``rounds`` interleaved runs of ``batch``, after a warm-up, and
+    this process's CPU share during those rounds."""
+    import torch
+
     for engine in engines.values():
         engine.run(batch)
     times: dict[str, list[float]] = {label: [] for label in engines}
+    before = cpu_clock()
     for _ in range(rounds):
         for label, engine in engines.items():
             start = time.perf_counter()
             engine.run(batch)
             times[label].append(time.perf_counter() - start)
-    return {label: round(len(batch) / statistics.median(t), 2) for label, t in times.items()}
+    share = cpu_share(before, cpu_clock(), torch.get_num_threads())
+    return Measurement({label: round(len(batch) / statistics.median(t), 2) for label, t in times.items()}, share)
 
 
 def calibration_batch(batch_size: int, tile_size: int) -> np.ndarray:
@@ -203,6 +250,7 @@ def choose(
     """The fastest candidate (cached for ``key``, else measured now) and its engine if it was built here.
 
     A candidate that cannot be built here is skipped with its reason; if none can, the first one's error is raised.
+    With ``$MUSE_FAST_RETUNE`` set (not "0") the cache is not read; a measurement on a busy machine is not written.
     """
     from muse_fast.export.cache import write_atomic
 
@@ -213,7 +261,7 @@ def choose(
     key = {**key, "candidates": [c.label for c in candidates]}
     path = cache_path(key)
     labels = {c.label: c for c in candidates}
-    cached = read_cached(path, key)
+    cached = None if os.environ.get(RETUNE_ENV, "0") not in ("", "0") else read_cached(path, key)
     if cached is not None and cached["tiles_per_s"] and set(cached["tiles_per_s"]) <= set(labels):
         speeds = cached["tiles_per_s"]
         return AutoChoice(labels[max(speeds, key=speeds.get)], speeds, True, path, machine), None
@@ -226,14 +274,19 @@ def choose(
             log.info("engine auto: skipping %s (%s)", candidate.label, one_line(exc))
     if not engines:
         raise first_error
-    speeds = measure(engines, batch)
+    measured = measure(engines, batch)
+    speeds = measured.tiles_per_s
     best = max(speeds, key=speeds.get)
-    try:
-        write_atomic(path, (json.dumps(cache_entry(key, speeds, best), indent=2) + "\n").encode())
-    except ConfigError as exc:  # the choice stands; only its cache is lost
-        log.warning("engine auto: %s; the measurement is not kept", exc)
+    not_kept = busy_reason(measured.cpu_share)
+    if not_kept:
         path = None
-    return AutoChoice(labels[best], speeds, False, path, machine), engines[best]
+    else:
+        try:
+            write_atomic(path, (json.dumps(cache_entry(key, speeds, best), indent=2) + "\n").encode())
+        except ConfigError as exc:  # the choice stands; only its cache is lost
+            log.warning("engine auto: %s; the measurement is not kept", exc)
+            path = None
+    return AutoChoice(labels[best], speeds, False, path, machine, not_kept), engines[best]
 
 
 def auto_cpu_engine(inputs, build: Callable[[Candidate], object], onnx_available: bool):

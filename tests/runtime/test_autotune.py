@@ -29,18 +29,19 @@ class FakeEngine:
 
 
 class Measured:
-    """Stands in for :func:`autotune.measure` (no wall-clock in tests): fixed speeds, and how often it ran."""
+    """Stands in for :func:`autotune.measure` (no wall-clock in tests): fixed speeds and CPU share, and how often it
+    ran."""
 
-    def __init__(self, speeds: dict[str, float]) -> None:
-        self.speeds, self.calls = speeds, 0
+    def __init__(self, speeds: dict[str, float], cpu_share: float = 0.97) -> None:
+        self.speeds, self.share, self.calls = speeds, cpu_share, 0
 
     def __call__(self, engines, batch, rounds=autotune.CALIBRATION_ROUNDS):
         self.calls += 1
-        return {label: self.speeds[label] for label in engines}
+        return autotune.Measurement({label: self.speeds[label] for label in engines}, self.share)
 
 
-def _choose(monkeypatch, speeds, key=KEY, candidates=FOUR):
-    measured = Measured(speeds)
+def _choose(monkeypatch, speeds, key=KEY, candidates=FOUR, cpu_share=0.97):
+    measured = Measured(speeds, cpu_share)
     monkeypatch.setattr(autotune, "measure", measured)
     built = []
 
@@ -115,6 +116,56 @@ def test_a_damaged_cache_file_is_measured_again(monkeypatch):
     assert not again.cached and calls == 1 and json.loads(again.cache_path.read_text())["choice"] == "torch bf16"
 
 
+def test_a_measurement_on_a_busy_machine_serves_this_run_only(monkeypatch):
+    """A CI run once cached 4.3 tiles/s measured under load: a busy measurement is used, said so, and never cached."""
+    busy, _, _, calls = _choose(monkeypatch, {**SPEEDS, "onnx int8": 99.0}, cpu_share=0.41)
+    assert busy.candidate.label == "onnx int8" and not busy.cached and busy.cache_path is None and calls == 1
+    assert not (autotune.cache_path({**KEY, "candidates": [c.label for c in FOUR]})).exists()
+    line = busy.line()
+    assert len(line.splitlines()) == 1 and "measured now, for this run only: the CPU was busy" in line
+    assert "got 41% of its threads' CPU time" in line
+    quiet, *_, calls = _choose(monkeypatch, SPEEDS)  # the next run measures again, quiet: cached
+    assert not quiet.cached and calls == 1 and quiet.cache_path.is_file()
+    assert _choose(monkeypatch, {k: 1.0 for k in SPEEDS})[0].cached
+
+
+def test_retune_measures_again_and_replaces_the_cached_entry(monkeypatch):
+    first = _choose(monkeypatch, SPEEDS)[0]
+    monkeypatch.setenv(autotune.RETUNE_ENV, "1")
+    again, _, built, calls = _choose(monkeypatch, {**SPEEDS, "onnx fp32": 80.0})
+    assert not again.cached and calls == 1 and len(built) == 4 and again.candidate.label == "onnx fp32"
+    assert again.cache_path == first.cache_path and json.loads(first.cache_path.read_text())["choice"] == "onnx fp32"
+    monkeypatch.setenv(autotune.RETUNE_ENV, "0")  # "0" is off: the new entry is read
+    assert _choose(monkeypatch, {k: 1.0 for k in SPEEDS})[0].candidate.label == "onnx fp32"
+
+
+class FakeClock:
+    """Stands in for :func:`autotune.cpu_clock`: (wall, CPU) samples in order, e.g. 10 s of wall with 6 s of CPU."""
+
+    def __init__(self, *samples: tuple[float, float]) -> None:
+        self.samples = list(samples)
+
+    def __call__(self) -> tuple[float, float]:
+        return self.samples.pop(0)
+
+
+@pytest.mark.parametrize("cores, cpu, expected", [(1, 9.5, 0.95), (1, 6.0, 0.6), (2, 6.0, 0.3), (2, 19.0, 0.95)])
+def test_the_cpu_share_of_the_timed_rounds(monkeypatch, cores, cpu, expected):
+    """measure() samples the clock around its timed rounds only; the share is capped at the usable cores."""
+    import torch
+
+    monkeypatch.setattr(autotune, "usable_cores", lambda: cores)
+    monkeypatch.setattr(autotune, "cpu_clock", FakeClock((100.0, 50.0), (110.0, 50.0 + cpu)))
+    threads = torch.get_num_threads()
+    engines = {c.label: FakeEngine(c) for c in FOUR[:2]}
+    measured = autotune.measure(engines, np.zeros((2, 4, 4, 3), np.uint8), rounds=2)
+    assert set(measured.tiles_per_s) == {"torch fp32", "torch bf16"}
+    assert measured.cpu_share == pytest.approx(cpu / (10.0 * min(threads, cores)))
+    if threads >= cores:
+        assert measured.cpu_share == pytest.approx(expected)
+    assert bool(autotune.busy_reason(measured.cpu_share)) == (measured.cpu_share < autotune.BUSY_SHARE)
+
+
 def test_a_candidate_that_cannot_run_is_skipped(monkeypatch, caplog):
     measured = Measured(SPEEDS)
     monkeypatch.setattr(autotune, "measure", measured)
@@ -155,6 +206,7 @@ def test_auto_on_the_cpu_builds_real_engines_once_per_key(monkeypatch, caplog):
     monkeypatch.setattr(engines, "_onnx_reason", lambda: "left out in this test")
     monkeypatch.setattr(compiled, "compiler_missing_reason", lambda: "left out in this test")
     monkeypatch.setattr(autotune, "machine_key", lambda threads: {**MACHINE, "threads": threads})
+    monkeypatch.setattr(autotune, "cpu_share", lambda start, end, threads: 0.97)  # quiet, whatever the CI's load
     model, meta = load_weights()
     inputs = EngineInputs(model, meta, "0" * 64, "cpu", batch_size=1)
     with caplog.at_level(logging.INFO, logger="muse_fast.runtime"):

@@ -142,7 +142,8 @@ def test_auto_skips_a_compiled_candidate_that_falls_back_to_eager(monkeypatch, c
 
     def measure(built, batch, rounds=autotune.CALIBRATION_ROUNDS):
         timed.extend(built)
-        return {label: 100.0 if engine.name == "compiled" else 10.0 for label, engine in built.items()}
+        speeds = {label: 100.0 if engine.name == "compiled" else 10.0 for label, engine in built.items()}
+        return autotune.Measurement(speeds, cpu_share=1.0)
 
     monkeypatch.setattr(compiled, "compiler_missing_reason", lambda: None)
     monkeypatch.setattr(compiled, "build_package", broken)

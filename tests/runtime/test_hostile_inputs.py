@@ -181,7 +181,8 @@ def test_a_signal_at_any_stage_stops_the_run_without_final_outputs(small_dots, t
 
 
 def _choose(monkeypatch, speeds):
-    monkeypatch.setattr(autotune, "measure", lambda engines, batch, rounds=3: {k: speeds[k] for k in engines})
+    quiet = lambda engines, batch, rounds=3: autotune.Measurement({k: speeds[k] for k in engines}, 1.0)  # noqa: E731
+    monkeypatch.setattr(autotune, "measure", quiet)
     candidates = [autotune.Candidate("torch", "fp32"), autotune.Candidate("onnx", "fp32")]
     key = {"machine": {"cpu": "x"}, "model": {"weights_sha256": "a" * 64}}
     return autotune.choose(candidates, lambda c: object(), key, np.zeros((1, 4, 4, 3), np.uint8), {})
