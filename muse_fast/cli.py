@@ -152,16 +152,26 @@ def _add_adapt(sub) -> None:
         "(minutes); auto (default): full when there are 2 or more complete regions, else classes",
     )
     p.add_argument("--weights", type=Path, default=None, help="base weights (default: the shipped model)")
+    p.add_argument(
+        "--engine",
+        default=os.environ.get(ENGINE_ENV) or "auto",
+        help=f"engine of the network pass over the annotated areas, as infer's --engine (default: ${ENGINE_ENV} if "
+        "set, else auto)",
+    )
+    p.add_argument("--precision", default="auto", help="precision of that pass, as infer's --precision")
     p.add_argument("--overwrite", action="store_true", help="replace --out and its report if they exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
 
 
 def _adapt(args) -> int:
+    from dataclasses import replace
+
     from .adapt.run import AdaptConfig, adapt
 
     cfg = AdaptConfig(
         tuple(args.inputs), args.annotations, args.out, args.mpp, args.mode, args.weights, args.overwrite, args.quiet
     )
+    cfg = replace(cfg, engine=args.engine, precision=args.precision)
     try:
         adapt(cfg)
     except OSError as exc:  # a path that cannot be read or written (full disk, no permission): one line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from ..model.weights import WeightsMeta, file_sha256, load_weights, resolve_weig
 from ..output.atomic import StagedFiles
 from .annotations import class_table
 from .classes import ClassesConfig, check_counts, train_classes
-from .detect import matched_features
+from .detect import BATCH, matched_features
 from .full import FullConfig, adapt_full
 from .inputs import load_inputs, read_windows
 from .report import format_report
@@ -34,6 +35,9 @@ class AdaptConfig:
     weights: Path | None = None
     overwrite: bool = False
     quiet: bool = False
+    # the network pass over the annotated areas: any engine of muse_fast.runtime.engines; the default is infer's
+    engine: str = field(default_factory=lambda: os.environ.get("MUSE_FAST_ENGINE") or "auto")
+    precision: str = "auto"
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     full: FullConfig = field(default_factory=FullConfig)
 
@@ -91,14 +95,18 @@ def adapt(cfg: AdaptConfig) -> dict:
     if ignored:
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(ignored.items()))
         _say(cfg, f"ignored {listed} (adapt uses points, and polygons without a class as complete regions)")
-    data = matched_features(base, windows, groups, meta.tile_size, meta.mpp, progress=not cfg.quiet)
+    clock = time.time()
+    engine = network_engine(cfg, base, meta)
+    data = matched_features(engine, windows, groups, meta.tile_size, meta.mpp, progress=not cfg.quiet)
+    network = {"engine": engine.name, "precision": engine.precision, "seconds": round(time.time() - clock, 1)}
+    del engine
     head, cls_report = train_classes(base.classifier, data, names, cfg.classes)
     model = create_model(meta.model, num_classes=len(names), img_size=meta.tile_size)
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.")}
     state.update({f"classifier.{k}": v for k, v in head.state_dict().items()})
     model.load_state_dict(state)
     model.eval()
-    report = {"mode": mode, "classes": cls_report, "ignored": ignored}
+    report = {"mode": mode, "network_pass": network, "classes": cls_report, "ignored": ignored}
     if mode == "full":
         from tqdm import tqdm
 
@@ -110,6 +118,14 @@ def adapt(cfg: AdaptConfig) -> dict:
     _write(cfg.out, model, out_meta, report)
     _say(cfg, format_report(report))
     return report
+
+
+def network_engine(cfg: AdaptConfig, base, meta: WeightsMeta):
+    """The engine of the network pass, chosen as ``infer`` chooses (``auto``: the fastest measured here)."""
+    from ..runtime.engines import EngineInputs, create_engine
+
+    sha = file_sha256(resolve_weights(cfg.weights))
+    return create_engine(cfg.engine, EngineInputs(base, meta, sha, "cpu", BATCH, cfg.precision))
 
 
 def provenance(cfg: AdaptConfig, meta: WeightsMeta, items, report: dict) -> dict:
