@@ -5,7 +5,8 @@
 
 Each spec is ``ENGINE:PRECISION`` or ``auto`` (``--engine auto``: the choice cached for this machine, measured first
 if there is none). Prints JSON: the median tiles/s of each spec over ``rounds`` interleaved timings of one batch, so
-all see the same machine load, the ratio of each to the first spec, and the CPU, its bf16 units and the versions.
+all see the same machine load, the ratio of each to the first spec, this process's CPU share while timing (well under
+1: other work had the CPU), and the CPU, its bf16 units and the versions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 import torch
 
 from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
-from muse_fast.runtime.autotune import calibration_batch, versions
+from muse_fast.runtime.autotune import calibration_batch, usable_cores, versions
 from muse_fast.runtime.engines import EngineInputs, create_engine
 from muse_fast.runtime.precision import cpu_bf16_units, cpu_model_name
 
@@ -45,11 +46,13 @@ def main() -> None:
     times: dict[str, list[float]] = {spec: [] for spec in engines}
     for engine in engines.values():
         engine.run(batch)  # warm-up
+    clock = time.perf_counter(), time.process_time()
     for _ in range(args.rounds):
         for spec, engine in engines.items():
             start = time.perf_counter()
             engine.run(batch)
             times[spec].append(time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - clock[0], time.process_time() - clock[1]
     speeds = {spec: round(args.batch / statistics.median(t), 2) for spec, t in times.items()}
     first = speeds[args.specs[0]]
     result = {
@@ -59,6 +62,8 @@ def main() -> None:
         "batch": args.batch,
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
+        # CPU seconds over wall seconds times threads while timing: well under 1, other work had the CPU
+        "cpu_share": round(cpu / (wall * min(torch.get_num_threads(), usable_cores())), 3),
         "cpu": cpu_model_name(),
         "bf16_units": cpu_bf16_units(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -284,6 +284,10 @@ def create_engine(name: str, inputs: EngineInputs) -> Engine:
     check_precision(inputs.precision)
     if torch.device(inputs.device).type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable("--device cuda requested but CUDA is not available here; use --device cpu")
+    if torch.device(inputs.device).type == "cpu":
+        from .memory import keep_large_buffers
+
+        keep_large_buffers()  # each batch reuses the last one's buffers instead of page-faulting new ones
     if name == "auto" and torch.device(inputs.device).type == "cpu":
         from .autotune import auto_cpu_engine
 

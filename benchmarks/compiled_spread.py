@@ -1,0 +1,137 @@
+"""Why the compiled engine's model-only speed varies between runs: fresh processes, each timing one setup alone.
+
+    python benchmarks/compiled_spread.py [--processes 3] [--rounds 12] [--setups alone,after-eager,twice,after-onnx]
+
+Each setup runs in its own fresh process (``--child SETUP``), ``--processes`` times, alternating setups:
+
+- ``alone``: the compiled bf16 engine (loaded from its cached package), one warm-up batch, then ``rounds`` batches;
+- ``after-eager``: torch bf16 eager runs one batch between timed compiled batches (as compare_engines interleaves);
+- ``after-onnx``: ONNX Runtime fp32 runs one batch between timed compiled batches;
+- ``twice``: the compiled engine built a second time in the process (as ``auto`` after compare_engines' own), the
+  second one timed;
+- ``first-of-two``: built twice as in ``twice``, the first one timed.
+
+A setup ending in ``+thp`` runs with ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator then asks for transparent huge
+pages for allocations of 2 MB and more); one ending in ``+mallopt`` asks glibc never to map large blocks on their own
+(``M_MMAP_MAX`` 0) and to keep freed memory (``M_TRIM_THRESHOLD``), before any engine is built.
+
+Prints one JSON line per process: per-round tiles/s, their median, this process's CPU share while timing (CPU
+seconds over wall seconds times threads) and the OpenMP runtimes mapped into the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+SETUPS = ("alone", "after-eager", "after-onnx", "twice", "first-of-two")
+
+
+def child(variant: str, rounds: int, batch_size: int) -> dict:
+    setup = variant.split("+")[0]
+    if variant.endswith("+mallopt"):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        assert libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, 1 << 30) == 1  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    import resource
+
+    import torch
+
+    from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
+    from muse_fast.runtime.autotune import calibration_batch
+    from muse_fast.runtime.engines import EngineInputs, create_engine
+
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, file_sha256(resolve_weights(None)), "cpu", batch_size, "bf16")
+    compiled = create_engine("compiled", inputs)
+    other = None
+    if setup == "twice":
+        compiled = create_engine("compiled", inputs)
+    elif setup == "first-of-two":
+        second = create_engine("compiled", inputs)  # noqa: F841 - kept alive, not timed
+    elif setup == "after-eager":
+        other = create_engine("torch", inputs)
+    elif setup == "after-onnx":
+        other = create_engine("onnx", replace(inputs, precision="fp32"))
+    batch = calibration_batch(batch_size, meta.tile_size)
+    compiled.run(batch)
+    if other is not None:
+        other.run(batch)
+    speeds, cpu, wall = [], 0.0, 0.0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        c0, t0 = time.process_time(), time.perf_counter()
+        compiled.run(batch)
+        c1, t1 = time.process_time(), time.perf_counter()
+        speeds.append(batch_size / (t1 - t0))
+        cpu, wall = cpu + c1 - c0, wall + t1 - t0
+        if other is not None:
+            other.run(batch)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    with open("/proc/self/maps") as maps:
+        omp = sorted({line.split()[-1] for line in maps if "omp" in line.rsplit("/", 1)[-1]})
+    return {
+        "setup": variant,
+        "tiles_per_s": [round(s, 1) for s in speeds],
+        "median": round(statistics.median(speeds), 1),
+        "cpu_share": round(cpu / (wall * torch.get_num_threads()), 3),
+        "minor_faults_per_batch": round(faults / rounds),
+        "threads": torch.get_num_threads(),
+        "openmp_libraries": omp,
+        "env": {
+            k: v for k, v in os.environ.items() if k.startswith(("OMP_", "KMP_", "GOMP_", "MKL_", "ONEDNN", "THP_"))
+        },
+        "anon_huge_pages_kb": _anon_huge_kb(),
+        "compiled_so": _so_mappings(),
+    }
+
+
+def _anon_huge_kb() -> int:
+    with open("/proc/self/smaps_rollup") as smaps:
+        return next((int(line.split()[1]) for line in smaps if line.startswith("AnonHugePages:")), 0)
+
+
+def _so_mappings() -> list[dict]:
+    """The compiled networks' shared libraries mapped here: kB resident and kB in huge pages, per mapping."""
+    out, current = [], None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                current = {"path": fields[-1][-40:], "perm": fields[1]} if fields[-1].endswith("wrapper.so") else None
+                if current:
+                    out.append(current)
+            elif current is not None and fields[0] in ("Rss:", "FilePmdMapped:", "AnonHugePages:", "Size:"):
+                current[fields[0].rstrip(":")] = int(fields[1])
+    return [m for m in out if m.get("Size", 0) > 1024]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--setups", default="alone,after-eager")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.rounds, args.batch)))
+        return
+    setups = args.setups.split(",")
+    for _ in range(args.processes):
+        for setup in setups:
+            cmd = [sys.executable, __file__, "--child", setup, "--rounds", str(args.rounds), "--batch", str(args.batch)]
+            env = {**os.environ, **({"THP_MEM_ALLOC_ENABLE": "1"} if setup.endswith("+thp") else {})}
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            print(out.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
