@@ -14,6 +14,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..post.classes import class_colour
 from ..runtime.predict import Nuclei
 from .atomic import StagedFiles, remove_quietly
@@ -60,11 +62,32 @@ class GeoJSONWriter(_TempFile):
         super().__init__(path, tmp)
         self.classes = classes
         self.colours = [list(class_colour(name, i)) for i, name in enumerate(classes)]
+        self.classification_json = [json.dumps({"name": n, "color": c}) for n, c in zip(classes, self.colours)]
         self.count = 0
         self.unreadable_regions = unreadable_regions or []
         self.fh.write('{"type": "FeatureCollection", "features": [')
 
     def write(self, nuclei: Nuclei) -> None:
+        if not _finite(nuclei):  # json spells NaN and infinity its own way: the reference path writes them
+            self.write_reference(nuclei)
+            return
+        # the text json.dumps gives for the feature dict of write_reference, formatted directly (33,000 nuclei: 0.31 s
+        # -> 0.13 s on a busy 2-core Xeon)
+        classes = self.classification_json
+        lines = [
+            f'{{"type": "Feature", "geometry": {{"type": "Point", "coordinates": [{round(x, 2)!r}, {round(y, 2)!r}]}}, '
+            f'"properties": {{"objectType": "detection", "classification": {classes[c]}, "score": {round(s, 4)!r}, '
+            f'"measurements": {{"score": {round(s, 4)!r}, "class_probability": {round(p, 4)!r}}}}}}}'
+            for (x, y), c, s, p in zip(
+                nuclei.xy.tolist(), nuclei.class_id.tolist(), nuclei.score.tolist(), nuclei.class_prob.tolist()
+            )
+        ]
+        if lines:
+            self.fh.write(("," if self.count else "") + "\n" + ",\n".join(lines))
+            self.count += len(lines)
+
+    def write_reference(self, nuclei: Nuclei) -> None:
+        """One ``json.dumps`` per nucleus (the reference path of :meth:`write`)."""
         for (x, y), c, s, p in zip(nuclei.xy, nuclei.class_id, nuclei.score, nuclei.class_prob):
             c = int(c)
             feature = {
@@ -150,6 +173,12 @@ class ParquetWriter(_TempOutput):
             self.writer.close()
         finally:
             self.fh.close()
+
+
+def _finite(nuclei: Nuclei) -> bool:
+    return bool(
+        np.isfinite(nuclei.xy).all() and np.isfinite(nuclei.score).all() and np.isfinite(nuclei.class_prob).all()
+    )
 
 
 def parquet_available() -> bool:
