@@ -53,7 +53,8 @@ def nucls(split: str) -> list[tuple[Path, np.ndarray, np.ndarray]]:
 
 
 def annotate(out: Path) -> None:
-    """BRCA-M2C: 10% of the train dots (3 classes; 2 classes); 5 train tiles as complete regions. NuCLS: train_*."""
+    """BRCA-M2C: 10% of the train dots (3 classes; 2 classes); 5 train tiles as complete regions. NuCLS: train_*.
+    Then :func:`sparse` (drawn after the others, so their files are those of earlier versions)."""
     rng = np.random.default_rng(2025)
     brca = DATA / "brca-m2c" / "images"
     train = load_split("train")
@@ -75,6 +76,7 @@ def annotate(out: Path) -> None:
         h, w = im.image.shape[:2]
         write_qupath(folder / f"{im.name}.geojson", [*points_by_class(im.xy, im.labels, BRCA3), rectangle(0, 0, w, h)])
     (out / "brca3_5regions.inputs").write_text("\n".join(str(brca / f"{train[int(i)].name}.png") for i in picks))
+    sparse(out, rng)
     for name, regions in (("nucls_points", False), ("nucls_regions", True)):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +88,38 @@ def annotate(out: Path) -> None:
                 feats.append(rectangle(0, 0, w, h))
             write_qupath(folder / f"{img.stem}.geojson", feats)
         (out / f"{name}.inputs").write_text("\n".join(str(p) for p, _, _ in nucls("train")))
+
+
+def sparse(out: Path, rng: np.random.Generator) -> None:
+    """The goal's classes-mode setting: a random 20% of the points of 5 tiles (BRCA-M2C train; NuCLS train_*)."""
+    brca = DATA / "brca-m2c" / "images"
+    train = load_split("train")
+    nucls_train = nucls("train")
+    sets = (
+        (
+            "brca3_5tiles_20pct",
+            BRCA3,
+            [
+                (brca / f"{train[int(i)].name}.png", train[int(i)].xy, train[int(i)].labels)
+                for i in rng.choice(len(train), 5, replace=False)
+            ],
+        ),
+        (
+            "nucls_5crops_20pct",
+            NUCLS,
+            [
+                (p, xy, np.array([NUCLS.index(NUCLS_IDS[int(i)]) for i in ids]))
+                for p, xy, ids in [nucls_train[int(i)] for i in rng.choice(10, 5, replace=False)]
+            ],
+        ),
+    )
+    for name, names, images in sets:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, xy, labels in images:
+            keep = rng.random(len(labels)) < 0.2
+            write_qupath(folder / f"{path.stem}.geojson", points_by_class(xy[keep], labels[keep], names))
+        (out / f"{name}.inputs").write_text("\n".join(str(p) for p, _, _ in images))
 
 
 def test_set(dataset: str, names: list[str]) -> tuple[list, float]:
