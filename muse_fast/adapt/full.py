@@ -8,7 +8,9 @@ Two stages after the classes-mode classifier is in place, each run with the ship
 
 A fifth of the regions (at least one) is held out. Each stage is scored there every ``eval_every`` steps (one-to-one
 matching within 3 um, as ``train.evaluate``); the best of {base, head, network} by det F1 + macro F1 is kept, and
-the detection threshold is chosen on the same regions and folded into the weights (``train.calibrate``).
+the detection threshold is chosen on the same regions and folded into the weights (``train.calibrate``). Every
+score is taken at the best of ``thresholds`` for the weights scored, so a stage that only shifts the centre logits
+is not counted as worse.
 
 Each stage has its own share of the time budget (``head_share`` of ``max_minutes`` for the head, the rest for the
 network), so a slow head stage cannot starve the network stage. The learning rate warms up over 10 steps and then
@@ -142,8 +144,8 @@ def _stage(model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, l
         over = bool(deadline) and time.time() > deadline
         if (step + 1) % cfg.eval_every == 0 or step == steps - 1 or over:
             model.eval()
-            scores = score_regions(region_engine(model, amp), held, tile, mpp, k, DecodeConfig.threshold)
-            log.append({"stage": which, "step": step + 1, "loss": round(loss.item(), 4), **_short(scores)})
+            scores = best_threshold_scores(model, held, tile, mpp, k, cfg.thresholds, amp)
+            log.append({"stage": which, "step": step + 1, "loss": round(loss.item(), 4), **scores})
             log[-1]["minutes"] = round((time.time() - clock) / 60, 2)
             bar.set_postfix(stage=which, det_f1=round(scores["det_f1"], 3), macro_f1=round(scores["macro_f1"], 3))
             if best is None or _rank(scores) > _rank(best):
@@ -170,8 +172,8 @@ def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg:
     train, held = split_regions(region_samples(windows), cfg.holdout, cfg.seed)
     recipe = FinetuneConfig(tile_size=tile, batch_size=cfg.batch_size, seed=cfg.seed)
     model.eval()
-    base = score_regions(region_engine(model, amp), held, tile, mpp, k, DecodeConfig.threshold)
-    states, held_out, log = {"base": copy.deepcopy(model.state_dict())}, {"base": _short(base)}, []
+    base = best_threshold_scores(model, held, tile, mpp, k, cfg.thresholds, amp)
+    states, held_out, log = {"base": copy.deepcopy(model.state_dict())}, {"base": base}, []
     budget = cfg.max_minutes * 60
     stages = (
         ("head", cfg.head_steps, cfg.head_lr, clock + cfg.head_share * budget if budget else 0.0),
@@ -204,6 +206,13 @@ def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg:
         "amp": amp,
     }
     return model, report
+
+
+def best_threshold_scores(model, held: list, tile: int, mpp: float, k: int, thresholds, amp: str) -> dict:
+    """Held-out scores at the model's own best threshold (``threshold`` among them): training moves the centre
+    logits away from the threshold folded into the base weights, so stages are compared at their best thresholds."""
+    threshold, sweep = choose_threshold(model, held, tile, mpp, k, thresholds, amp)
+    return next(r for r in sweep if r["threshold"] == threshold)
 
 
 def choose_threshold(model, held: list, tile: int, mpp: float, k: int, thresholds, amp: str) -> tuple[float, list]:
