@@ -199,12 +199,11 @@ def _cancel_on_error(*executors: ThreadPoolExecutor) -> Iterator[None]:
         raise
 
 
-# Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i. Not on
-# the CPU: there the engine's threads already use every core, and a decoding thread beside them (with torch's own
-# threads) slowed both; quiet 2-core AMX Xeon, compiled bf16, warm process: the BRCA-M2C mosaic 6.87-6.98 s serial
-# against 7.48-7.63 s overlapped, CMU-1-Small-Region 1.62-1.65 s against 1.73-1.81 s (docs/results.md). The overlap
-# measured faster only on a machine busy with other work.
-OVERLAP_DEVICES = {"cuda"}
+# Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i. On the
+# CPU the engine's call blocks the main thread meanwhile; peaks and point classes then no longer wait for the network
+# (CMU-1-Small-Region, compiled bf16 engine, 2 cores: 16.0-20.5 s end to end against 20.8 s serial; docs/results.md).
+# Quiet, on the BRCA-M2C mosaic, the two were within 8% either way (serial faster in one run, the overlap in another).
+OVERLAP_DEVICES = {"cuda", "cpu"}
 
 
 def _on_device(engine: Engine, fn, *args):
