@@ -6,10 +6,13 @@ Each setup runs in its own fresh process (``--child SETUP``), ``--processes`` ti
 
 - ``alone``: the compiled bf16 engine (loaded from its cached package), one warm-up batch, then ``rounds`` batches;
 - ``after-eager``: torch bf16 eager runs one batch between timed compiled batches (as compare_engines interleaves);
+- ``eager-built``: torch bf16 eager built and run once before the compiled engine is timed alone;
 - ``after-onnx``: ONNX Runtime fp32 runs one batch between timed compiled batches;
 - ``twice``: the compiled engine built a second time in the process (as ``auto`` after compare_engines' own), the
   second one timed;
-- ``first-of-two``: built twice as in ``twice``, the first one timed.
+- ``first-of-two``: built twice as in ``twice``, the first one timed;
+- ``four-loads``: the compiled engine loaded four times in one process, each timed ``rounds`` batches right after
+  its load (``per_load``: the median of each).
 
 A setup ending in ``+thp`` runs with ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator then asks for transparent huge
 pages for allocations of 2 MB and more); one ending in ``+mallopt`` asks glibc never to map large blocks on their own
@@ -30,7 +33,7 @@ import sys
 import time
 from dataclasses import replace
 
-SETUPS = ("alone", "after-eager", "after-onnx", "twice", "first-of-two")
+SETUPS = ("alone", "after-eager", "eager-built", "after-onnx", "twice", "first-of-two", "four-loads")
 
 
 def child(variant: str, rounds: int, batch_size: int) -> dict:
@@ -56,14 +59,29 @@ def child(variant: str, rounds: int, batch_size: int) -> dict:
         compiled = create_engine("compiled", inputs)
     elif setup == "first-of-two":
         second = create_engine("compiled", inputs)  # noqa: F841 - kept alive, not timed
-    elif setup == "after-eager":
+    elif setup in ("after-eager", "eager-built"):
         other = create_engine("torch", inputs)
     elif setup == "after-onnx":
         other = create_engine("onnx", replace(inputs, precision="fp32"))
     batch = calibration_batch(batch_size, meta.tile_size)
+    per_load = []
+    if setup == "four-loads":
+        kept = []
+        for _ in range(4):
+            engine = create_engine("compiled", inputs) if per_load else compiled
+            kept.append(engine)
+            engine.run(batch)
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                engine.run(batch)
+                times.append(time.perf_counter() - t0)
+            per_load.append(round(batch_size / statistics.median(times), 1))
     compiled.run(batch)
     if other is not None:
         other.run(batch)
+        if setup == "eager-built":
+            other = None
     speeds, cpu, wall = [], 0.0, 0.0
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(rounds):
@@ -81,6 +99,7 @@ def child(variant: str, rounds: int, batch_size: int) -> dict:
         "setup": variant,
         "tiles_per_s": [round(s, 1) for s in speeds],
         "median": round(statistics.median(speeds), 1),
+        "per_load": per_load,
         "cpu_share": round(cpu / (wall * torch.get_num_threads()), 3),
         "minor_faults_per_batch": round(faults / rounds),
         "threads": torch.get_num_threads(),

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 AUTOTUNE_VERSION = 2  # bump when candidates or the measurement change; 2: busy measurements are not cached
 CALIBRATION_ROUNDS = 3
-BUSY_SHARE = 0.7  # a timing beside two busy processes on 2 cores got 0.33-0.35 (docs/results.md)
+BUSY_SHARE = 0.7  # 2-core AMX Xeon: quiet timings got 0.92-0.99, timings beside other busy processes 0.33-0.62
 RETUNE_ENV = "MUSE_FAST_RETUNE"
 
 

@@ -3,9 +3,10 @@
 glibc serves a block above its mmap threshold (128 KB, raised as blocks are freed, at most 32 MB) with a fresh
 ``mmap`` and returns it with ``munmap`` when freed. A network's activations (tens of MB per batch of 16 tiles) are then
 page-faulted and zeroed by the kernel on every batch. With ``M_MMAP_MAX`` 0 every block comes from the heap, and with
-a high ``M_TRIM_THRESHOLD`` freed memory stays in the process for the next batch. On a 2-core AMX Xeon the compiled
-``muse_r18`` went from about 13,000 minor page faults per batch and 121-126 tiles/s (182 in some processes, depending
-on what was allocated before) to 400-1,600 faults and 201-206 tiles/s in every process (docs/results.md).
+a high ``M_TRIM_THRESHOLD`` freed memory stays in the process for the next batch. On a quiet 2-core AMX Xeon the
+compiled ``muse_r18`` went from about 13,000 minor page faults per batch to 400-1,600, and eager torch from 29-30 to
+32-33 tiles/s in fp32 and from 98-102 to 113-119 in bf16 (docs/results.md). The compiled engine's own spread between
+processes (about 125 or about 180-205 tiles/s) is not explained by this: it stays with or without the tuning.
 ``MUSE_FAST_MALLOC=system`` keeps glibc's defaults (the reference path).
 """
 
