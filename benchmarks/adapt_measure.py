@@ -3,11 +3,15 @@
     python benchmarks/adapt_measure.py annotate OUT        # QuPath exports for the CLI runs (BRCA-M2C, NuCLS)
     python benchmarks/adapt_measure.py score W.pt DATASET   # detection and class scores of W on the test images
     python benchmarks/adapt_measure.py budget OUT.json      # classes mode: F1 against the number of annotated nuclei
+    python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
 test images (BRCA-M2C: the official test split; NuCLS: the test_* crops), maps the ground truth to the weights'
 class names and scores with train.evaluate's matchers. ``budget`` fits the classes-mode classifier (the same code
-as the CLI) on random subsets of the train split's annotated nuclei, from one pass of the base network.
+as the CLI) on random subsets of the train split's annotated nuclei, from one pass of the base network. ``search``
+cross-validates classifier settings (kind, lr, weight decay, steps, class-balance power, and per-class logit offsets
+tuned on the other folds) over the NuCLS train crops (the ``nucls_points`` export in ANN), and scores the default
+and the best by cross-validation on the test crops.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "adapt"))
 
 from qupath import points_by_class, rectangle, write_qupath  # noqa: E402
 
-from muse_fast.adapt.classes import ClassesConfig, train_classes  # noqa: E402
-from muse_fast.adapt.detect import PointFeatures  # noqa: E402
+import muse_fast.adapt.classes as classes  # noqa: E402
+from muse_fast.adapt.annotations import class_table  # noqa: E402
+from muse_fast.adapt.classes import Candidate, ClassesConfig, fit, fold_ids, single_thread, train_classes  # noqa: E402
+from muse_fast.adapt.detect import PointFeatures, detect_windows, matched_features  # noqa: E402
+from muse_fast.adapt.inputs import load_inputs, read_windows  # noqa: E402
+from muse_fast.adapt.report import class_scores  # noqa: E402
 from muse_fast.model.weights import load_weights  # noqa: E402
 from muse_fast.post.decode import DecodeConfig  # noqa: E402
 from muse_fast.runtime.engines import TorchEngine  # noqa: E402
@@ -217,6 +225,108 @@ def budget(out_json: Path, budgets=(25, 50, 100, 200, 400, 1865), repeats: int =
     out_json.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def search(ann: Path, out_json: Path) -> None:
+    """NuCLS 4 classes: classifier settings by 5-fold cross-validation over the 10 train crops, then the test crops."""
+    import itertools
+
+    inputs = [Path(p) for p in (ann.parent / f"{ann.name}.inputs").read_text().split()]
+    items = load_inputs(inputs, ann, NUCLS_MPP)
+    names, _ = class_table([i.annotations for i in items])
+    base, meta = load_weights(None)
+    engine = TorchEngine(base, "cpu", "auto")
+    windows = [w for i in items for w in read_windows(i, names, meta.mpp, NUCLS_MPP)]
+    data = matched_features(engine, windows, [i.path.stem for i in items], meta.tile_size, meta.mpp)
+    test, _ = test_set("nucls", list(names))
+    dets = list(detect_windows(engine, [im for im, _, _ in test], meta.tile_size))
+    k = len(names)
+
+    def fitted(cand, steps, power, feats, labels):
+        weights = classes.class_weights
+        classes.class_weights = lambda lab, n, _p: weights(lab, n, power)  # the balance power under test
+        torch.manual_seed(2025)  # the new last layer's initialisation, as train_classes seeds it
+        try:
+            return fit(base.classifier, feats, labels, k, cand, steps)
+        finally:
+            classes.class_weights = weights
+
+    def out_of_fold(cand, steps, power, folds):
+        logits = torch.zeros(len(data.labels), k)
+        for f in np.unique(folds):
+            head = fitted(cand, steps, power, data.feats[folds != f], data.labels[folds != f])
+            with torch.no_grad(), single_thread():
+                logits[folds == f] = head(data.feats[folds == f])
+        return logits
+
+    def offsets(logits, labels, rounds=2, grid=np.linspace(-2, 2, 21)):
+        b = np.zeros(k)
+        for _ in range(rounds):
+            for c in range(k):
+                trial = [np.where(np.arange(k) == c, v, b) for v in grid]
+                f1 = [
+                    class_scores((logits + torch.tensor(t).float()).argmax(1).numpy(), labels, names)["macro_f1"]
+                    for t in trial
+                ]
+                b = trial[int(np.argmax(f1))]
+        return b
+
+    def on_test(head, bias=None):
+        rows = []
+        for (_, xy, lab), nuc in zip(test, dets):
+            with torch.no_grad():
+                logit = head(torch.from_numpy(nuc.feat)) + (0 if bias is None else torch.tensor(bias).float())
+            rows.append((xy, lab, nuc.xy, logit.argmax(1).numpy()))
+        s = score_detections(rows, k, 6.0, "mcspatnet").as_dict()
+        return {"test_macro_f1": round(s["macro_f1"], 4), "test_det_f1": round(s["det_f1"], 4)}
+
+    folds, _ = fold_ids(data.labels, data.groups, 5, 2025)
+    cands = [
+        Candidate("linear", 1e-2, 1e-4),
+        Candidate("mlp", 2e-3, 1e-2),
+        Candidate("linear", 3e-3, 1e-3),
+        Candidate("mlp", 1e-3, 5e-2),
+        Candidate("mlp", 5e-4, 1e-1),
+    ]
+    rows = []
+    for cand, steps, power in itertools.product(cands, (150, 300, 600), (0.5, 1.0)):
+        logits = out_of_fold(cand, steps, power, folds)
+        plain = class_scores(logits.argmax(1).numpy(), data.labels, names)
+        pred = np.zeros(len(data.labels), np.int64)
+        for f in np.unique(folds):  # offsets tuned on the other folds' out-of-fold logits, applied to this fold
+            b = offsets(logits[folds != f], data.labels[folds != f])
+            pred[folds == f] = (logits[folds == f] + torch.tensor(b).float()).argmax(1).numpy()
+        tuned = class_scores(pred, data.labels, names)
+        rows.append(
+            {
+                "kind": cand.kind,
+                "lr": cand.lr,
+                "weight_decay": cand.weight_decay,
+                "steps": steps,
+                "balance_power": power,
+                "cv_macro_f1": round(plain["macro_f1"], 4),
+                "cv_agreement": round(plain["agreement"], 4),
+                "cv_macro_f1_offsets": round(tuned["macro_f1"], 4),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    head, rep = train_classes(base.classifier, data, names, ClassesConfig())
+    result = {"points": int(len(data.labels)), "cv": rows, "default": {"chosen": rep["chosen"], **on_test(head)}}
+    for key in ("cv_macro_f1", "cv_macro_f1_offsets"):
+        best = max(rows, key=lambda r: r[key])
+        cand = Candidate(best["kind"], best["lr"], best["weight_decay"])
+        head = fitted(cand, best["steps"], best["balance_power"], data.feats, data.labels)
+        bias = None
+        if key == "cv_macro_f1_offsets":
+            bias = offsets(
+                out_of_fold(cand, best["steps"], best["balance_power"], folds),
+                data.labels,
+                rounds=3,
+                grid=np.linspace(-2, 2, 41),
+            )
+        result[f"best_by_{key}"] = {**best, "offsets": None if bias is None else bias.tolist(), **on_test(head, bias)}
+    print(json.dumps({k: v for k, v in result.items() if k != "cv"}, indent=2))
+    out_json.write_text(json.dumps(result, indent=2) + "\n")
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     cmd = sys.argv[1]
@@ -226,3 +336,5 @@ if __name__ == "__main__":
         print(json.dumps(score(Path(sys.argv[2]), sys.argv[3]), indent=2))
     elif cmd == "budget":
         budget(Path(sys.argv[2]))
+    elif cmd == "search":
+        search(Path(sys.argv[2]), Path(sys.argv[3]))
