@@ -4,6 +4,7 @@
     python benchmarks/adapt_measure.py score W.pt DATASET   # detection and class scores of W on the test images
     python benchmarks/adapt_measure.py budget OUT.json      # classes mode: F1 against the number of annotated nuclei
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
+    python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
 test images (BRCA-M2C: the official test split; NuCLS: the test_* crops), maps the ground truth to the weights'
@@ -32,7 +33,7 @@ from qupath import points_by_class, rectangle, write_qupath  # noqa: E402
 import muse_fast.adapt.classes as classes  # noqa: E402
 from muse_fast.adapt.annotations import class_table  # noqa: E402
 from muse_fast.adapt.classes import Candidate, ClassesConfig, fit, fold_ids, single_thread, train_classes  # noqa: E402
-from muse_fast.adapt.detect import PointFeatures, detect_windows, matched_features  # noqa: E402
+from muse_fast.adapt.detect import PointFeatures, detect, detect_windows, matched_features  # noqa: E402
 from muse_fast.adapt.inputs import load_inputs, read_windows  # noqa: E402
 from muse_fast.adapt.report import class_scores  # noqa: E402
 from muse_fast.model.weights import load_weights  # noqa: E402
@@ -327,6 +328,25 @@ def search(ann: Path, out_json: Path) -> None:
     out_json.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def passes(ann: Path) -> None:
+    """Time the network pass over the windows adapt reads for the export ANN (BRCA-M2C at 0.5 um/px): one window at
+    a time on torch fp32 (``detect``, the reference), then all windows' tiles in full batches at fp32 and bf16."""
+    inputs = [Path(p) for p in (ann.parent / f"{ann.name}.inputs").read_text().split()]
+    items = load_inputs(inputs, ann, 0.5)
+    names, _ = class_table([i.annotations for i in items])
+    base, meta = load_weights(None)
+    windows = [w for i in items for w in read_windows(i, names, meta.mpp, 0.5)]
+    for what in ("per_window_fp32", "batched_fp32", "batched_bf16"):
+        wall, cpu = time.time(), time.process_time()
+        if what == "per_window_fp32":
+            n = sum(len(detect(base, w, meta.tile_size)) for w in windows)
+        else:
+            engine = TorchEngine(base, "cpu", what.split("_")[1])
+            n = sum(len(x) for x in detect_windows(engine, [w.image for w in windows], meta.tile_size))
+        wall, cpu = time.time() - wall, time.process_time() - cpu
+        print(what, "wall", round(wall, 1), "cpu", round(cpu, 1), "nuclei", n, flush=True)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     cmd = sys.argv[1]
@@ -336,5 +356,7 @@ if __name__ == "__main__":
         print(json.dumps(score(Path(sys.argv[2]), sys.argv[3]), indent=2))
     elif cmd == "budget":
         budget(Path(sys.argv[2]))
+    elif cmd == "passes":
+        passes(Path(sys.argv[2]))
     elif cmd == "search":
         search(Path(sys.argv[2]), Path(sys.argv[3]))
