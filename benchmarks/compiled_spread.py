@@ -12,7 +12,12 @@ Each setup runs in its own fresh process (``--child SETUP``), ``--processes`` ti
   second one timed;
 - ``first-of-two``: built twice as in ``twice``, the first one timed;
 - ``four-loads``: the compiled engine loaded four times in one process, each timed ``rounds`` batches right after
-  its load (``per_load``: the median of each).
+  its load (``per_load``: the median of each);
+- ``loads``: the compiled engine loaded ``--loads`` times in one process; per load its median tiles/s, CPU share,
+  where its shared library is mapped and the address of every buffer of 64 KB or more that one batch allocates
+  (torch's profiler), to correlate speed with alignment (``--onednn-verbose DIR`` also writes each load's oneDNN
+  verbose lines for two batches to ``DIR/PID-load-N.txt``); ``weights_realigned``: how many of its frozen weights
+  the load left off 64-byte boundaries (copied aligned by ``muse_fast.runtime.aligned_package``).
 
 A setup ending in ``+thp`` runs with ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator then asks for transparent huge
 pages for allocations of 2 MB and more); one ending in ``+mallopt`` asks glibc never to map large blocks on their own
@@ -33,7 +38,92 @@ import sys
 import time
 from dataclasses import replace
 
-SETUPS = ("alone", "after-eager", "eager-built", "after-onnx", "twice", "first-of-two", "four-loads")
+SETUPS = ("alone", "after-eager", "eager-built", "after-onnx", "twice", "first-of-two", "four-loads", "loads")
+
+
+def per_load_detail(rounds: int, batch_size: int, loads: int, verbose_dir: str | None) -> list[dict]:
+    """``loads`` fresh loads of the compiled engine, each timed and its buffers' addresses recorded."""
+    import torch
+
+    from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
+    from muse_fast.runtime.autotune import calibration_batch
+    from muse_fast.runtime.engines import EngineInputs, create_engine
+
+    model, meta = load_weights()
+    inputs = EngineInputs(model, meta, file_sha256(resolve_weights(None)), "cpu", batch_size, "bf16")
+    batch = calibration_batch(batch_size, meta.tile_size)
+    kept, out = [], []
+    for index in range(loads):
+        before = _so_starts()
+        engine = create_engine("compiled", inputs)
+        kept.append(engine)
+        so = sorted(_so_starts() - before)
+        engine.run(batch)
+        times, cpu = [], 0.0
+        for _ in range(rounds):
+            c0, t0 = time.process_time(), time.perf_counter()
+            engine.run(batch)
+            times.append(time.perf_counter() - t0)
+            cpu += time.process_time() - c0
+        buffers = _buffers(engine, batch)
+        if verbose_dir:
+            _verbose(engine, batch, os.path.join(verbose_dir, f"{os.getpid()}-load-{index}.txt"))
+        out.append(
+            {
+                "tiles_per_s": round(batch_size / statistics.median(times), 1),
+                "cpu_share": round(cpu / (sum(times) * torch.get_num_threads()), 3),
+                "weights_realigned": len(getattr(engine.runner, "copies", {})),
+                "so_start_mod_2m": [s % (2 << 20) for s in so],
+                "buffers": buffers,
+            }
+        )
+    return out
+
+
+def _so_starts() -> set[int]:
+    with open("/proc/self/maps") as maps:
+        return {int(line.split("-")[0], 16) for line in maps if "wrapper.so" in line}
+
+
+def _buffers(engine, batch) -> list[list[int]]:
+    """[bytes, address % 4096, address % 2 MiB] of each allocation of 64 KB or more in one batch, in order."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        engine.run(batch)
+    with tempfile.NamedTemporaryFile(suffix=".json") as trace:
+        prof.export_chrome_trace(trace.name)
+        events = json.load(open(trace.name))["traceEvents"]
+    out = []
+    for event in events:
+        args = event.get("args", {})
+        if event.get("name") == "[memory]" and args.get("Bytes", 0) >= 65536:
+            out.append([args["Bytes"], args["Addr"] % 4096, args["Addr"] % (2 << 20)])
+    return out
+
+
+def _verbose(engine, batch, path: str) -> None:
+    """oneDNN's verbose lines for two batches, written to ``path`` (stdout redirected at the file descriptor)."""
+    import ctypes
+
+    import torch
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    with open(path, "w") as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                engine.run(batch)
+                engine.run(batch)
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def child(variant: str, rounds: int, batch_size: int) -> dict:
@@ -124,7 +214,7 @@ def _so_mappings() -> list[dict]:
         for line in smaps:
             fields = line.split()
             if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
-                current = {"path": fields[-1][-40:], "perm": fields[1]} if fields[-1].endswith("wrapper.so") else None
+                current = {"path": fields[-1][-40:], "perm": fields[1]} if "wrapper.so" in line else None
                 if current:
                     out.append(current)
             elif current is not None and fields[0] in ("Rss:", "FilePmdMapped:", "AnonHugePages:", "Size:"):
@@ -138,8 +228,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--setups", default="alone,after-eager")
+    parser.add_argument("--loads", type=int, default=6, help="loads per process in the 'loads' setup")
+    parser.add_argument("--onednn-verbose", help="with 'loads': write each load's oneDNN verbose lines here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.child.split("+")[0] == "loads":
+        detail = per_load_detail(args.rounds, args.batch, args.loads, args.onednn_verbose)
+        print(json.dumps({"setup": args.child, "loads": detail}))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.rounds, args.batch)))
         return
@@ -147,6 +243,8 @@ def main() -> None:
     for _ in range(args.processes):
         for setup in setups:
             cmd = [sys.executable, __file__, "--child", setup, "--rounds", str(args.rounds), "--batch", str(args.batch)]
+            cmd += ["--loads", str(args.loads)]
+            cmd += ["--onednn-verbose", args.onednn_verbose] if args.onednn_verbose else []
             env = {**os.environ, **({"THP_MEM_ALLOC_ENABLE": "1"} if setup.endswith("+thp") else {})}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             print(out.strip().splitlines()[-1], flush=True)

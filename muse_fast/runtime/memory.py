@@ -6,7 +6,8 @@ page-faulted and zeroed by the kernel on every batch. With ``M_MMAP_MAX`` 0 ever
 a high ``M_TRIM_THRESHOLD`` freed memory stays in the process for the next batch. On a quiet 2-core AMX Xeon the
 compiled ``muse_r18`` went from about 13,000 minor page faults per batch to 400-1,600, and eager torch from 29-30 to
 32-33 tiles/s in fp32 and from 98-102 to 113-119 in bf16 (docs/results.md). The compiled engine's own spread between
-processes (about 125 or about 180-205 tiles/s) is not explained by this: it stays with or without the tuning.
+processes (about 125 or about 180-205 tiles/s) is not explained by this: it was where its weights landed
+(:mod:`.aligned_package`).
 ``MUSE_FAST_MALLOC=system`` keeps glibc's defaults (the reference path).
 """
 
