@@ -72,6 +72,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     if cfg.mode not in MODES:
         raise ConfigError(f"unknown --mode {cfg.mode!r}; choose one of: {', '.join(MODES)}")
     check_out(cfg)
+    check_engine(cfg)
     items = load_inputs(list(cfg.inputs), cfg.annotations, cfg.mpp)
     names, colours = class_table([i.annotations for i in items])
     ids = {n: i for i, n in enumerate(names)}
@@ -118,6 +119,17 @@ def adapt(cfg: AdaptConfig) -> dict:
     _write(cfg.out, model, out_meta, report)
     _say(cfg, format_report(report))
     return report
+
+
+def check_engine(cfg: AdaptConfig) -> None:
+    """Refuse an unknown ``--engine`` or ``--precision`` before any work (what the machine cannot run is refused
+    when the engine is built)."""
+    from ..runtime.engines import ENGINES
+    from ..runtime.precision import check_precision
+
+    check_precision(cfg.precision)
+    if cfg.engine != "auto" and cfg.engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{cfg.engine}'; choose one of: auto, {', '.join(ENGINES)}")
 
 
 def network_engine(cfg: AdaptConfig, base, meta: WeightsMeta):

@@ -105,3 +105,12 @@ def test_full_mode_needs_two_regions(capsys, case):
 def test_unknown_mode(capsys, case):
     images, folder, out, _ = case
     refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, "--mode", "fast", expected="--mode 'fast'")
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [("--engine", "fastest", "unknown engine 'fastest'"), ("--precision", "fp16", "fp16 runs on CUDA only")],
+)
+def test_engine_or_precision_that_cannot_run(capsys, case, flag, value, expected):
+    images, folder, out, _ = case
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, flag, value, expected=expected)
