@@ -153,20 +153,48 @@ class ParquetWriter(_TempOutput):
 
     def write(self, nuclei: Nuclei) -> None:
         if len(nuclei):
-            names = [self.classes[int(c)] for c in nuclei.class_id]
-            self.writer.write_table(
-                self.pa.table(
-                    {
-                        "x": nuclei.xy[:, 0],
-                        "y": nuclei.xy[:, 1],
-                        "class_id": nuclei.class_id,
-                        "class_name": names,
-                        "score": nuclei.score,
-                        "class_probability": nuclei.class_prob,
-                    },
-                    schema=self.writer.schema,
-                )
-            )
+            self.writer.write_table(self.table(nuclei))
+
+    def table(self, nuclei: Nuclei):
+        """The chunk as an Arrow table built from its buffers: ``pa.array`` and ``pa.table`` on numpy data import
+        pandas (0.25-0.5 s in a fresh process) to check for pandas objects; the same table as :meth:`table_reference`.
+        """
+        pa, n = self.pa, len(nuclei)
+
+        def column(values: np.ndarray, dtype, np_dtype):
+            return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(np.ascontiguousarray(values, np_dtype))])
+
+        encoded = [name.encode() for name in self.classes]
+        lengths = np.array([len(e) for e in encoded], np.int64)[nuclei.class_id]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        names = pa.Array.from_buffers(
+            pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded[c] for c in nuclei.class_id))]
+        )
+        columns = [
+            column(nuclei.xy[:, 0], pa.float64(), np.float64),
+            column(nuclei.xy[:, 1], pa.float64(), np.float64),
+            column(nuclei.class_id, pa.int64(), np.int64),
+            names,
+            column(nuclei.score, pa.float32(), np.float32),
+            column(nuclei.class_prob, pa.float32(), np.float32),
+        ]
+        return pa.Table.from_arrays(columns, schema=self.writer.schema)
+
+    def table_reference(self, nuclei: Nuclei):
+        """The chunk as an Arrow table through ``pa.table`` (the reference for :meth:`table`)."""
+        names = [self.classes[int(c)] for c in nuclei.class_id]
+        return self.pa.table(
+            {
+                "x": nuclei.xy[:, 0],
+                "y": nuclei.xy[:, 1],
+                "class_id": nuclei.class_id,
+                "class_name": names,
+                "score": nuclei.score,
+                "class_probability": nuclei.class_prob,
+            },
+            schema=self.writer.schema,
+        )
 
     def _close(self) -> None:
         try:
