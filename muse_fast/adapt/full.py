@@ -3,14 +3,19 @@
 Two stages after the classes-mode classifier is in place, each run with the shipped recipe's augmentation
 (:func:`muse_fast.train.finetune.make_batch`: scale, stain, colour, blur, JPEG, rotations and flips):
 
-- ``head``: the centre head alone (backbone and classifier frozen, so the classes-mode classifier still fits);
+- ``head``: the centre head alone (backbone and classifier frozen, so the point features do not change);
 - ``network``: every weight, the classifier included (class-balanced loss on the regions' points).
 
 A fifth of the regions (at least one) is held out. Each stage is scored there every ``eval_every`` steps (one-to-one
 matching within 3 um, as ``train.evaluate``); the best of {base, head, network} by det F1 + macro F1 is kept, and
 the detection threshold is chosen on the same regions and folded into the weights (``train.calibrate``). Every
-score is taken at the best of ``thresholds`` for the weights scored, so a stage that only shifts the centre logits
-is not counted as worse.
+score is taken at the best of ``thresholds`` for the weights scored (the grid grows upward while its top is the
+best), so a stage that only shifts the centre logits is not counted as worse.
+
+Classes are scored with a point classifier fitted as classes mode fits it (:func:`.classes.train_classes`: the same
+candidates, class-balanced loss and cross-validation) on the points outside the held-out regions, on the features
+of the network being scored: once for the base network (the head stage does not change the features), and at every
+check of the network stage, whose features move. The kept weights carry the classifier they were scored with.
 
 Each stage has its own share of the time budget (``head_share`` of ``max_minutes`` for the head, the rest for the
 network), so a slow head stage cannot starve the network stage. The learning rate warms up over 10 steps and then
@@ -20,9 +25,11 @@ autocast and the held-out regions are scored by the torch engine at bf16 (``amp=
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -39,7 +46,8 @@ from ..train.data.brca import LabelledImage
 from ..train.finetune import FinetuneConfig, make_batch, training_loss
 from ..train.losses.point_class import class_weights
 from ..train.metrics import score_detections
-from .detect import MATCH_UM, OVERLAP
+from .classes import ClassesConfig, train_classes
+from .detect import MATCH_UM, OVERLAP, matched_features
 from .inputs import Window
 
 
@@ -53,7 +61,8 @@ class FullConfig:
     weight_decay: float = 0.05
     eval_every: int = 25
     holdout: float = 0.2  # fraction of the regions held out for early stopping (at least one)
-    thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+    thresholds: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)  # extended upward while the top is best
+    max_threshold: float = 0.9  # the highest threshold the extended grid reaches
     max_minutes: float = 12.0  # both stages stop by then (the best weights so far are kept); 0 = no limit
     head_share: float = 0.35  # of max_minutes for the head stage; the network stage has the rest
     amp: str = "auto"  # bf16 autocast where the device has bf16 units (auto), "bf16" or "none" (fp32)
@@ -85,6 +94,12 @@ def region_samples(windows: list[Window]) -> list[LabelledImage]:
     ]
 
 
+def held_out_ids(windows: list[Window], fraction: float, seed: int) -> set[int]:
+    """Indices (in ``windows``) of the held-out complete regions, as :func:`split_regions` holds them out."""
+    regions = [i for i, w in enumerate(windows) if w.region is not None]
+    return set(split_regions(regions, fraction, seed)[1])
+
+
 def split_regions(samples: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, held out): a random ``fraction`` of the regions, at least one, is held out."""
     if len(samples) < 2:
@@ -102,6 +117,36 @@ def region_engine(model, amp: str) -> TorchEngine:
     return TorchEngine(model, "cpu", "bf16" if amp == "bf16" else "fp32")
 
 
+Refit = Callable[[object], tuple[object, dict]]  # model -> (point classifier, its cross-validation report)
+
+
+def classifier_refit(train: list[Window], names: tuple[str, ...], tile: int, mpp: float, amp: str, cfg) -> Refit:
+    """A classes-mode fit on the features that a model gives at the annotated points of ``train`` (the windows
+    outside the held-out regions). Too few points of a class there: the model's own classifier, with the reason."""
+    groups = sorted({w.group for w in train})
+
+    def refit(model) -> tuple[object, dict]:
+        model.eval()
+        data = matched_features(region_engine(model, amp), train, groups, tile, mpp)
+        try:
+            return train_classes(model.classifier, data, names, cfg)
+        except InputError as exc:
+            return model.classifier, {"kept_own_classifier": str(exc)}
+
+    return refit
+
+
+@contextlib.contextmanager
+def classifier_of(model, head) -> Iterator[None]:
+    """``model`` with ``head`` as its point classifier for the duration (engines built inside see it)."""
+    own = model.classifier
+    model.classifier = head
+    try:
+        yield
+    finally:
+        model.classifier = own
+
+
 def score_regions(engine, samples: list, tile_size: int, mpp: float, k: int, threshold: float) -> dict:
     """Detection and per-class scores on ``samples`` (one-to-one within :data:`MATCH_UM`)."""
     rows = []
@@ -111,9 +156,12 @@ def score_regions(engine, samples: list, tile_size: int, mpp: float, k: int, thr
     return score_detections(rows, k, MATCH_UM / mpp, "hungarian").as_dict()
 
 
-def _stage(model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, lr, which, tile, mpp, k, bar, times):
+def _stage(
+    model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, lr, which, tile, mpp, k, bar, times, refit
+):
     """Train ``which`` ("head" or "network") for ``steps`` or until the deadline; ``times`` = (start of adapt_full,
-    deadline), both ``time.time()`` values, deadline 0 for none. Returns (best state, best held-out scores, log)."""
+    deadline), both ``time.time()`` values, deadline 0 for none. At each check ``refit(model)`` gives the point
+    classifier to score classes with. Returns (best state, its held-out scores, its classifier's report, log)."""
     clock, deadline = times
     amp = resolve_amp(cfg.amp)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
@@ -126,7 +174,7 @@ def _stage(model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, l
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     labels = np.concatenate([s.labels for s in train])
     weights = class_weights(labels, k, recipe.cls_balance_power)
-    best_state, best, log = None, None, []
+    best_state, best, best_fit, log = None, None, None, []
     for step in range(steps):
         model.train()
         if head_only:
@@ -144,17 +192,19 @@ def _stage(model, train, held, recipe: FinetuneConfig, cfg: FullConfig, steps, l
         over = bool(deadline) and time.time() > deadline
         if (step + 1) % cfg.eval_every == 0 or step == steps - 1 or over:
             model.eval()
-            scores = best_threshold_scores(model, held, tile, mpp, k, cfg.thresholds, amp)
+            head, fitted = refit(model)
+            with classifier_of(model, head):
+                scores = best_threshold_scores(model, held, tile, mpp, k, cfg, amp)
+                if best is None or _rank(scores) > _rank(best):
+                    best, best_fit, best_state = scores, fitted, copy.deepcopy(model.state_dict())
             log.append({"stage": which, "step": step + 1, "loss": round(loss.item(), 4), **scores})
             log[-1]["minutes"] = round((time.time() - clock) / 60, 2)
             bar.set_postfix(stage=which, det_f1=round(scores["det_f1"], 3), macro_f1=round(scores["macro_f1"], 3))
-            if best is None or _rank(scores) > _rank(best):
-                best, best_state = scores, copy.deepcopy(model.state_dict())
         if over:
             break
     for p in model.parameters():
         p.requires_grad_(True)
-    return best_state, best, log
+    return best_state, best, best_fit, log
 
 
 def _rank(scores: dict) -> float:
@@ -165,15 +215,32 @@ def _short(scores: dict) -> dict:
     return {k: round(v, 4) for k, v in scores.items()}
 
 
-def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg: FullConfig, bar) -> tuple:
+def adapt_full(
+    model,
+    windows: list[Window],
+    tile: int,
+    mpp: float,
+    names: tuple[str, ...],
+    cfg: FullConfig,
+    bar,
+    classes: ClassesConfig = ClassesConfig(),
+) -> tuple:
     """Fine-tune ``model`` (which already holds the new classifier) in place; returns (model, report)."""
     clock = time.time()
-    amp = resolve_amp(cfg.amp)
-    train, held = split_regions(region_samples(windows), cfg.holdout, cfg.seed)
+    amp, k = resolve_amp(cfg.amp), len(names)
+    held_ids = held_out_ids(windows, cfg.holdout, cfg.seed)
+    samples = zip([i for i, w in enumerate(windows) if w.region is not None], region_samples(windows))
+    train, held = [], []
+    for i, sample in samples:
+        (held if i in held_ids else train).append(sample)
+    refit = classifier_refit([w for i, w in enumerate(windows) if i not in held_ids], names, tile, mpp, amp, classes)
     recipe = FinetuneConfig(tile_size=tile, batch_size=cfg.batch_size, seed=cfg.seed)
     model.eval()
-    base = best_threshold_scores(model, held, tile, mpp, k, cfg.thresholds, amp)
-    states, held_out, log = {"base": copy.deepcopy(model.state_dict())}, {"base": base}, []
+    base_fit = refit(model)  # the head stage keeps the features: its checks use this classifier too
+    with classifier_of(model, base_fit[0]):
+        base = best_threshold_scores(model, held, tile, mpp, k, cfg, amp)
+        states = {"base": copy.deepcopy(model.state_dict())}
+    held_out, fits, log = {"base": base}, {"base": base_fit[1]}, []
     budget = cfg.max_minutes * 60
     stages = (
         ("head", cfg.head_steps, cfg.head_lr, clock + cfg.head_share * budget if budget else 0.0),
@@ -183,22 +250,37 @@ def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg:
         if steps <= 0 or (deadline and time.time() > deadline):
             continue
         model.load_state_dict(states["head"] if which == "network" and "head" in states else states["base"])
-        state, scores, stage_log = _stage(
-            model, train, held, replace(recipe, lr=lr), cfg, steps, lr, which, tile, mpp, k, bar, (clock, deadline)
+        stage_refit = (lambda _model: base_fit) if which == "head" else refit
+        state, scores, fitted, stage_log = _stage(
+            model,
+            train,
+            held,
+            replace(recipe, lr=lr),
+            cfg,
+            steps,
+            lr,
+            which,
+            tile,
+            mpp,
+            k,
+            bar,
+            (clock, deadline),
+            stage_refit,
         )
         log += stage_log
         if state is not None:
-            states[which], held_out[which] = state, _short(scores)
+            states[which], held_out[which], fits[which] = state, _short(scores), fitted
     chosen = max(held_out, key=lambda name: _rank(held_out[name]))
-    model.load_state_dict(states[chosen])
+    model.load_state_dict(states[chosen])  # with the classifier it was scored with
     model.eval()
-    threshold, sweep = choose_threshold(model, held, tile, mpp, k, cfg.thresholds, amp)
+    threshold, sweep = choose_threshold(model, held, tile, mpp, k, cfg, amp)
     fold_threshold(model, threshold)
     report = {
         "regions": len(train) + len(held),
         "held_out_regions": len(held),
         "held_out": held_out,
         "chosen": chosen,
+        "classifier": _fit_summary(fits[chosen]),
         "threshold": threshold,
         "threshold_sweep": sweep,
         "log": log,
@@ -208,19 +290,44 @@ def adapt_full(model, windows: list[Window], tile: int, mpp: float, k: int, cfg:
     return model, report
 
 
-def best_threshold_scores(model, held: list, tile: int, mpp: float, k: int, thresholds, amp: str) -> dict:
-    """Held-out scores at the model's own best threshold (``threshold`` among them): training moves the centre
-    logits away from the threshold folded into the base weights, so stages are compared at their best thresholds."""
-    threshold, sweep = choose_threshold(model, held, tile, mpp, k, thresholds, amp)
+def _fit_summary(fitted: dict) -> dict:
+    """The refitted classifier's cross-validation (without its per-candidate tables)."""
+    return {k: v for k, v in fitted.items() if k != "candidates"}
+
+
+def best_threshold_scores(model, held: list, tile: int, mpp: float, k: int, cfg: FullConfig, amp: str) -> dict:
+    """Held-out scores at the model's own best threshold: training moves the centre logits away from the threshold
+    folded into the base weights, so stages are compared at their best thresholds."""
+    threshold, sweep = choose_threshold(model, held, tile, mpp, k, cfg, amp)
     return next(r for r in sweep if r["threshold"] == threshold)
 
 
-def choose_threshold(model, held: list, tile: int, mpp: float, k: int, thresholds, amp: str) -> tuple[float, list]:
-    """The detection threshold with the best held-out det F1 + macro F1 (the network runs once per tile)."""
+def threshold_grid(thresholds: tuple[float, ...], best: float, top: float) -> float | None:
+    """The next threshold to try above ``thresholds`` when ``best`` is its top (one step of the grid's last
+    spacing, at most ``top``), else None."""
+    grid = sorted(thresholds)
+    if best < grid[-1] or len(grid) < 2:
+        return None
+    step = grid[-1] - grid[-2]
+    nxt = round(grid[-1] + step, 4)
+    return nxt if nxt <= top + 1e-9 else None
+
+
+def choose_threshold(model, held: list, tile: int, mpp: float, k: int, cfg: FullConfig, amp: str) -> tuple[float, list]:
+    """The detection threshold with the best held-out det F1 + macro F1 over ``cfg.thresholds``, extended upward
+    while the best is the grid's top (the network runs once per tile)."""
     engine = CachedEngine(region_engine(model, amp))
-    rows = []
-    for t in thresholds:
+    rows: list[dict] = []
+
+    def score(t: float) -> None:
         engine.rewind(None)
         rows.append({"threshold": t, **_short(score_regions(engine, held, tile, mpp, k, t))})
-    best = max(rows, key=lambda r: (_rank(r), -abs(r["threshold"] - DecodeConfig.threshold)))
-    return float(best["threshold"]), rows
+
+    for t in cfg.thresholds:
+        score(t)
+    while True:
+        best = max(rows, key=lambda r: (_rank(r), -abs(r["threshold"] - DecodeConfig.threshold)))
+        nxt = threshold_grid(tuple(r["threshold"] for r in rows), best["threshold"], cfg.max_threshold)
+        if nxt is None:
+            return float(best["threshold"]), rows
+        score(nxt)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import annotate
 
 import muse_fast.adapt.full as full
 from muse_fast.adapt.classes import ClassesConfig
-from muse_fast.adapt.full import FullConfig, lr_at, resolve_amp
+from muse_fast.adapt.full import FullConfig, choose_threshold, lr_at, resolve_amp, threshold_grid
 from muse_fast.adapt.run import AdaptConfig, adapt
 from muse_fast.errors import ConfigError
 
@@ -52,3 +53,51 @@ def test_each_stage_has_its_own_share_of_the_time_budget(tmp_path, brca_tiles, m
     assert 1 <= len(head) < 40 and head[-1]["minutes"] <= 0.35 * 4 + 0.5  # stopped at its share (84 s of 240)
     assert [r["step"] for r in network] == [1, 2]
     assert set(report["held_out"]) == {"base", "head", "network"}
+
+
+def test_the_threshold_grid_grows_upward_only_while_its_top_is_best():
+    assert threshold_grid((0.2, 0.25, 0.3), 0.3, 0.9) == pytest.approx(0.35)
+    assert threshold_grid((0.2, 0.25, 0.3), 0.25, 0.9) is None
+    assert threshold_grid((0.8, 0.85, 0.9), 0.9, 0.9) is None
+
+
+def test_choose_threshold_extends_the_grid_to_the_best(monkeypatch):
+    """Held-out scores that peak at 0.65, above the configured grid's 0.5: the sweep goes up to 0.7 and stops."""
+    monkeypatch.setattr(full, "region_engine", lambda model, amp: None)
+    monkeypatch.setattr(full, "CachedEngine", lambda engine: type("E", (), {"rewind": lambda self, x: None})())
+
+    def scores(engine, held, tile, mpp, k, t):
+        return {"det_f1": 1.0 - abs(t - 0.65), "macro_f1": 0.5}
+
+    monkeypatch.setattr(full, "score_regions", scores)
+    threshold, rows = choose_threshold(None, [], 256, 0.5, 3, FullConfig(), "none")
+    assert threshold == pytest.approx(0.65)
+    assert [r["threshold"] for r in rows][-3:] == pytest.approx([0.6, 0.65, 0.7])
+
+
+@pytest.mark.slow  # trains on BRCA-M2C tiles: about 25 s on 2 busy cores
+def test_full_mode_refits_the_classifier_on_training_points_at_each_network_check(tmp_path, brca_tiles, monkeypatch):
+    """The classifier is refitted (classes mode's fit and cross-validation) on the training region's points only,
+    once for the base features and at each network-stage check; the written weights hold the kept refit."""
+    images = annotate(tmp_path / "ann", brca_tiles[:2], regions=True)  # one region trains, one is held out
+    fits = []
+    real = full.train_classes
+
+    def spy(base, data, names, cfg):
+        head, report = real(base, data, names, cfg)
+        fits.append((len(data.labels), head))
+        return head, report
+
+    monkeypatch.setattr(full, "train_classes", spy)
+    cfg = FullConfig(head_steps=1, network_steps=2, batch_size=2, eval_every=2, thresholds=(0.3, 0.4))
+    args = (tuple(images), tmp_path / "ann", tmp_path / "a.pt", 0.5, "full")
+    report = adapt(AdaptConfig(*args, quiet=True, classes=ClassesConfig(steps=20), full=cfg))["full"]
+    assert len(fits) == 1 + 1  # the base features, then the network check (at step 2)
+    dots = [len(im.labels) for _, im in brca_tiles[:2]]
+    assert all(0 < n <= max(dots) for n, _ in fits) and report["classifier"]["points"] in {n for n, _ in fits}
+    assert "kept_own_classifier" not in report["classifier"]
+    from muse_fast.model.weights import load_weights
+
+    model, _ = load_weights(tmp_path / "a.pt")
+    written = model.classifier.mlp[-1].weight.float()
+    assert any(torch.allclose(written, head.mlp[-1].weight.half().float()) for _, head in fits)

@@ -107,7 +107,7 @@ def test_full_mode_on_complete_regions(tmp_path, brca_tiles):
     report = adapt(cfg)
     assert report["mode"] == "full" and report["full"]["held_out_regions"] == 1 and report["ignored"] == {"line": 1}
     assert set(report["full"]["held_out"]) == {"base", "head", "network"}
-    assert report["full"]["threshold"] in (0.3, 0.4)
+    assert 0.3 <= report["full"]["threshold"] <= full.max_threshold  # the grid grows upward while its top is best
     _, meta = load_weights(tmp_path / "a.pt")
     assert meta.config["adapt"]["mode"] == "full" and "threshold" in meta.config["adapt"]["metrics"]["full"]
 
