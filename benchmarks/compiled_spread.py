@@ -17,7 +17,8 @@ Each setup runs in its own fresh process (``--child SETUP``), ``--processes`` ti
   where its shared library is mapped and the address of every buffer of 64 KB or more that one batch allocates
   (torch's profiler), to correlate speed with alignment (``--onednn-verbose DIR`` also writes each load's oneDNN
   verbose lines for two batches to ``DIR/PID-load-N.txt``); ``weights_realigned``: how many of its frozen weights
-  the load left off 64-byte boundaries (copied aligned by ``muse_fast.runtime.aligned_package``).
+  the load left off 64-byte boundaries (copied aligned by ``muse_fast.runtime.aligned_package``) and
+  ``weights_mod_64`` where the weights are now; ``loads+as-loaded`` leaves them where AOTInductor's load put them.
 
 A setup ending in ``+thp`` runs with ``THP_MEM_ALLOC_ENABLE=1`` (torch's CPU allocator then asks for transparent huge
 pages for allocations of 2 MB and more); one ending in ``+mallopt`` asks glibc never to map large blocks on their own
@@ -41,9 +42,15 @@ from dataclasses import replace
 SETUPS = ("alone", "after-eager", "eager-built", "after-onnx", "twice", "first-of-two", "four-loads", "loads")
 
 
-def per_load_detail(rounds: int, batch_size: int, loads: int, verbose_dir: str | None) -> list[dict]:
+def per_load_detail(variant: str, rounds: int, batch_size: int, loads: int, verbose_dir: str | None) -> list[dict]:
     """``loads`` fresh loads of the compiled engine, each timed and its buffers' addresses recorded."""
     import torch
+
+    from muse_fast.runtime import compiled
+    from muse_fast.runtime.aligned_package import AlignedRunner, data_ptr
+
+    if variant.endswith("+as-loaded"):  # the weights where AOTInductor's load put them (not realigned)
+        compiled.load_package = lambda path: AlignedRunner(path, align=False)
 
     from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
     from muse_fast.runtime.autotune import calibration_batch
@@ -73,6 +80,7 @@ def per_load_detail(rounds: int, batch_size: int, loads: int, verbose_dir: str |
                 "tiles_per_s": round(batch_size / statistics.median(times), 1),
                 "cpu_share": round(cpu / (sum(times) * torch.get_num_threads()), 3),
                 "weights_realigned": len(getattr(engine.runner, "copies", {})),
+                "weights_mod_64": sorted({data_ptr(t) % 64 for t in engine.runner.constants().values()}),
                 "so_start_mod_2m": [s % (2 << 20) for s in so],
                 "buffers": buffers,
             }
@@ -233,7 +241,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child and args.child.split("+")[0] == "loads":
-        detail = per_load_detail(args.rounds, args.batch, args.loads, args.onednn_verbose)
+        detail = per_load_detail(args.child, args.rounds, args.batch, args.loads, args.onednn_verbose)
         print(json.dumps({"setup": args.child, "loads": detail}))
         return
     if args.child:
