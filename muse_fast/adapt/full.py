@@ -120,16 +120,17 @@ def region_engine(model, amp: str) -> TorchEngine:
 Refit = Callable[[object], tuple[object, dict]]  # model -> (point classifier, its cross-validation report)
 
 
-def classifier_refit(train: list[Window], names: tuple[str, ...], tile: int, mpp: float, amp: str, cfg) -> Refit:
-    """A classes-mode fit on the features that a model gives at the annotated points of ``train`` (the windows
-    outside the held-out regions). Too few points of a class there: the model's own classifier, with the reason."""
+def classifier_refit(start, train: list[Window], names: tuple[str, ...], tile: int, mpp: float, amp: str, cfg) -> Refit:
+    """A classes-mode fit, from the base weights' classifier ``start`` (which has seen none of the user's points), on
+    the features that a model gives at the annotated points of ``train`` (the windows outside the held-out regions).
+    Too few points of a class there: the model's own classifier, with the reason."""
     groups = sorted({w.group for w in train})
 
     def refit(model) -> tuple[object, dict]:
         model.eval()
         data = matched_features(region_engine(model, amp), train, groups, tile, mpp)
         try:
-            return train_classes(model.classifier, data, names, cfg)
+            return train_classes(start, data, names, cfg)
         except InputError as exc:
             return model.classifier, {"kept_own_classifier": str(exc)}
 
@@ -224,8 +225,11 @@ def adapt_full(
     cfg: FullConfig,
     bar,
     classes: ClassesConfig = ClassesConfig(),
+    start=None,
 ) -> tuple:
-    """Fine-tune ``model`` (which already holds the new classifier) in place; returns (model, report)."""
+    """Fine-tune ``model`` (which already holds the new classifier) in place; returns (model, report). ``start``:
+    the base weights' point classifier, from which the classifiers scored on held-out regions are fitted (default:
+    the model's own, which must then not have seen the held-out regions' points)."""
     clock = time.time()
     amp, k = resolve_amp(cfg.amp), len(names)
     held_ids = held_out_ids(windows, cfg.holdout, cfg.seed)
@@ -233,7 +237,8 @@ def adapt_full(
     train, held = [], []
     for i, sample in samples:
         (held if i in held_ids else train).append(sample)
-    refit = classifier_refit([w for i, w in enumerate(windows) if i not in held_ids], names, tile, mpp, amp, classes)
+    own = [w for i, w in enumerate(windows) if i not in held_ids]
+    refit = classifier_refit(start if start is not None else model.classifier, own, names, tile, mpp, amp, classes)
     recipe = FinetuneConfig(tile_size=tile, batch_size=cfg.batch_size, seed=cfg.seed)
     model.eval()
     base_fit = refit(model)  # the head stage keeps the features: its checks use this classifier too

@@ -114,7 +114,7 @@ def adapt(cfg: AdaptConfig) -> dict:
         total = cfg.full.head_steps + cfg.full.network_steps
         with tqdm(total=total, desc="fine-tuning", unit="step", disable=cfg.quiet, file=sys.stderr) as bar:
             model, report["full"] = adapt_full(
-                model, windows, meta.tile_size, meta.mpp, names, cfg.full, bar, cfg.classes
+                model, windows, meta.tile_size, meta.mpp, names, cfg.full, bar, cfg.classes, base.classifier
             )
     report["seconds"] = round(time.time() - start, 1)
     out_meta = WeightsMeta(meta.model, names, meta.mpp, meta.tile_size, provenance(cfg, meta, items, report), colours)

@@ -77,15 +77,16 @@ def test_choose_threshold_extends_the_grid_to_the_best(monkeypatch):
 
 @pytest.mark.slow  # trains on BRCA-M2C tiles: about 25 s on 2 busy cores
 def test_full_mode_refits_the_classifier_on_training_points_at_each_network_check(tmp_path, brca_tiles, monkeypatch):
-    """The classifier is refitted (classes mode's fit and cross-validation) on the training region's points only,
-    once for the base features and at each network-stage check; the written weights hold the kept refit."""
+    """The classifier is refitted (classes mode's fit and cross-validation, from the shipped classifier) on the
+    training region's points only, once for the base features and at each network-stage check; the written weights
+    hold the kept refit."""
     images = annotate(tmp_path / "ann", brca_tiles[:2], regions=True)  # one region trains, one is held out
     fits = []
     real = full.train_classes
 
     def spy(base, data, names, cfg):
         head, report = real(base, data, names, cfg)
-        fits.append((len(data.labels), head))
+        fits.append((len(data.labels), head, base))
         return head, report
 
     monkeypatch.setattr(full, "train_classes", spy)
@@ -94,10 +95,12 @@ def test_full_mode_refits_the_classifier_on_training_points_at_each_network_chec
     report = adapt(AdaptConfig(*args, quiet=True, classes=ClassesConfig(steps=20), full=cfg))["full"]
     assert len(fits) == 1 + 1  # the base features, then the network check (at step 2)
     dots = [len(im.labels) for _, im in brca_tiles[:2]]
-    assert all(0 < n <= max(dots) for n, _ in fits) and report["classifier"]["points"] in {n for n, _ in fits}
+    assert all(0 < n <= max(dots) for n, _, _ in fits) and report["classifier"]["points"] in {n for n, _, _ in fits}
     assert "kept_own_classifier" not in report["classifier"]
     from muse_fast.model.weights import load_weights
 
     model, _ = load_weights(tmp_path / "a.pt")
     written = model.classifier.mlp[-1].weight.float()
-    assert any(torch.allclose(written, head.mlp[-1].weight.half().float()) for _, head in fits)
+    assert any(torch.allclose(written, head.mlp[-1].weight.half().float()) for _, head, _ in fits)
+    shipped = load_weights(None)[0].classifier.mlp[1].weight
+    assert all(torch.equal(base.mlp[1].weight, shipped) for _, _, base in fits)  # fitted from no user point
