@@ -7,7 +7,8 @@ Two stages after the classes-mode classifier is in place, each run with the ship
 - ``network``: every weight, the classifier included (class-balanced loss on the regions' points).
 
 A fifth of the regions (at least one) is held out. Each stage is scored there every ``eval_every`` steps (one-to-one
-matching within 3 um, as ``train.evaluate``); the best of {base, head, network} by det F1 + macro F1 is kept, and
+matching within 3 um, as ``train.evaluate``); of {base, head, network} the simplest is kept unless a later stage
+beats it by ``min_gain`` in det F1 + macro F1, and
 the detection threshold is chosen on the same regions and folded into the weights (``train.calibrate``). Every
 score is taken at the best of ``thresholds`` for the weights scored (the grid grows upward while its top is the
 best), so a stage that only shifts the centre logits is not counted as worse.
@@ -65,6 +66,9 @@ class FullConfig:
     max_threshold: float = 0.9  # the highest threshold the extended grid reaches
     max_minutes: float = 12.0  # both stages stop by then (the best weights so far are kept); 0 = no limit
     head_share: float = 0.35  # of max_minutes for the head stage; the network stage has the rest
+    min_gain: float = (
+        0.02  # a trained stage replaces the simpler weights only if its det F1 + macro F1 is this much higher
+    )
     amp: str = "auto"  # bf16 autocast where the device has bf16 units (auto), "bf16" or "none" (fp32)
     seed: int = 2025
 
@@ -208,6 +212,17 @@ def _stage(
     return best_state, best, best_fit, log
 
 
+def choose_stage(held_out: dict[str, dict], min_gain: float) -> str:
+    """The stage to keep: base, unless head or network (in that order) scores at least ``min_gain`` more det F1 +
+    macro F1 on the held-out regions than the stage kept so far. With a few held-out regions a smaller gain is noise,
+    and a trained stage that merely ties the base is more likely to be worse on the rest of the tissue."""
+    chosen = "base"
+    for name in ("head", "network"):
+        if name in held_out and _rank(held_out[name]) >= _rank(held_out[chosen]) + min_gain:
+            chosen = name
+    return chosen
+
+
 def _rank(scores: dict) -> float:
     return scores["det_f1"] + scores["macro_f1"]
 
@@ -275,7 +290,7 @@ def adapt_full(
         log += stage_log
         if state is not None:
             states[which], held_out[which], fits[which] = state, _short(scores), fitted
-    chosen = max(held_out, key=lambda name: _rank(held_out[name]))
+    chosen = choose_stage(held_out, cfg.min_gain)
     model.load_state_dict(states[chosen])  # with the classifier it was scored with
     model.eval()
     threshold, sweep = choose_threshold(model, held, tile, mpp, k, cfg, amp)

@@ -104,3 +104,19 @@ def test_full_mode_refits_the_classifier_on_training_points_at_each_network_chec
     assert any(torch.allclose(written, head.mlp[-1].weight.half().float()) for _, head, _ in fits)
     shipped = load_weights(None)[0].classifier.mlp[1].weight
     assert all(torch.equal(base.mlp[1].weight, shipped) for _, _, base in fits)  # fitted from no user point
+
+
+def test_a_trained_stage_replaces_the_base_only_with_a_clear_gain():
+    from muse_fast.adapt.full import choose_stage
+
+    def scores(det, macro):
+        return {"det_f1": det, "macro_f1": macro}
+
+    # BRCA-M2C at 6247fee: the network stage led by 0.006 on one held-out image and lost on the test split
+    assert choose_stage({"base": scores(0.84, 0.62), "network": scores(0.843, 0.623)}, 0.02) == "base"
+    assert choose_stage({"base": scores(0.84, 0.62), "network": scores(0.87, 0.63)}, 0.02) == "network"
+    # the network stage must beat the head it started from, once the head has been kept
+    held = {"base": scores(0.80, 0.40), "head": scores(0.83, 0.40), "network": scores(0.84, 0.40)}
+    assert choose_stage(held, 0.02) == "head"
+    assert choose_stage(held, 0.0) == "network"
+    assert choose_stage({"base": scores(0.8, 0.4)}, 0.02) == "base"  # no stage ran in the time budget
