@@ -2,7 +2,6 @@
 them misaligned is given aligned copies, and the outputs stay those of inductor's own loader, bit for bit."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +18,11 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
-    os.environ["MUSE_FAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # restores the suite's private cache afterwards
+        mp.setenv("MUSE_FAST_CACHE", str(tmp_path_factory.mktemp("cache")))
         if compiled.compiler_missing_reason():
             pytest.skip("no C++ compiler: the compiled engine is not built here")
         engine = compiled.CompiledEngine(EngineInputs(tiny_model(), META, "tiny-seed-0", "cpu", BATCH, "bf16"))
-    finally:
-        del os.environ["MUSE_FAST_CACHE"]
     assert isinstance(engine.runner, AlignedRunner)  # the engine loads through it
     return engine.path
 
