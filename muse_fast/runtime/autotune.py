@@ -28,6 +28,7 @@ import numpy as np
 
 from muse_fast.errors import ConfigError
 
+from .bounds import usable_cpus
 from .precision import cpu_bf16_units, cpu_flags, cpu_flags_digest, cpu_model_name
 
 log = logging.getLogger(__name__)
@@ -193,17 +194,10 @@ def cpu_clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def cpu_share(start: tuple[float, float], end: tuple[float, float], threads: int) -> float:
     """CPU seconds over wall seconds times the threads that can run at once (at most the usable cores)."""
     wall, cpu = end[0] - start[0], end[1] - start[1]
-    return cpu / max(wall * max(1, min(threads, usable_cores())), 1e-9)
+    return cpu / max(wall * max(1, min(threads, usable_cpus())), 1e-9)
 
 
 def busy_reason(share: float) -> str:

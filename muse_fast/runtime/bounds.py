@@ -25,7 +25,7 @@ LONGEST_EXTRA = len(".{stem}.manifest.json.4194304.partial") - len("{stem}")  # 
 
 def cap_workers(requested: int, cpus: int | None = None) -> int:
     """``requested`` reader threads, capped at ``min(4 x usable CPUs, 64)`` with one warning."""
-    cpus = cpus or _usable_cpus()
+    cpus = cpus or usable_cpus()
     most = min(WORKERS_PER_CPU * cpus, MAX_WORKERS)
     if requested <= most:
         return requested
@@ -39,7 +39,7 @@ def cap_workers(requested: int, cpus: int | None = None) -> int:
     return most
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, e.g. a container's share), else all of the machine's."""
     try:
         return len(os.sched_getaffinity(0)) or 1

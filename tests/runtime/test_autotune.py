@@ -154,7 +154,7 @@ def test_the_cpu_share_of_the_timed_rounds(monkeypatch, cores, cpu, expected):
     """measure() samples the clock around its timed rounds only; the share is capped at the usable cores."""
     import torch
 
-    monkeypatch.setattr(autotune, "usable_cores", lambda: cores)
+    monkeypatch.setattr(autotune, "usable_cpus", lambda: cores)
     monkeypatch.setattr(autotune, "cpu_clock", FakeClock((100.0, 50.0), (110.0, 50.0 + cpu)))
     threads = torch.get_num_threads()
     engines = {c.label: FakeEngine(c) for c in FOUR[:2]}
