@@ -39,9 +39,8 @@ import torch
 from ..errors import InputError
 from ..post.decode import DecodeConfig
 from ..runtime.engines import TorchEngine
-from ..runtime.precision import cpu_bf16_units
 from ..runtime.predict import predict_image
-from ..train.amp import autocast, check_amp
+from ..train.amp import autocast, resolve_amp
 from ..train.calibrate import CachedEngine, fold_threshold
 from ..train.data.brca import LabelledImage
 from ..train.finetune import FinetuneConfig, make_batch, training_loss
@@ -71,14 +70,6 @@ class FullConfig:
     )
     amp: str = "auto"  # bf16 autocast where the device has bf16 units (auto), "bf16" or "none" (fp32)
     seed: int = 2025
-
-
-def resolve_amp(amp: str, device: str = "cpu") -> str:
-    """``auto`` -> ``bf16`` on CUDA or on a CPU with bf16 units, else ``none``; others are checked and kept."""
-    if amp == "auto":
-        return "bf16" if device == "cuda" or cpu_bf16_units() else "none"
-    check_amp(amp, device)
-    return amp
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int = 10) -> float:
@@ -168,7 +159,7 @@ def _stage(
     deadline), both ``time.time()`` values, deadline 0 for none. At each check ``refit(model)`` gives the point
     classifier to score classes with. Returns (best state, its held-out scores, its classifier's report, log)."""
     clock, deadline = times
-    amp = resolve_amp(cfg.amp)
+    amp = cfg.amp  # resolved by adapt_full
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     head_only = which == "head"
     for p in model.parameters():
@@ -247,6 +238,7 @@ def adapt_full(
     the model's own, which must then not have seen the held-out regions' points)."""
     clock = time.time()
     amp, k = resolve_amp(cfg.amp), len(names)
+    cfg = replace(cfg, amp=amp)
     held_ids = held_out_ids(windows, cfg.holdout, cfg.seed)
     samples = zip([i for i, w in enumerate(windows) if w.region is not None], region_samples(windows))
     train, held = [], []

@@ -8,10 +8,12 @@ import torch
 from conftest import annotate
 
 import muse_fast.adapt.full as full
+import muse_fast.train.amp as amp_module
 from muse_fast.adapt.classes import ClassesConfig
-from muse_fast.adapt.full import FullConfig, choose_threshold, lr_at, resolve_amp, threshold_grid
+from muse_fast.adapt.full import FullConfig, choose_threshold, lr_at, threshold_grid
 from muse_fast.adapt.run import AdaptConfig, adapt
 from muse_fast.errors import ConfigError
+from muse_fast.train.amp import resolve_amp
 
 
 def test_lr_warms_up_then_falls_to_a_tenth():
@@ -21,9 +23,9 @@ def test_lr_warms_up_then_falls_to_a_tenth():
 
 
 def test_amp_auto_follows_the_cpus_bf16_units(monkeypatch):
-    monkeypatch.setattr(full, "cpu_bf16_units", lambda: ["amx_bf16"])
+    monkeypatch.setattr(amp_module, "cpu_bf16_units", lambda: ["amx_bf16"])
     assert resolve_amp("auto") == "bf16"
-    monkeypatch.setattr(full, "cpu_bf16_units", lambda: [])
+    monkeypatch.setattr(amp_module, "cpu_bf16_units", lambda: [])
     assert resolve_amp("auto") == "none" and resolve_amp("none") == "none"
     with pytest.raises(ConfigError, match="fp16 runs on CUDA only"):
         resolve_amp("fp16")
