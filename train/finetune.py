@@ -42,6 +42,7 @@ from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
 from .data.rois import RoiStore
+from .data.variety import VarietyConfig, variety_view
 from .ema import ema_update, warmed_momentum
 from .evaluate import EvalConfig, evaluate_images
 from .losses.centre_focal import centre_focal_loss
@@ -83,6 +84,7 @@ class FinetuneConfig:
     blur_p: float = 0.5  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
     jpeg_p: float = 0.5  # probability of JPEG artefacts (quality 30 to 90) per view
     scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
+    variety: float = 0.0  # probability of pale, stretched and packed nuclei per view (train.data.variety); 0 = off
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
     calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
@@ -98,15 +100,20 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
     images, heats, offsets, masks, points, labels = [], [], [], [], [], []
     for i in rng.integers(0, len(samples), cfg.batch_size):
         s = samples[int(i)]
-        crop, xy, keep = random_scaled_crop(s.image, s.xy, size, rng, cfg.scale_jitter)
-        crop, xy = random_geometry(crop, xy[keep], rng)
+        if cfg.variety > 0:
+            variety = VarietyConfig.uniform(cfg.variety)
+            crop, xy, view_labels = variety_view(s.image, s.xy, s.labels, size, rng, variety, cfg.scale_jitter)
+        else:
+            crop, xy, keep = random_scaled_crop(s.image, s.xy, size, rng, cfg.scale_jitter)
+            xy, view_labels = xy[keep], s.labels[keep]
+        crop, xy = random_geometry(crop, xy, rng)
         heat, offset, mask = centre_targets(xy, size)
         images.append(crop)
         heats.append(heat)
         offsets.append(offset)
         masks.append(mask)
         points.append(xy)
-        labels.append(s.labels[keep])
+        labels.append(view_labels)
     n = max(1, max(len(p) for p in points))
     xy_pad = np.zeros((len(points), n, 2), np.float32)
     lab_pad = np.full((len(points), n), -100, np.int64)  # ignore_index for padding
