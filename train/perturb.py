@@ -5,7 +5,9 @@
 ``hed``: stain jitter in HED optical density (see :func:`train.data.robust.hed_jitter`), drawn per image from a
 seeded generator. ``scale``: the image is resized by this factor before prediction (a slide whose real resolution is
 off the model mpp), and predictions are mapped back to the original pixels before matching. ``blur``: Gaussian sigma
-in pixels. ``jpeg``: JPEG quality (0 = off). The same seed gives the same perturbed images for every model.
+in pixels. ``jpeg``: JPEG quality (0 = off). ``lowres``: the image resized down by this factor and back up to its
+own size, as a slide scanned at ``lowres`` times the model's um/px (2 = a 10x scan for a 20x model) looks once
+``infer`` resamples it to the model's resolution. The same seed gives the same perturbed images for every model.
 
 Stress tests (:mod:`train.data.stress`) change the labels too and are applied first, on the original pixels:
 ``pale`` (haematoxylin removed inside nuclei, 0..1), ``stretch`` and ``shear`` (elongation), ``crowd`` (pasted
@@ -21,6 +23,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+from PIL import Image
 
 from muse_fast.errors import ConfigError
 
@@ -42,11 +45,13 @@ class Perturbation:
     shear: float = 0.0
     crowd: float = 0.0
     frozen: float = 0.0
+    lowres: float = 1.0
     seed: int = 2025
 
     @property
     def active(self) -> bool:
-        return (self.hed, self.scale, self.blur, self.jpeg) != (0.0, 1.0, 0.0, 0) or self.stressed
+        legacy = (self.hed, self.scale, self.blur, self.jpeg) != (0.0, 1.0, 0.0, 0)
+        return legacy or self.lowres != 1 or self.stressed
 
     @property
     def stressed(self) -> bool:
@@ -77,8 +82,10 @@ def parse_perturbation(text: str) -> Perturbation:
         except ValueError:
             raise ConfigError(f"bad --perturb value '{item}': not a number") from None
     p = Perturbation(**values)
-    if p.scale <= 0 or p.hed < 0 or p.blur < 0 or not 0 <= p.jpeg <= 100:
-        raise ConfigError(f"--perturb out of range ({p.describe()}): scale > 0, hed >= 0, blur >= 0, jpeg in 0..100")
+    if p.scale <= 0 or p.hed < 0 or p.blur < 0 or not 0 <= p.jpeg <= 100 or p.lowres < 1:
+        raise ConfigError(
+            f"--perturb out of range ({p.describe()}): scale > 0, hed >= 0, blur >= 0, jpeg in 0..100, lowres >= 1"
+        )
     if not 0 <= p.pale <= 1 or p.stretch <= 0 or p.crowd < 0 or p.frozen < 0 or abs(p.shear) > 2:
         raise ConfigError(
             f"--perturb out of range ({p.describe()}): pale in 0..1, stretch > 0, |shear| <= 2, crowd >= 0, frozen >= 0"
@@ -109,13 +116,23 @@ def stress_labelled(im: LabelledImage, p: Perturbation, index: int, mpp: float) 
 
 def perturb_image(image: np.ndarray, p: Perturbation, index: int) -> np.ndarray:
     """The perturbed (and rescaled) copy of a uint8 ``[H, W, 3]`` image; ``index`` seeds its stain draw."""
-    out, _ = rescale(image, np.zeros((0, 2), np.float32), p.scale)
+    out = low_resolution(image, p.lowres)
+    out, _ = rescale(out, np.zeros((0, 2), np.float32), p.scale)
     if p.hed or p.blur:
         x = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float()
         x = hed_jitter(x, torch.Generator().manual_seed(p.seed + index), p.hed)
         x = gaussian_blur(x, p.blur)
         out = x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
     return jpeg(out, p.jpeg) if p.jpeg else out
+
+
+def low_resolution(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized down by ``factor`` (area-like) and back up to its own size (bilinear); 1 is the identity."""
+    if factor == 1:
+        return image
+    h, w = image.shape[:2]
+    small = rescale(image, np.zeros((0, 2), np.float32), 1.0 / factor)[0]
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def to_original_pixels(xy: np.ndarray, p: Perturbation) -> np.ndarray:

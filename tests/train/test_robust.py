@@ -92,6 +92,20 @@ def test_perturbation_parsing_and_scale_round_trip():
     assert not np.array_equal(out, perturb_image(image, p, 1))  # the stain draw depends on the image index
 
 
+def test_low_resolution_keeps_size_and_positions_and_loses_detail():
+    p = parse_perturbation("lowres=2")
+    assert p.active and p.lowres == 2 and "lowres=2.0" in p.describe()
+    with pytest.raises(ConfigError, match="lowres >= 1"):
+        parse_perturbation("lowres=0.5")
+    image = np.full((120, 100, 3), 230, np.uint8)
+    image[40:60, 30:50] = (60, 30, 110)  # a 20-px nucleus: it stays where it was
+    image[90, ::2] = 0  # a one-pixel-period pattern: gone at half the resolution
+    out = perturb_image(image, p, 0)
+    assert out.shape == image.shape and np.array_equal(perturb_image(image, Perturbation(), 0), image)
+    assert out[45:55, 35:45].mean() < 100 and out[5:25, 5:25].mean() > 220
+    assert np.ptp(out[90, 10:90].astype(int)) < 0.5 * np.ptp(image[90, 10:90].astype(int))
+
+
 class _DotEngine:
     """Centre logit +10 at the cell of each black pixel, offsets (x % 4) / 4, features: the tile's colours."""
 
