@@ -33,12 +33,53 @@ def to_size(region: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(region).resize((size, size), Image.BILINEAR))
 
 
+def strips(origins: list[tuple[int, int]], read: int, downsample: float) -> list[list[int]]:
+    """Indices of ``origins`` grouped into horizontal strips that one region read can serve.
+
+    A strip is a run of origins on one row (same level-0 y), each at most ``read`` level pixels right of the one
+    before (overlapping or touching tiles, as a tile grid's rows are) and a whole number of level pixels from the
+    strip's first, so that every tile is an exact slice of the strip's region.
+    """
+    out: list[list[int]] = []
+    for i in sorted(range(len(origins)), key=lambda i: (origins[i][1], origins[i][0])):
+        x, y = origins[i]
+        if out:
+            fx, fy = origins[out[-1][0]]
+            px = origins[out[-1][-1]][0]
+            offset = (x - fx) / downsample
+            if y == fy and 0 < x - px <= read * downsample and offset == int(offset):
+                out[-1].append(i)
+                continue
+        out.append([i])
+    return out
+
+
+def _read_strip(slide: SlideReader, origins: list[tuple[int, int]], read: int, level: int) -> list[np.ndarray]:
+    """The ``read``-px squares at ``origins`` (one strip, see :func:`strips`) as slices of one region read."""
+    d = slide.level_downsamples[level]
+    x0, y0 = origins[0]
+    offsets = [round((x - x0) / d) for x, _ in origins]
+    region = slide.read_region(x0, y0, offsets[-1] + read, read, level)
+    return [region[:, o : o + read] for o in offsets]
+
+
 def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool) -> list[np.ndarray]:
-    """Tiles at level-0 ``origins``, each ``size`` px at ``scale``; batched in the backend when it can, else threaded.
+    """Tiles at level-0 ``origins``, each ``size`` px at ``scale``: a row of neighbouring tiles in one region read
+    (a tiled file then decodes each of its tiles once, not once per overlapping tile), the rest batched in the
+    backend when it can, else threaded.
 
     The result is identical to calling :func:`read_at_scale` for each origin.
     """
     level, read = read_plan(slide, size, scale)
+    groups = strips(origins, read, slide.level_downsamples[level])
+    if len(groups) < len(origins):
+        futures = [pool.submit(_read_strip, slide, [origins[i] for i in g], read, level) for g in groups]
+        wait(futures)  # as below: every read has finished before a failure is raised
+        out: list[np.ndarray | None] = [None] * len(origins)
+        for group, future in zip(groups, futures):
+            for i, region in zip(group, future.result()):
+                out[i] = to_size(region, size)
+        return out
     if hasattr(slide, "read_regions") and len(origins) > 1:
         regions = slide.read_regions(origins, read, level, getattr(pool, "_max_workers", 1))
         return [to_size(r, size) for r in regions]

@@ -7,7 +7,7 @@ import pytest
 
 from muse_fast.errors import InputError
 from muse_fast.io.readers import open_slide
-from muse_fast.io.resample import read_at_scale, read_tiles
+from muse_fast.io.resample import read_at_scale, read_tiles, strips
 
 BACKENDS = ["cucim", "openslide", "tiffslide"]
 FILES = ["svs_jpeg_ycbcr", "tiff_deflate_rgb", "tiff_no_mpp"]
@@ -64,6 +64,27 @@ def test_batched_reads_equal_single_reads(slide_case):
             batched = read_tiles(slide, origins, 96, scale, pool)
         for (x, y), tile in zip(origins, batched):
             np.testing.assert_array_equal(tile, read_at_scale(slide, x, y, 96, scale))
+
+
+def test_rows_of_a_tile_grid_are_read_as_strips_with_the_same_pixels(slide_case):
+    synthetic, slide = slide_case
+    h, w = synthetic.source.shape[:2]
+    for scale in (1.0, 1.7, 2.0):
+        step = round(80 * scale)  # 96-px tiles overlapping by 16, as infer's grid
+        origins = [(x, y) for y in (0, step, h - 40) for x in range(0, w, step)][::-1]  # border rows, any order
+        with ThreadPoolExecutor(2) as pool:
+            got = read_tiles(slide, origins, 96, scale, pool)
+        for (x, y), tile in zip(origins, got):
+            np.testing.assert_array_equal(tile, read_at_scale(slide, x, y, 96, scale))
+
+
+def test_strips_group_only_exact_neighbours_on_one_row():
+    origins = [(0, 0), (80, 0), (160, 0), (400, 0), (480, 0), (80, 80), (0, 80), (577, 0)]
+    assert strips(origins, 96, 1.0) == [[0, 1, 2], [3, 4], [7], [6, 5]]
+    assert strips([(0, 0), (96, 0), (97, 0)], 96, 1.0) == [[0, 1, 2]]
+    assert strips([(0, 0), (97, 0)], 96, 1.0) == [[0], [1]]  # a gap: glass between is not read
+    assert strips([(0, 0), (81, 0), (160, 0)], 48, 2.0) == [[0], [1], [2]]  # 40.5 level pixels apart: not exact
+    assert strips([(0, 0), (80, 0)], 48, 2.0) == [[0, 1]]
 
 
 @pytest.mark.parametrize("backend", ["cucim", "tiffslide"])
