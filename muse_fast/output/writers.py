@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -119,10 +120,31 @@ class CSVWriter(_TempFile):
         self.classes = tuple(csv_cell(name) for name in classes)
         self.writer = csv.writer(self.fh)
         self.writer.writerow(CSV_COLUMNS)
+        self.class_cells = [_csv_row((name,)).rstrip("\r\n") for name in self.classes]  # quoted as csv.writer does
 
     def write(self, nuclei: Nuclei) -> None:
+        """The rows :meth:`write_reference` writes, formatted directly (numbers never need quoting)."""
+        cells = self.class_cells
+        self.fh.write(
+            "".join(
+                f"{x:.2f},{y:.2f},{c},{cells[c]},{s:.4f},{p:.4f}\r\n"
+                for (x, y), c, s, p in zip(
+                    nuclei.xy.tolist(), nuclei.class_id.tolist(), nuclei.score.tolist(), nuclei.class_prob.tolist()
+                )
+            )
+        )
+
+    def write_reference(self, nuclei: Nuclei) -> None:
+        """One ``csv.writer`` row per nucleus (the reference path of :meth:`write`)."""
         for (x, y), c, s, p in zip(nuclei.xy, nuclei.class_id, nuclei.score, nuclei.class_prob):
             self.writer.writerow((f"{x:.2f}", f"{y:.2f}", int(c), self.classes[int(c)], f"{s:.4f}", f"{p:.4f}"))
+
+
+def _csv_row(cells: tuple) -> str:
+    """One row as ``csv.writer`` (its defaults) writes it."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()
 
 
 class ParquetWriter(_TempOutput):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from muse_fast.output.atomic import StagedFiles
-from muse_fast.output.writers import GeoJSONWriter
+from muse_fast.output.writers import CSVWriter, GeoJSONWriter
 from muse_fast.runtime.predict import Nuclei
 
-CLASSES = ("lymphocyte", 'tumour "epithelial"', "stromal\u00e9")  # quotes and a non-ASCII letter to escape
+CLASSES = ("lymphocyte", 'tumour "epithelial"', "stromal\u00e9, =spindle")  # quotes, a comma, a formula, non-ASCII
 
 
 def _real_nuclei(brca_dir, n_images: int = 3) -> list[Nuclei]:
@@ -54,6 +54,16 @@ def test_the_geojson_writer_writes_the_reference_bytes(brca_dir, tmp_path):
     fast = _write(GeoJSONWriter, tmp_path, "fast.geojson", chunks, reference=False)
     reference = _write(GeoJSONWriter, tmp_path, "reference.geojson", chunks, reference=True)
     assert sum(len(c) for c in chunks) > 500 and fast == reference
+
+
+def test_the_csv_writer_writes_the_reference_bytes(brca_dir, tmp_path):
+    odd = _awkward()
+    odd.score[1], odd.class_prob[2] = np.nan, np.inf
+    chunks = [Nuclei.empty(), *_real_nuclei(brca_dir), _awkward(), odd, Nuclei.empty()]
+    fast = _write(CSVWriter, tmp_path, "fast.csv", chunks, reference=False)
+    reference = _write(CSVWriter, tmp_path, "reference.csv", chunks, reference=True)
+    assert sum(len(c) for c in chunks) > 500 and fast == reference
+    assert b'"tumour ""epithelial"""' in fast and b",nan," in fast
 
 
 def test_geojson_with_a_non_finite_value_takes_the_reference_path(tmp_path):
