@@ -26,6 +26,7 @@ from ..output.atomic import atomic_write, remove_quietly
 from ..output.regular import check_folder, check_regular, is_folder, is_regular, open_new
 from .predict import Nuclei
 
+MEMORY_ROWS = 2_000_000  # nuclei whose fields (not their features) a store also keeps in memory, about 80 MB
 SHARD_FORMAT = 3  # bump when the shard contents change, so older partial runs are not reused
 OUTPUTS_RECORD = "outputs.json"
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class ShardStore:
             kept = recorded_outputs(out_dir, stem)  # they still name files of ours, whatever the batches were
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._memory: dict[int, tuple[Nuclei, int, dict[int, str]]] = {}  # index -> what write() saved, no features
+        self._memory_rows = 0
+        self._with_features: set[int] = set()
         if not is_regular(stamp):
             self._write(stamp, text)
         if kept:
@@ -111,10 +115,19 @@ class ShardStore:
             os.replace(tmp, self._path(index))
         finally:
             remove_quietly(tmp)
+        if self._memory_rows + len(nuclei) <= MEMORY_ROWS:  # the final pass reads it back three times
+            kept = Nuclei(**{f: getattr(nuclei, f) for f in Nuclei.FIELDS if f != "feat"})
+            self._memory[index] = (kept, int(skipped), dict(unreadable))
+            self._memory_rows += len(nuclei)
+            if nuclei.feat is not None:
+                self._with_features.add(index)  # those are read from disk whenever features are asked for
 
     def read(self, index: int, features: bool = True) -> tuple[Nuclei, int]:
         """A batch's nuclei (with their point features when saved and ``features``) and its count of blank tiles."""
         fields = [f for f in Nuclei.FIELDS if features or f != "feat"]
+        if index in self._memory and ("feat" not in fields or index not in self._with_features):
+            nuclei, skipped, _ = self._memory[index]
+            return Nuclei(**{f: getattr(nuclei, f) for f in Nuclei.FIELDS if f != "feat"}), skipped
         with np.load(self._path(index)) as z:
             return Nuclei(**{f: z[f] for f in fields if f in z.files}), int(z["skipped"])
 
@@ -122,6 +135,11 @@ class ShardStore:
         """Over every checkpointed batch: blank tiles, and tile id -> reason for tiles that could not be decoded."""
         blank, unreadable = 0, {}
         for index in range(n_batches):
+            if index in self._memory:
+                _, skipped, bad = self._memory[index]
+                blank += skipped
+                unreadable.update(bad)
+                continue
             with np.load(self._path(index)) as z:
                 blank += int(z["skipped"])
                 unreadable.update(zip(z["unreadable_tiles"].tolist(), z["unreadable_reasons"].tolist()))
