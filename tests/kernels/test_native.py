@@ -154,7 +154,14 @@ def test_missing_library_is_one_line_with_the_build_command(fresh_loader, tmp_pa
     assert "libmuse_native_cpu.so" in reason and native.BUILD_COMMAND in reason and "\n" not in reason
     with pytest.raises(BackendUnavailable, match="kernel implementation 'native' cannot run here: libmuse_native"):
         select(IMPLEMENTATIONS, "native", torch.zeros(1, 4, 4))
-    assert select(IMPLEMENTATIONS, "auto", torch.zeros(1, 4, 4)).name != "native"  # never picked by auto
+    assert select(IMPLEMENTATIONS, "auto", torch.zeros(1, 4, 4)).name != "native"  # not built: numba or reference
+
+
+def test_auto_takes_the_native_library_on_the_cpu_where_it_is_built(cpu_lib, fresh_loader):
+    from muse_fast.kernels.point_gather import IMPLEMENTATIONS as GATHER
+
+    for impls in (IMPLEMENTATIONS, GATHER):
+        assert select(impls, "auto", torch.zeros(1, 4, 4)).name == "native"
 
 
 def test_muse_native_build_is_searched_first(cpu_lib, fresh_loader, tmp_path):
