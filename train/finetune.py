@@ -84,6 +84,7 @@ class FinetuneConfig:
     blur_p: float = 0.5  # probability of a Gaussian blur (sigma 0.3 to 1.2 px) per view
     jpeg_p: float = 0.5  # probability of JPEG artefacts (quality 30 to 90) per view
     scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
+    backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the schedule's (e.g. 0.1 for a pretrained init)
     variety: float = 0.0  # probability of pale, stretched and packed nuclei per view (train.data.variety); 0 = off
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
@@ -130,6 +131,26 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
         torch.from_numpy(xy_pad),
         torch.from_numpy(lab_pad),
     )
+
+
+def parameter_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict]:
+    """AdamW groups: weight decay on matrices and kernels only; ``backbone.*`` at ``cfg.backbone_lr_scale`` times the
+    scheduled lr (one group per decay kind when the scale is 1, as before the option existed)."""
+
+    def decays(name: str, p: torch.Tensor) -> bool:
+        return p.ndim > 1 and "pos_embed" not in name and "cls_token" not in name
+
+    scales = {False: 1.0, True: cfg.backbone_lr_scale} if cfg.backbone_lr_scale != 1 else {False: 1.0}
+    groups = []
+    for in_backbone, scale in scales.items():
+        for decay in (True, False):
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if decays(n, p) == decay and (len(scales) == 1 or n.startswith("backbone.") == in_backbone)
+            ]
+            groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale})
+    return groups
 
 
 def lr_schedule(cfg: FinetuneConfig) -> np.ndarray:
@@ -196,6 +217,8 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     check_amp(cfg.amp, cfg.device)
     if cfg.steps < 1:
         raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
+    if not cfg.backbone_lr_scale > 0:
+        raise ConfigError(f"--backbone-lr-scale must be above 0, got {cfg.backbone_lr_scale}; 1 trains it as the rest")
     out = Path(cfg.out)
     earlier = [name for name in RUN_OUTPUTS if (out / name).exists()]
     if earlier and not cfg.overwrite:
@@ -213,13 +236,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     weights = class_weights(labels, len(CLASSES), cfg.cls_balance_power).to(cfg.device)
     device = torch.device(cfg.device)
     model = build_model(cfg).to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [
-        p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)
-    ]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    opt = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
     lrs = lr_schedule(cfg)
     pseudo_store = RoiStore(Path(cfg.pseudo_rois)) if cfg.pseudo_rois else None
     teacher = copy.deepcopy(model).eval() if pseudo_store is not None else None
@@ -236,7 +253,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     with open(out / "log.jsonl", "w") as log:
         for step in range(cfg.steps):
             for group in opt.param_groups:
-                group["lr"] = float(lrs[step])
+                group["lr"] = float(lrs[step]) * group["lr_scale"]
             batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
             with autocast(cfg.amp, device):
                 loss, parts = training_loss(model, batch, cfg, weights)

@@ -24,6 +24,7 @@ RECIPE_KEYS = (
     "blur_p",
     "jpeg_p",
     "scale_jitter",
+    "backbone_lr_scale",
     "variety",
     "ema_momentum",
     "pseudo_rois",

@@ -1,6 +1,8 @@
-"""Tissue-variety augmentation: pale, stretched and packed nuclei in training views, labels kept on their nuclei."""
+"""Fine-tuning options for other tissue: tissue-variety augmentation (pale, stretched and packed nuclei in training
+views, labels kept on their nuclei) and a lower learning rate for a pretrained backbone."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -101,3 +103,25 @@ def test_finetune_records_variety_in_its_provenance(brca_dir, tmp_path):
     _, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta.config["provenance"]["recipe"]["variety"] == 0.5
     assert json.loads((tmp_path / "run" / "config.json").read_text())["variety"] == 0.5
+
+
+def test_backbone_lr_scale_groups_and_refusal(brca_dir, tmp_path):
+    from muse_fast.errors import ConfigError
+    from muse_fast.train.finetune import build_model, parameter_groups
+
+    model = build_model(FinetuneConfig())
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = parameter_groups(model, FinetuneConfig())
+    assert [g["lr_scale"] for g in plain] == [1.0, 1.0] and sum(len(g["params"]) for g in plain) == len(names)
+    scaled = parameter_groups(model, FinetuneConfig(backbone_lr_scale=0.1))
+    assert sum(len(g["params"]) for g in scaled) == len(names)
+    for g in scaled:
+        assert g["params"] and all(names[id(p)].startswith("backbone.") == (g["lr_scale"] == 0.1) for p in g["params"])
+    with pytest.raises(ConfigError, match="backbone-lr-scale"):
+        finetune(FinetuneConfig(out=str(tmp_path / "r"), backbone_lr_scale=0), [], [])
+    train, val = load_split("train")[:2], load_split("val")[:1]
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1)
+    finetune(replace(cfg, backbone_lr_scale=0.1), train, val)
+    from muse_fast.model.weights import load_weights
+
+    assert load_weights(tmp_path / "run" / "weights.pt")[1].config["provenance"]["recipe"]["backbone_lr_scale"] == 0.1
