@@ -128,6 +128,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (3 passes per tile)")
     p.add_argument("--max-batches", type=int, default=0, help="stage breakdown: only the first N batches (0 = all)")
     p.add_argument("--no-tissue-mask", action="store_true", help="tile the whole slide, not only detected tissue")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the slide end to end N times in this process (later_runs: steady state)",
+    )
 
 
 def _add_adapt(sub) -> None:
@@ -354,8 +360,14 @@ def _bench(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"--max-batches must be 0 (all) or more, got {args.max_batches}")
+    if args.repeat < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--repeat must be 1 or more, got {args.repeat}")
     engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size, args.precision, args.tta)
-    result = bench_slide(args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches, not args.no_tissue_mask)
+    result = bench_slide(
+        args.slide, engine, meta, args.batch_size, args.mpp, args.max_batches, not args.no_tissue_mask, args.repeat
+    )
     emit(json.dumps(result, indent=2))
     return 0
 

@@ -107,3 +107,12 @@ def test_bench_counts_the_nuclei_that_infer_writes(small_dots, tmp_path, capsys)
     assert set(stages["seconds"]) == {"tissue", "read", "model", "peak_decode", "writers"}
     assert all(v > 0 for k, v in stages["seconds"].items() if k != "tissue")  # every stage ran
     assert stages["tiles_run"] == result["tiles"] and sum(stages["share"].values()) == pytest.approx(1, abs=0.01)
+    assert result["later_runs"] == []
+
+
+def test_bench_repeat_runs_the_slide_again_in_the_process(small_dots, capsys):
+    assert cli.main(["bench", str(small_dots), "--batch-size", "2", "--no-tissue-mask", "--repeat", "3"]) == 0
+    later = json.loads(capsys.readouterr().out)["later_runs"]
+    assert len(later) == 2 and all(r["end_to_end_s"] > 0 and 0 < r["pipeline_efficiency"] for r in later)
+    assert cli.main(["bench", str(small_dots), "--repeat", "0"]) == 2
+    assert "--repeat must be 1 or more" in capsys.readouterr().err
