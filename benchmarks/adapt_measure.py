@@ -2,6 +2,7 @@
 
     python benchmarks/adapt_measure.py annotate OUT        # QuPath exports for the CLI runs (BRCA-M2C, NuCLS)
     python benchmarks/adapt_measure.py score W.pt DATASET   # detection and class scores of W on the test images
+    python benchmarks/adapt_measure.py mapped               # NuCLS: the base weights' classes renamed (no adapting)
     python benchmarks/adapt_measure.py budget OUT.json      # classes mode: F1 against the number of annotated nuclei
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
     python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
@@ -131,11 +132,11 @@ def sparse(out: Path, rng: np.random.Generator) -> None:
         (out / f"{name}.inputs").write_text("\n".join(str(p) for p, _, _ in images))
 
 
-def test_set(dataset: str, names: list[str]) -> tuple[list, float]:
+def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list, float]:
     """[(image at the model mpp, gt xy in its pixels, gt class ids in ``names``)], pixels per model pixel."""
     if dataset == "nucls":
         out = []
-        for img, xy, ids in nucls("test"):
+        for img, xy, ids in nucls(split):
             rgb = Image.open(img).convert("RGB")
             half = np.asarray(rgb.resize((rgb.width // 2, rgb.height // 2), Image.BILINEAR))
             ids = [names.index(NUCLS_IDS[int(i)]) if NUCLS_IDS[int(i)] in names else 0 for i in ids]  # base: det only
@@ -145,16 +146,25 @@ def test_set(dataset: str, names: list[str]) -> tuple[list, float]:
     return [(im.image, im.xy.astype(np.float64), relabel[im.labels]) for im in load_split("test")], 1.0
 
 
-def score(weights: Path, dataset: str) -> dict:
+BASE_TO_NUCLS = {"lymphocyte": "sTIL", "tumor": "tumor_any", "stromal": "nonTIL_stromal"}  # no class maps to other
+
+
+def score(weights: Path | None, dataset: str, mapping: dict[str, str] | None = None, split: str = "test") -> dict:
+    """Scores of ``weights`` on ``dataset``'s ``split``; with ``mapping`` (weights' class -> NuCLS class), the
+    weights' own classes renamed, as a zero-shot baseline for adapting to NuCLS's classes."""
     model, meta = load_weights(weights)
-    names = [str(n) for n in meta.classes]
-    images, _ = test_set(dataset, names)
+    names = [str(n) for n in meta.classes] if mapping is None else list(NUCLS)
+    rename = (
+        np.arange(len(names)) if mapping is None else np.array([names.index(mapping[str(c)]) for c in meta.classes])
+    )
+    images, _ = test_set(dataset, names, split)
     engine = TorchEngine(model, "cpu", "fp32")
     rows, start = [], time.time()
     for image, xy, labels in images:
         nuc = predict_image(engine, image, meta.tile_size, 32, DecodeConfig())
-        rows.append((xy, labels, nuc.xy, nuc.class_id))
-    out = {"weights": str(weights), "dataset": dataset, "classes": names, "seconds": round(time.time() - start, 1)}
+        rows.append((xy, labels, nuc.xy, rename[nuc.class_id]))
+    out = {"weights": str(weights), "dataset": dataset, "split": split, "classes": names, "mapping": mapping}
+    out["seconds"] = round(time.time() - start, 1)
     for matcher in ("mcspatnet", "hungarian"):
         out[matcher] = {k: round(v, 4) for k, v in score_detections(rows, len(names), 6.0, matcher).as_dict().items()}
     agree = total = 0
@@ -354,6 +364,8 @@ if __name__ == "__main__":
         annotate(Path(sys.argv[2]))
     elif cmd == "score":
         print(json.dumps(score(Path(sys.argv[2]), sys.argv[3]), indent=2))
+    elif cmd == "mapped":  # the base weights' classes renamed to NuCLS's, on its test and train crops
+        print(json.dumps([score(None, "nucls", BASE_TO_NUCLS, split) for split in ("test", "train")], indent=2))
     elif cmd == "budget":
         budget(Path(sys.argv[2]))
     elif cmd == "passes":
