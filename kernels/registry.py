@@ -4,8 +4,9 @@
 built, else numba; and it falls back to the plain-PyTorch reference when the preferred one is unavailable (a warning
 with the reason and the fix is logged once). An explicit request that cannot run raises one line with the reason and
 the choices. Triton also runs on CPU tensors under ``TRITON_INTERPRET=1`` (tests). On the CPU the native kernels
-give the same results as numba's, start in milliseconds where numba's import and cached kernels take about 0.8 s of
-a fresh process, and decode a batch in about 60% of numba's time (16 tiles of 56 x 56 cells, 256 channels).
+give the same results as numba's and start in milliseconds where numba's import and cached kernels take about 0.55 s
+of a fresh process; kernel by kernel neither wins clearly, and a slide end to end ran faster native
+(docs/results.md, "Native post-processing library").
 """
 
 from __future__ import annotations
