@@ -99,10 +99,10 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
     """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels."""
     size = cfg.tile_size
     images, heats, offsets, masks, points, labels = [], [], [], [], [], []
+    variety = VarietyConfig.uniform(cfg.variety)
     for i in rng.integers(0, len(samples), cfg.batch_size):
         s = samples[int(i)]
-        if cfg.variety > 0:
-            variety = VarietyConfig.uniform(cfg.variety)
+        if variety.active:  # else the views of before the option, draw for draw
             crop, xy, view_labels = variety_view(s.image, s.xy, s.labels, size, rng, variety, cfg.scale_jitter)
         else:
             crop, xy, keep = random_scaled_crop(s.image, s.xy, size, rng, cfg.scale_jitter)
@@ -140,15 +140,16 @@ def parameter_groups(model: torch.nn.Module, cfg: FinetuneConfig) -> list[dict]:
     def decays(name: str, p: torch.Tensor) -> bool:
         return p.ndim > 1 and "pos_embed" not in name and "cls_token" not in name
 
-    scales = {False: 1.0, True: cfg.backbone_lr_scale} if cfg.backbone_lr_scale != 1 else {False: 1.0}
+    parts = (False, True) if cfg.backbone_lr_scale != 1 else (None,)  # in the backbone or not; None: no split
     groups = []
-    for in_backbone, scale in scales.items():
+    for in_backbone in parts:
         for decay in (True, False):
             params = [
                 p
                 for n, p in model.named_parameters()
-                if decays(n, p) == decay and (len(scales) == 1 or n.startswith("backbone.") == in_backbone)
+                if decays(n, p) == decay and in_backbone in (None, n.startswith("backbone."))
             ]
+            scale = cfg.backbone_lr_scale if in_backbone else 1.0
             groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale})
     return groups
 
