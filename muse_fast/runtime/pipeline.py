@@ -51,14 +51,30 @@ from .unreadable import unreadable_error, unreadable_regions
 
 BLANK_CHROMA = 18  # max-min over RGB above which a pixel counts as stained
 BLANK_FRACTION = 0.005  # a tile with fewer stained pixels than this is skipped as glass
+BLANK_PROBE_ROWS = 24  # rows counted first: enough stained pixels there and the tile is tissue
 PREFETCH_BATCHES = 2  # batches read ahead of the engine (bounds memory)
 log = logging.getLogger(__name__)
 
 
-def is_blank(tile: np.ndarray) -> bool:
+def stained_count(tile: np.ndarray) -> int:
+    """Pixels whose max-min over RGB exceeds :data:`BLANK_CHROMA`."""
     r, g, b = tile[..., 0], tile[..., 1], tile[..., 2]  # per channel: ~20x faster than reducing a length-3 axis
     chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # max >= min: uint8 cannot wrap
-    return float((chroma > BLANK_CHROMA).mean()) < BLANK_FRACTION
+    return int(np.count_nonzero(chroma > BLANK_CHROMA))
+
+
+def is_blank_reference(tile: np.ndarray) -> bool:
+    """Fewer than :data:`BLANK_FRACTION` of the tile's pixels stained: glass."""
+    return stained_count(tile) / (tile.shape[0] * tile.shape[1]) < BLANK_FRACTION
+
+
+def is_blank(tile: np.ndarray) -> bool:
+    """:func:`is_blank_reference`, answered from the first rows when they already hold enough stained pixels (the
+    count only grows with more rows), which on tissue is nearly always: about a tenth of the work."""
+    pixels = tile.shape[0] * tile.shape[1]
+    if stained_count(tile[:BLANK_PROBE_ROWS]) / pixels >= BLANK_FRACTION:
+        return False
+    return is_blank_reference(tile)
 
 
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:
