@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import wait
+from concurrent.futures import CancelledError, Future
 
 import numpy as np
 from PIL import Image
@@ -63,6 +63,19 @@ def _read_strip(slide: SlideReader, origins: list[tuple[int, int]], read: int, l
     return [region[:, o : o + read] for o in offsets]
 
 
+def settle(futures: list[Future]) -> None:
+    """Wait until each future has finished or was cancelled.
+
+    Not ``concurrent.futures.wait``: a future cancelled by ``shutdown(cancel_futures=True)`` (an interrupt or a failed
+    write, see the pipeline's ``_cancel_on_error``) never counts as done for it, and the reader would wait forever.
+    """
+    for future in futures:
+        try:
+            future.exception()
+        except CancelledError:
+            pass
+
+
 def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool) -> list[np.ndarray]:
     """Tiles at level-0 ``origins``, each ``size`` px at ``scale``: a row of neighbouring tiles in one region read
     (a tiled file then decodes each of its tiles once, not once per overlapping tile), the rest batched in the
@@ -74,7 +87,7 @@ def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, sc
     groups = strips(origins, read, slide.level_downsamples[level])
     if len(groups) < len(origins):
         futures = [pool.submit(_read_strip, slide, [origins[i] for i in g], read, level) for g in groups]
-        wait(futures)  # as below: every read has finished before a failure is raised
+        settle(futures)  # as below: every read has finished before a failure is raised
         out: list[np.ndarray | None] = [None] * len(origins)
         for group, future in zip(groups, futures):
             for i, region in zip(group, future.result()):
@@ -84,7 +97,7 @@ def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, sc
         regions = slide.read_regions(origins, read, level, getattr(pool, "_max_workers", 1))
         return [to_size(r, size) for r in regions]
     futures = [pool.submit(read_at_scale, slide, x, y, size, scale) for x, y in origins]
-    wait(futures)  # all reads finish before a failure is raised, so none is still running when the caller retries
+    settle(futures)  # all reads finish before a failure is raised, so none is still running when the caller retries
     return [f.result() for f in futures]
 
 
