@@ -215,11 +215,12 @@ def _cancel_on_error(*executors: ThreadPoolExecutor) -> Iterator[None]:
         raise
 
 
-# Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i. On the
-# CPU the engine's call blocks the main thread meanwhile; peaks and point classes then no longer wait for the network
-# (CMU-1-Small-Region, compiled bf16 engine, 2 cores: 16.0-20.5 s end to end against 20.8 s serial; docs/results.md).
-# Quiet, on the BRCA-M2C mosaic, the two were within 8% either way (serial faster in one run, the overlap in another).
-OVERLAP_DEVICES = {"cuda", "cpu"}
+# Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i. Not the
+# CPU: its engines keep every core busy, so a decode beside the network takes a core from it and the network's other
+# threads wait at their barriers; decoded on the main thread, between batches, it shares the CPU only with the reads of
+# the next batch. Quiet, 2-core AMX Xeon, BRCA-M2C mosaic, compiled bf16, alternating in one process: 6.18-6.42 s
+# serial against 6.83-7.29 s overlapped (docs/results.md).
+OVERLAP_DEVICES = {"cuda"}
 
 
 def _on_device(engine: Engine, fn, *args):
