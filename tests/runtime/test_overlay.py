@@ -106,3 +106,46 @@ def test_classes_differ_by_marker_shape_too_so_greyscale_and_colour_blind_reader
         masks.append(mask)
     for a, b in itertools.combinations(masks, 2):
         assert (a ^ b).sum() > 30  # clearly different outlines
+
+
+def _points(rng, n: int, w: int, h: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random level-0 points, some off the slide's edges, and clusters where markers of different classes overlap."""
+    xy = rng.uniform([-20, -20], [w + 20, h + 20], (n, 2))
+    cluster = rng.uniform([0, 0], [w, h], (1, 2)) + rng.normal(0, 3, (n // 4, 2))
+    xy = np.concatenate([xy, cluster, [[0.5, 0.5], [w - 0.5, h - 0.5], [2.5, 7.5]]])  # halves: rounded up
+    return xy, rng.integers(0, n_classes, len(xy))
+
+
+def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_dots):
+    """The fast path against the reference, on a large slide (thumbnail scale > 1) and a small one (scale 1), with
+    six classes (shapes repeat), overlaps between classes, points on the edges and outside, and several batches."""
+    rng = np.random.default_rng(7)
+    classes = ("a", "b", "c", "d", "e", "f")
+    for path in (cmu_svs, small_dots):
+        slide = open_slide(path, "auto", None)
+        try:
+            fast, reference = Overlay(slide, classes), Overlay(slide, classes)
+        finally:
+            slide.close()
+        w, h = slide.level_dimensions[0]
+        blank = fast.pixels.copy()
+        for _ in range(3):
+            xy, labels = _points(rng, 400, w, h, len(classes))
+            fast.add_points(xy, labels)
+            reference.add_points_reference(xy, labels)
+        assert (fast.pixels != blank).any(-1).sum() > 1000  # markers were drawn
+        np.testing.assert_array_equal(fast.pixels, reference.pixels)
+        np.testing.assert_array_equal(fast.counts, reference.counts)
+        fast.add_points(np.zeros((0, 2)), np.zeros(0, np.int64))  # an empty batch changes nothing
+        np.testing.assert_array_equal(fast.pixels, reference.pixels)
+
+
+def test_a_later_marker_covers_an_earlier_one(small_dots):
+    slide = open_slide(small_dots, "auto", None)
+    try:
+        overlay = Overlay(slide, ("a", "b"))
+    finally:
+        slide.close()
+    overlay.add_points(np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([0, 1]))
+    centre = overlay.pixels[50, 50]
+    assert tuple(centre) == tuple(overlay.colours[1]) != tuple(overlay.colours[0])
