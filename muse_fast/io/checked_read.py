@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocks import BlockCache
 from .native_output import checked_read
 from .readers.base import BACKGROUND, SlideReader
 from .resample import read_at_scale, read_tiles
@@ -22,10 +23,22 @@ def read_one_checked(slide: SlideReader, x: int, y: int, size: int, scale: float
 
 
 def read_tiles_checked(
-    slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool
+    slide: SlideReader,
+    origins: list[tuple[int, int]],
+    size: int,
+    scale: float,
+    pool,
+    cache: BlockCache | None = None,
 ) -> tuple[list[np.ndarray], dict[int, str]]:
-    """:func:`read_tiles`, plus ``{index in origins: reason}`` for the tiles whose data is damaged."""
-    images, reason = checked_read(read_tiles, slide, origins, size, scale, pool)
+    """:func:`read_tiles`, plus ``{index in origins: reason}`` for the tiles whose data is damaged. ``cache`` keeps
+    the blocks of an undamaged batch only (:mod:`.blocks`); the damaged tiles are read again without it."""
+    if cache is None:
+        images, reason = checked_read(read_tiles, slide, origins, size, scale, pool)
+    else:
+        with cache.batch():
+            images, reason = checked_read(read_tiles, slide, origins, size, scale, pool, cache)
+            if reason is None:
+                cache.keep()
     if reason is None:
         return images, {}
     images, bad = [], {}  # find the damaged tiles, one at a time

@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError, Future
 import numpy as np
 from PIL import Image
 
+from .blocks import BlockCache
 from .native_output import checked_read
 from .readers.base import SlideReader
 
@@ -54,12 +55,18 @@ def strips(origins: list[tuple[int, int]], read: int, downsample: float) -> list
     return out
 
 
-def _read_strip(slide: SlideReader, origins: list[tuple[int, int]], read: int, level: int) -> list[np.ndarray]:
-    """The ``read``-px squares at ``origins`` (one strip, see :func:`strips`) as slices of one region read."""
+def _read_strip(
+    slide: SlideReader, origins: list[tuple[int, int]], read: int, level: int, cache: BlockCache | None = None
+) -> list[np.ndarray]:
+    """The ``read``-px squares at ``origins`` (one strip, see :func:`strips`) as slices of one region read (from
+    ``cache``'s blocks when it reads level 0)."""
     d = slide.level_downsamples[level]
     x0, y0 = origins[0]
     offsets = [round((x - x0) / d) for x, _ in origins]
-    region = slide.read_region(x0, y0, offsets[-1] + read, read, level)
+    if cache is not None and level == 0:
+        region = cache.region(x0, y0, offsets[-1] + read, read)
+    else:
+        region = slide.read_region(x0, y0, offsets[-1] + read, read, level)
     return [region[:, o : o + read] for o in offsets]
 
 
@@ -76,17 +83,24 @@ def settle(futures: list[Future]) -> None:
             pass
 
 
-def read_tiles(slide: SlideReader, origins: list[tuple[int, int]], size: int, scale: float, pool) -> list[np.ndarray]:
+def read_tiles(
+    slide: SlideReader,
+    origins: list[tuple[int, int]],
+    size: int,
+    scale: float,
+    pool,
+    cache: BlockCache | None = None,
+) -> list[np.ndarray]:
     """Tiles at level-0 ``origins``, each ``size`` px at ``scale``: a row of neighbouring tiles in one region read
-    (a tiled file then decodes each of its tiles once, not once per overlapping tile), the rest batched in the
-    backend when it can, else threaded.
+    (a tiled file then decodes each of its tiles once, not once per overlapping tile; with ``cache``, once for the
+    rows above and below too), the rest batched in the backend when it can, else threaded.
 
     The result is identical to calling :func:`read_at_scale` for each origin.
     """
     level, read = read_plan(slide, size, scale)
     groups = strips(origins, read, slide.level_downsamples[level])
-    if len(groups) < len(origins):
-        futures = [pool.submit(_read_strip, slide, [origins[i] for i in g], read, level) for g in groups]
+    if len(groups) < len(origins) or (cache is not None and level == 0):
+        futures = [pool.submit(_read_strip, slide, [origins[i] for i in g], read, level, cache) for g in groups]
         settle(futures)  # as below: every read has finished before a failure is raised
         out: list[np.ndarray | None] = [None] * len(origins)
         for group, future in zip(groups, futures):

@@ -30,7 +30,7 @@ from ..model.weights import WeightsMeta
 from ..output.atomic import StagedFiles
 from .engines import Engine
 from .outputs import write_outputs
-from .pipeline import is_blank, output_stem, plan_tiles, run_slide, slide_scale
+from .pipeline import block_cache, is_blank, output_stem, plan_tiles, run_slide, slide_scale
 from .predict import Nuclei, nuclei_from_dense
 from .shards import ShardStore
 
@@ -82,12 +82,15 @@ def stage_breakdown(
             tiles = tiles[: max_batches * cfg.batch_size]
         n_batches = math.ceil(len(tiles) / cfg.batch_size)
         store = ShardStore(work, "bench", {"bench": True})
+        cache = block_cache(slide)
         run = 0
         with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
             for index in range(n_batches):
                 batch = tiles[index * cfg.batch_size : (index + 1) * cfg.batch_size]
                 origins = [(round(t.x * scale), round(t.y * scale)) for t in batch]
-                images, bad = clock.time("read", read_tiles_checked, slide, origins, meta.tile_size, scale, pool)
+                images, bad = clock.time(
+                    "read", read_tiles_checked, slide, origins, meta.tile_size, scale, pool, cache
+                )
                 keep = [i for i, im in enumerate(images) if i not in bad and not is_blank(im)]
                 nuclei = Nuclei.empty()
                 if keep:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import MIN_MPP, PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
 from ..errors import InputError
+from ..io.blocks import BlockCache
 from ..io.checked_read import read_tiles_checked
 from ..io.native_output import capture_native_output
 from ..io.readers import SlideReader, open_slide
@@ -75,6 +76,11 @@ def is_blank(tile: np.ndarray) -> bool:
     if stained_count(tile[:BLANK_PROBE_ROWS]) / pixels >= BLANK_FRACTION:
         return False
     return is_blank_reference(tile)
+
+
+def block_cache(slide: SlideReader) -> BlockCache | None:
+    """A :class:`BlockCache` for a tiled slide's reads; none for a plain image, which is in memory already."""
+    return None if slide.backend == "image" else BlockCache(slide)
 
 
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:
@@ -157,6 +163,7 @@ def iter_batches(
     batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
     order = [i for i in range(len(batches)) if todo is None or i in todo]
     overlap = engine.device.type in OVERLAP_DEVICES
+    cache = block_cache(slide)
     with (
         capture_native_output(),
         ThreadPoolExecutor(max(1, cfg.workers)) as pool,
@@ -167,7 +174,7 @@ def iter_batches(
 
         def submit(index: int):
             origins = [(round(t.x * scale), round(t.y * scale)) for t in batches[index]]
-            return index, reader.submit(read_tiles_checked, slide, origins, size, scale, pool)
+            return index, reader.submit(read_tiles_checked, slide, origins, size, scale, pool, cache)
 
         pending = deque(submit(i) for i in order[:PREFETCH_BATCHES])
         queue = order[PREFETCH_BATCHES:]

@@ -128,8 +128,10 @@ from pathlib import Path
 from dots import META, DotEngine
 from muse_fast.config import InferConfig
 from muse_fast.runtime.pipeline import run_slide
+import muse_fast.io.blocks as blocks
 import muse_fast.io.resample as resample
 resample.THUMBNAIL_BAND_BYTES = 1 << 20  # the overlay's thumbnail bands, bounded by a constant: keep it below both
+blocks.MAX_BYTES = 1 << 20  # the read cache's blocks, bounded by a constant too
 cfg = InferConfig(out_dir=Path({out!r}), quiet=True, tissue_mask=False, batch_size=8, workers=1, embeddings={emb})
 engine = DotEngine(feature_dim=192 if {emb} else 3)  # with embeddings: as many features as the shipped model's
 tracemalloc.start()
@@ -146,7 +148,8 @@ def test_peak_memory_does_not_grow_with_slide_size(tmp_path, embeddings):
 
     Allocations, unlike the process's peak RSS, do not depend on the allocator's arenas or on thread timing, so two
     noisy cores cannot flake this; holding every nucleus of the slide would add ~16x the small run's nuclei. The
-    thumbnail band budget (a constant, 64 MiB by default) is set below both slides so it bounds both runs alike.
+    thumbnail band budget and the read cache's (constants, 64 MiB by default) are set below both slides so they bound
+    both runs alike.
     """
     results = {}
     for name, side in (("small", 1200), ("large", 4800)):
