@@ -6,6 +6,7 @@
     python benchmarks/adapt_measure.py budget OUT.json      # classes mode: F1 against the number of annotated nuclei
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
     python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
+    python benchmarks/adapt_measure.py shifted OUT SPEC     # BRCA-M2C made into tissue the base weights miss
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
 test images (BRCA-M2C: the official test split; NuCLS: the test_* crops), maps the ground truth to the weights'
@@ -13,7 +14,9 @@ class names and scores with train.evaluate's matchers. ``budget`` fits the class
 as the CLI) on random subsets of the train split's annotated nuclei, from one pass of the base network. ``search``
 cross-validates classifier settings (kind, lr, weight decay, steps, class-balance power, and per-class logit offsets
 tuned on the other folds) over the NuCLS train crops (the ``nucls_points`` export in ANN), and scores the default
-and the best by cross-validation on the test crops.
+and the best by cross-validation on the test crops. ``shifted`` writes BRCA-M2C under a ``train.evaluate --perturb``
+SPEC (e.g. pale nuclei, elongation, stain shift) as PNGs: 5 train tiles as complete regions and as a random 20% of
+their points, every test tile with its moved labels; ``score W shifted:OUT`` scores on those test tiles.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from muse_fast.runtime.predict import predict_image  # noqa: E402
 from muse_fast.train.data.brca import load_split  # noqa: E402
 from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
 from muse_fast.train.metrics import hungarian_match, score_detections  # noqa: E402
+from muse_fast.train.perturb import parse_perturbation, perturb_image, stress_labelled  # noqa: E402
 
 DATA = shared_data_dir()
 BRCA3 = ["1 lymphocyte", "2 tumor", "3 stromal"]  # sorted as BRCA-M2C's ids, so class i is id i
@@ -132,8 +136,40 @@ def sparse(out: Path, rng: np.random.Generator) -> None:
         (out / f"{name}.inputs").write_text("\n".join(str(p) for p, _, _ in images))
 
 
+def shifted(out: Path, spec: str) -> None:
+    """BRCA-M2C under the perturbation ``spec`` (stress tests move the labels): ``OUT/train/*.png`` for 5 train tiles
+    with QuPath exports ``OUT/regions`` (every point, the tile a complete region) and ``OUT/sparse`` (a random 20% of
+    the points), ``OUT/test/*.png`` + ``*.npz`` (xy, labels) for the test split. All at 0.5 um/px."""
+    perturbation = parse_perturbation(spec)
+    rng = np.random.default_rng(2025)
+    train = load_split("train")
+    picks = [train[int(i)] for i in rng.choice(len(train), 5, replace=False)]
+    for folder in ("train", "test", "regions", "sparse"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for index, im in enumerate(picks):
+        im = stress_labelled(im, perturbation, index, 0.5)
+        Image.fromarray(perturb_image(im.image, perturbation, index)).save(out / "train" / f"{im.name}.png")
+        h, w = im.image.shape[:2]
+        write_qupath(out / "regions" / f"{im.name}.geojson", [*points_by_class(im.xy, im.labels, BRCA3), rectangle(0, 0, w, h)])
+        keep = rng.random(len(im.labels)) < 0.2
+        write_qupath(out / "sparse" / f"{im.name}.geojson", points_by_class(im.xy[keep], im.labels[keep], BRCA3))
+    for index, im in enumerate(load_split("test")):
+        im = stress_labelled(im, perturbation, 1000 + index, 0.5)
+        Image.fromarray(perturb_image(im.image, perturbation, 1000 + index)).save(out / "test" / f"{im.name}.png")
+        np.savez(out / "test" / f"{im.name}.npz", xy=im.xy, labels=im.labels)
+    (out / "train.inputs").write_text("\n".join(str(out / "train" / f"{im.name}.png") for im in picks))
+    (out / "spec.txt").write_text(perturbation.describe() + "\n")
+
+
 def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list, float]:
     """[(image at the model mpp, gt xy in its pixels, gt class ids in ``names``)], pixels per model pixel."""
+    if dataset.startswith("shifted:"):  # written by shifted(); BRCA-M2C's three classes, ids as is
+        folder = Path(dataset.split(":", 1)[1]) / split
+        out = []
+        for png in sorted(folder.glob("*.png")):
+            labels = np.load(png.with_suffix(".npz"))
+            out.append((np.asarray(Image.open(png).convert("RGB")), labels["xy"].astype(np.float64), labels["labels"]))
+        return out, 1.0
     if dataset == "nucls":
         out = []
         for img, xy, ids in nucls(split):
@@ -372,3 +408,5 @@ if __name__ == "__main__":
         passes(Path(sys.argv[2]))
     elif cmd == "search":
         search(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif cmd == "shifted":
+        shifted(Path(sys.argv[2]), sys.argv[3])
