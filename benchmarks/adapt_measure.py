@@ -141,6 +141,8 @@ def shifted(out: Path, spec: str) -> None:
     with QuPath exports ``OUT/regions`` (every point, the tile a complete region) and ``OUT/sparse`` (a random 20% of
     the points), ``OUT/test/*.png`` + ``*.npz`` (xy, labels) for the test split. All at 0.5 um/px."""
     perturbation = parse_perturbation(spec)
+    if perturbation.scale != 1:
+        raise SystemExit("shifted: scale would move the pixels but not the labels; leave it out of SPEC")
     rng = np.random.default_rng(2025)
     train = load_split("train")
     picks = [train[int(i)] for i in rng.choice(len(train), 5, replace=False)]
@@ -163,12 +165,13 @@ def shifted(out: Path, spec: str) -> None:
 
 def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list, float]:
     """[(image at the model mpp, gt xy in its pixels, gt class ids in ``names``)], pixels per model pixel."""
-    if dataset.startswith("shifted:"):  # written by shifted(); BRCA-M2C's three classes, ids as is
+    relabel = np.arange(3) if len(names) == 3 else np.array([0, 1, 1])  # BRCA3 or the base weights: ids as is
+    if dataset.startswith("shifted:"):  # written by shifted(): BRCA-M2C's labels, moved with the pixels
         folder = Path(dataset.split(":", 1)[1]) / split
         out = []
         for png in sorted(folder.glob("*.png")):
-            labels = np.load(png.with_suffix(".npz"))
-            out.append((np.asarray(Image.open(png).convert("RGB")), labels["xy"].astype(np.float64), labels["labels"]))
+            gt = np.load(png.with_suffix(".npz"))
+            out.append((np.asarray(Image.open(png).convert("RGB")), gt["xy"].astype(np.float64), relabel[gt["labels"]]))
         return out, 1.0
     if dataset == "nucls":
         out = []
@@ -178,7 +181,6 @@ def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list,
             ids = [names.index(NUCLS_IDS[int(i)]) if NUCLS_IDS[int(i)] in names else 0 for i in ids]  # base: det only
             out.append((half, (xy + 0.5) / 2 - 0.5, np.array(ids)))
         return out, 2.0
-    relabel = np.arange(3) if len(names) == 3 else np.array([0, 1, 1])  # BRCA3 or the base weights: ids as is
     return [(im.image, im.xy.astype(np.float64), relabel[im.labels]) for im in load_split("test")], 1.0
 
 

@@ -2,9 +2,10 @@
 
 A tiled slide (JPEG tiles of 256 px, say) decodes every stored tile a region touches. Rows of model tiles overlap and
 their strips (:func:`.resample.strips`) straddle the file's tile rows, so without a cache each stored tile is decoded
-about twice, by the strip above and the strip below. :class:`BlockCache` reads level 0 in aligned ``block`` x
-``block`` squares, keeps the most recent ones (``max_bytes``), and assembles each region from them: pixel for pixel
-what one ``read_region`` returns, since a stored pixel does not depend on the window that asked for it.
+about twice, by the strip above and the strip below. :class:`BlockCache` reads level 0 in squares aligned with the
+file's own tiles (:func:`stored_tile_size`; a block of another size would straddle them and decode more, not less),
+keeps the most recent ones (``max_bytes``), and assembles each region from them: pixel for pixel what one
+``read_region`` returns, since a stored pixel does not depend on the window that asked for it.
 
 Blocks read during a batch are kept only once the batch's reads are known to be undamaged (:meth:`batch`): a block
 whose decode complained must be decoded again, so that the complaint names the tiles of every batch that uses it.
@@ -16,13 +17,28 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
 from .readers.base import SlideReader
 
-BLOCK = 256  # level-0 pixels: the tile size of most pyramidal TIFF and SVS files
+BLOCK = 256  # level-0 pixels: the tile size of most pyramidal TIFF files
 MAX_BYTES = 64 << 20  # about two rows of blocks across a 40x slide's tissue
+
+
+def stored_tile_size(path: Path) -> int | None:
+    """The side of a TIFF-family file's square level-0 tiles (Aperio SVS often 240, others 256 or 512); None when
+    level 0 is not tiled in squares or the file is not a TIFF (no block cache then)."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            page = tif.series[0].levels[0].keyframe
+            width, length = int(page.tilewidth), int(page.tilelength)
+    except Exception:  # noqa: BLE001 - not a TIFF, or one tifffile cannot parse: read without the cache
+        return None
+    return width if width == length and width > 0 else None
 
 
 class BlockCache:
@@ -32,6 +48,7 @@ class BlockCache:
         self.slide, self.block = slide, block
         self.max_blocks = max(4, (MAX_BYTES if max_bytes is None else max_bytes) // (block * block * 3))
         self.top_row: int | None = None  # the highest row of blocks the current batch asked for
+        self.active = False  # inside batch(): only then are blocks read kept (pending) at all
         self.kept: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self.pending: dict[tuple[int, int], np.ndarray] = {}  # read during the current batch
         self.lock = threading.Lock()
@@ -40,12 +57,12 @@ class BlockCache:
     def batch(self) -> Iterator[None]:
         """Reads of one batch: their blocks are kept when :meth:`keep` is called, dropped otherwise."""
         with self.lock:
-            self.pending, self.top_row = {}, None
+            self.pending, self.top_row, self.active = {}, None, True
         try:
             yield
         finally:
             with self.lock:
-                self.pending = {}
+                self.pending, self.active = {}, False
 
     def keep(self) -> None:
         """The current batch's reads were undamaged: keep its blocks; drop the rows above the batch's (batches go
@@ -84,7 +101,8 @@ class BlockCache:
                 for col in range(first, last + 1):
                     blocks[col] = np.ascontiguousarray(strip[:, (col - first) * b : (col - first + 1) * b])
                 with self.lock:
-                    self.pending.update({(row, col): blocks[col] for col in range(first, last + 1)})
+                    if self.active:
+                        self.pending.update({(row, col): blocks[col] for col in range(first, last + 1)})
             r0, r1 = max(y, row * b), min(y + height, (row + 1) * b)
             for col, block in blocks.items():
                 c0, c1 = max(x, col * b), min(x + width, (col + 1) * b)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from typing import TypeVar
 
 from ..errors import one_line
@@ -64,6 +65,8 @@ def checked_read(read: Callable[..., T], *args) -> tuple[T | None, str | None]:
     mark = log.offset() if log is not None else 0
     try:
         result = read(*args)
+    except CancelledError:
+        raise  # the run is stopping (an error elsewhere or Ctrl-C): not damaged data, nothing to read again
     except Exception as exc:  # noqa: BLE001 - every backend raises its own decoder errors
         return None, one_line(exc)
     errors = decode_errors(log.since(mark)) if log is not None else []

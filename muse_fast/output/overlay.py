@@ -82,7 +82,7 @@ class Overlay:
     def add_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
         """A marker at each level-0 ``xy [N, 2]`` in the colour and shape of its label (an index into the classes),
         later markers over earlier ones; what :meth:`add_points_reference` draws."""
-        labels = np.asarray(labels, np.int64)
+        labels = self._checked(labels)
         centres = nearest_pixel(np.asarray(xy, np.float64).reshape(-1, 2) / self.scale)  # (x, y)
         order, rows, cols, colours = [], [], [], []
         span = max(len(stamp.offsets) for stamp in self.stamps)
@@ -107,6 +107,12 @@ class Overlay:
             self.pixels.reshape(-1, 3)[flat[last]] = colours[last]
         self.counts += np.bincount(labels, minlength=len(self.classes))[: len(self.classes)]
 
+    def _checked(self, labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, np.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+            raise ValueError(f"class ids {labels.min()}..{labels.max()} outside the {len(self.classes)} classes")
+        return labels
+
     def add_points_reference(self, xy: np.ndarray, labels: np.ndarray) -> None:
         """:meth:`add_points` one PIL call per marker (the reference path), on a canvas with a margin so that markers
         on the edge are cut where the thumbnail ends (PIL rasterises polygons that cross an image's edge otherwise)."""
@@ -115,7 +121,7 @@ class Overlay:
         image = Image.new("RGB", (w + 2 * margin, h + 2 * margin))
         image.paste(self.thumbnail, (margin, margin))
         draw = ImageDraw.Draw(image)
-        labels = np.asarray(labels, np.int64)
+        labels = self._checked(labels)
         for (x, y), c in zip(nearest_pixel(np.asarray(xy, np.float64).reshape(-1, 2) / self.scale), labels):
             shape = MARKERS[c % len(MARKERS)]
             draw_marker(draw, int(x) + margin, int(y) + margin, self.radius, shape, self.colours[c])

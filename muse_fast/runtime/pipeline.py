@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import MIN_MPP, PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
 from ..errors import InputError
-from ..io.blocks import BlockCache
+from ..io.blocks import BlockCache, stored_tile_size
 from ..io.checked_read import read_tiles_checked
 from ..io.native_output import capture_native_output
 from ..io.readers import SlideReader, open_slide
@@ -79,8 +79,10 @@ def is_blank(tile: np.ndarray) -> bool:
 
 
 def block_cache(slide: SlideReader) -> BlockCache | None:
-    """A :class:`BlockCache` for a tiled slide's reads; none for a plain image, which is in memory already."""
-    return None if slide.backend == "image" else BlockCache(slide)
+    """A :class:`BlockCache` in the slide's own tile size; none for a plain image (in memory already) or a file
+    whose level 0 is not tiled in squares."""
+    size = None if slide.backend == "image" else stored_tile_size(slide.path)
+    return BlockCache(slide, size) if size else None
 
 
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:

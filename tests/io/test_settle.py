@@ -12,8 +12,9 @@ HANG_LIMIT_S = 30  # a hang detector, not a speed limit: settle returns at once 
 
 def _cancelled_behind_a_running_read() -> tuple[list, threading.Event]:
     pool = ThreadPoolExecutor(1)
-    gate = threading.Event()
-    futures = [pool.submit(gate.wait), pool.submit(int)]  # the second is still queued
+    gate, started = threading.Event(), threading.Event()
+    futures = [pool.submit(lambda: (started.set(), gate.wait())), pool.submit(int)]  # the second is still queued
+    started.wait()  # the first is running, so shutdown cannot cancel it
     pool.shutdown(wait=False, cancel_futures=True)  # as the pipeline does on an error or Ctrl-C
     assert futures[1].cancelled()
     return futures, gate

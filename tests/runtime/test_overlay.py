@@ -149,3 +149,16 @@ def test_a_later_marker_covers_an_earlier_one(small_dots):
     overlay.add_points(np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([0, 1]))
     centre = overlay.pixels[50, 50]
     assert tuple(centre) == tuple(overlay.colours[1]) != tuple(overlay.colours[0])
+
+
+def test_a_class_id_outside_the_classes_is_an_error_on_both_paths(small_dots):
+    import pytest
+
+    slide = open_slide(small_dots, "auto", None)
+    try:
+        overlay = Overlay(slide, ("a", "b"))
+    finally:
+        slide.close()
+    for add in (overlay.add_points, overlay.add_points_reference):
+        with pytest.raises(ValueError, match="outside the 2 classes"):
+            add(np.array([[5.0, 5.0]]), np.array([2]))
