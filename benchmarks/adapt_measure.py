@@ -6,7 +6,7 @@
     python benchmarks/adapt_measure.py budget OUT.json      # classes mode: F1 against the number of annotated nuclei
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
     python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
-    python benchmarks/adapt_measure.py shifted OUT SPEC     # BRCA-M2C made into tissue the base weights miss
+    python benchmarks/adapt_measure.py shifted OUT SPEC [SEED]  # BRCA-M2C made into tissue the base weights miss
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
 test images (BRCA-M2C: the official test split; NuCLS: the test_* crops), maps the ground truth to the weights'
@@ -136,14 +136,14 @@ def sparse(out: Path, rng: np.random.Generator) -> None:
         (out / f"{name}.inputs").write_text("\n".join(str(p) for p, _, _ in images))
 
 
-def shifted(out: Path, spec: str) -> None:
+def shifted(out: Path, spec: str, seed: int = 2025) -> None:
     """BRCA-M2C under the perturbation ``spec`` (stress tests move the labels): ``OUT/train/*.png`` for 5 train tiles
     with QuPath exports ``OUT/regions`` (every point, the tile a complete region) and ``OUT/sparse`` (a random 20% of
     the points), ``OUT/test/*.png`` + ``*.npz`` (xy, labels) for the test split. All at 0.5 um/px."""
     perturbation = parse_perturbation(spec)
     if perturbation.scale != 1:
         raise SystemExit("shifted: scale would move the pixels but not the labels; leave it out of SPEC")
-    rng = np.random.default_rng(2025)
+    rng = np.random.default_rng(seed)  # which 5 train tiles, and which 20% of their points
     train = load_split("train")
     picks = [train[int(i)] for i in rng.choice(len(train), 5, replace=False)]
     for folder in ("train", "test", "regions", "sparse"):
@@ -411,4 +411,4 @@ if __name__ == "__main__":
     elif cmd == "search":
         search(Path(sys.argv[2]), Path(sys.argv[3]))
     elif cmd == "shifted":
-        shifted(Path(sys.argv[2]), sys.argv[3])
+        shifted(Path(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:5]))
