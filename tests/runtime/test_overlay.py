@@ -108,6 +108,14 @@ def test_classes_differ_by_marker_shape_too_so_greyscale_and_colour_blind_reader
         assert (a ^ b).sum() > 30  # clearly different outlines
 
 
+def _overlay(path, classes: tuple[str, ...]) -> Overlay:
+    slide = open_slide(path, "auto", None)
+    try:
+        return Overlay(slide, classes)
+    finally:
+        slide.close()
+
+
 def _points(rng, n: int, w: int, h: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Random level-0 points, some off the slide's edges, and clusters where markers of different classes overlap."""
     xy = rng.uniform([-20, -20], [w + 20, h + 20], (n, 2))
@@ -122,12 +130,8 @@ def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_d
     rng = np.random.default_rng(7)
     classes = ("a", "b", "c", "d", "e", "f")
     for path in (cmu_svs, small_dots):
-        slide = open_slide(path, "auto", None)
-        try:
-            fast, reference = Overlay(slide, classes), Overlay(slide, classes)
-        finally:
-            slide.close()
-        w, h = slide.level_dimensions[0]
+        fast, reference = _overlay(path, classes), _overlay(path, classes)
+        h, w = fast.pixels.shape[0] * fast.scale, fast.pixels.shape[1] * fast.scale
         blank = fast.pixels.copy()
         for _ in range(3):
             xy, labels = _points(rng, 400, w, h, len(classes))
@@ -141,11 +145,7 @@ def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_d
 
 
 def test_a_later_marker_covers_an_earlier_one(small_dots):
-    slide = open_slide(small_dots, "auto", None)
-    try:
-        overlay = Overlay(slide, ("a", "b"))
-    finally:
-        slide.close()
+    overlay = _overlay(small_dots, ("a", "b"))
     overlay.add_points(np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([0, 1]))
     centre = overlay.pixels[50, 50]
     assert tuple(centre) == tuple(overlay.colours[1]) != tuple(overlay.colours[0])
@@ -154,11 +154,7 @@ def test_a_later_marker_covers_an_earlier_one(small_dots):
 def test_a_class_id_outside_the_classes_is_an_error_on_both_paths(small_dots):
     import pytest
 
-    slide = open_slide(small_dots, "auto", None)
-    try:
-        overlay = Overlay(slide, ("a", "b"))
-    finally:
-        slide.close()
+    overlay = _overlay(small_dots, ("a", "b"))
     for add in (overlay.add_points, overlay.add_points_reference):
         with pytest.raises(ValueError, match="outside the 2 classes"):
             add(np.array([[5.0, 5.0]]), np.array([2]))
