@@ -152,7 +152,9 @@ def shifted(out: Path, spec: str, seed: int = 2025) -> None:
         im = stress_labelled(im, perturbation, index, 0.5)
         Image.fromarray(perturb_image(im.image, perturbation, index)).save(out / "train" / f"{im.name}.png")
         h, w = im.image.shape[:2]
-        write_qupath(out / "regions" / f"{im.name}.geojson", [*points_by_class(im.xy, im.labels, BRCA3), rectangle(0, 0, w, h)])
+        write_qupath(
+            out / "regions" / f"{im.name}.geojson", [*points_by_class(im.xy, im.labels, BRCA3), rectangle(0, 0, w, h)]
+        )
         keep = rng.random(len(im.labels)) < 0.2
         write_qupath(out / "sparse" / f"{im.name}.geojson", points_by_class(im.xy[keep], im.labels[keep], BRCA3))
     for index, im in enumerate(load_split("test")):

@@ -41,6 +41,13 @@ def stored_tile_size(path: Path) -> int | None:
     return width if width == length and width > 0 else None
 
 
+def block_cache(slide: SlideReader) -> BlockCache | None:
+    """A :class:`BlockCache` in the slide's own tile size; none for a plain image (in memory already) or a file
+    whose level 0 is not tiled in squares."""
+    size = None if slide.backend == "image" else stored_tile_size(slide.path)
+    return BlockCache(slide, size) if size else None
+
+
 class BlockCache:
     """Aligned level-0 blocks of one slide (module doc); safe to share between reader threads."""
 

@@ -59,11 +59,11 @@ def _read_strip(
     slide: SlideReader, origins: list[tuple[int, int]], read: int, level: int, cache: BlockCache | None = None
 ) -> list[np.ndarray]:
     """The ``read``-px squares at ``origins`` (one strip, see :func:`strips`) as slices of one region read (from
-    ``cache``'s blocks when it reads level 0)."""
+    ``cache``'s level-0 blocks when given)."""
     d = slide.level_downsamples[level]
     x0, y0 = origins[0]
     offsets = [round((x - x0) / d) for x, _ in origins]
-    if cache is not None and level == 0:
+    if cache is not None:
         region = cache.region(x0, y0, offsets[-1] + read, read)
     else:
         region = slide.read_region(x0, y0, offsets[-1] + read, read, level)
@@ -98,8 +98,9 @@ def read_tiles(
     The result is identical to calling :func:`read_at_scale` for each origin.
     """
     level, read = read_plan(slide, size, scale)
+    cache = cache if level == 0 else None  # the cache holds level 0 only
     groups = strips(origins, read, slide.level_downsamples[level])
-    if len(groups) < len(origins) or (cache is not None and level == 0):
+    if len(groups) < len(origins) or cache is not None:
         futures = [pool.submit(_read_strip, slide, [origins[i] for i in g], read, level, cache) for g in groups]
         settle(futures)  # as below: every read has finished before a failure is raised
         out: list[np.ndarray | None] = [None] * len(origins)

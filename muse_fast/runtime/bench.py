@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..config import InferConfig
+from ..io.blocks import block_cache
 from ..io.checked_read import read_tiles_checked
 from ..io.readers import open_slide
 from ..io.tissue import detect_tissue
@@ -30,7 +31,7 @@ from ..model.weights import WeightsMeta
 from ..output.atomic import StagedFiles
 from .engines import Engine
 from .outputs import write_outputs
-from .pipeline import block_cache, is_blank, output_stem, plan_tiles, run_slide, slide_scale
+from .pipeline import is_blank, output_stem, plan_tiles, run_slide, slide_scale
 from .predict import Nuclei, nuclei_from_dense
 from .shards import ShardStore
 
@@ -88,9 +89,7 @@ def stage_breakdown(
             for index in range(n_batches):
                 batch = tiles[index * cfg.batch_size : (index + 1) * cfg.batch_size]
                 origins = [(round(t.x * scale), round(t.y * scale)) for t in batch]
-                images, bad = clock.time(
-                    "read", read_tiles_checked, slide, origins, meta.tile_size, scale, pool, cache
-                )
+                images, bad = clock.time("read", read_tiles_checked, slide, origins, meta.tile_size, scale, pool, cache)
                 keep = [i for i, im in enumerate(images) if i not in bad and not is_blank(im)]
                 nuclei = Nuclei.empty()
                 if keep:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import MIN_MPP, PLAUSIBLE_MPP, InferConfig, check_mpp, check_weights_mpp, valid_mpp
 from ..errors import InputError
-from ..io.blocks import BlockCache, stored_tile_size
+from ..io.blocks import block_cache
 from ..io.checked_read import read_tiles_checked
 from ..io.native_output import capture_native_output
 from ..io.readers import SlideReader, open_slide
@@ -76,13 +76,6 @@ def is_blank(tile: np.ndarray) -> bool:
     if stained_count(tile[:BLANK_PROBE_ROWS]) / pixels >= BLANK_FRACTION:
         return False
     return is_blank_reference(tile)
-
-
-def block_cache(slide: SlideReader) -> BlockCache | None:
-    """A :class:`BlockCache` in the slide's own tile size; none for a plain image (in memory already) or a file
-    whose level 0 is not tiled in squares."""
-    size = None if slide.backend == "image" else stored_tile_size(slide.path)
-    return BlockCache(slide, size) if size else None
 
 
 def slide_scale(slide: SlideReader, model_mpp: float) -> float:
