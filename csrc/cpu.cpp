@@ -9,7 +9,7 @@
 
 namespace {
 
-constexpr int kInvalidArgument = 1;
+constexpr int kInvalidArgument = MUSE_INVALID_ARGUMENT;
 
 struct Candidate {
     float score;
@@ -57,7 +57,16 @@ extern "C" {
 int muse_native_abi_version(void) { return MUSE_NATIVE_ABI_VERSION; }
 
 const char* muse_native_error(int code) {
-    return code == kInvalidArgument ? "invalid argument (negative size or null pointer)" : "unknown error";
+    switch (code) {
+        case MUSE_INVALID_ARGUMENT:
+            return "invalid argument (negative size or null pointer)";
+        case MUSE_BUFFER_TOO_SMALL:
+            return "the output buffer is too small";
+        case MUSE_CLASS_OUT_OF_RANGE:
+            return "a class id outside the class list";
+        default:
+            return "unknown error";
+    }
 }
 
 int muse_peaks_cpu(const float* heat, int64_t b, int64_t h, int64_t w, float threshold, int32_t radius,

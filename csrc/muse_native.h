@@ -18,7 +18,12 @@
 extern "C" {
 #endif
 
-#define MUSE_NATIVE_ABI_VERSION 1
+#define MUSE_NATIVE_ABI_VERSION 2
+
+// error codes (muse_native_error names them)
+#define MUSE_INVALID_ARGUMENT 1
+#define MUSE_BUFFER_TOO_SMALL 2
+#define MUSE_CLASS_OUT_OF_RANGE 3
 
 int muse_native_abi_version(void);
 const char* muse_native_error(int code);
@@ -33,6 +38,14 @@ int muse_decode_cpu(const float* heat, const float* offsets, const float* fmap, 
                     int64_t w, float threshold, int32_t radius, int32_t border, int32_t max_points, float stride,
                     float in_h, float in_w, float* xy, float* scores, int32_t* counts, int32_t* overflow,
                     float* feats);
+
+// Text of output rows (csrc/format.cpp): ``xy [N, 2]`` (x, y), ``class_id [N]``, ``score [N]``, ``prob [N]``;
+// ``classes`` holds each class's text as the format writes it (GeoJSON: its classification object; CSV: its cell).
+// The rows go to ``out`` (``cap`` bytes, not NUL-terminated); ``written`` receives their length.
+int muse_format_geojson(const double* xy, const int64_t* class_id, const double* score, const double* prob, int64_t n,
+                        const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written);
+int muse_format_csv(const double* xy, const int64_t* class_id, const double* score, const double* prob, int64_t n,
+                    const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written);
 
 size_t muse_peaks_cuda_workspace(int64_t b, int64_t h, int64_t w);
 int muse_peaks_cuda(const float* heat, int64_t b, int64_t h, int64_t w, float threshold, int32_t radius,

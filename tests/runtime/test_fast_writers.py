@@ -1,6 +1,7 @@
-"""The GeoJSON writer formats each chunk of nuclei directly; its reference path (one json.dumps per nucleus) must
-write the same bytes, on real BRCA-M2C nucleus positions and on awkward values. The Parquet writer builds its Arrow
-tables from buffers (no pandas import); they must equal the reference ``pa.table`` ones."""
+"""The GeoJSON and CSV writers format each chunk of nuclei directly, by the native library (csrc/format.cpp) where it
+is built and else in Python; both paths must write the bytes of the reference path (one json.dumps or csv.writer row
+per nucleus), on real BRCA-M2C nucleus positions and on awkward values. The Parquet writer builds its Arrow tables
+from buffers (no pandas import); they must equal the reference ``pa.table`` ones."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from muse_fast.kernels import native
+from muse_fast.output import native_text
 from muse_fast.output.atomic import StagedFiles
 from muse_fast.output.writers import CSVWriter, GeoJSONWriter
 from muse_fast.runtime.predict import Nuclei
@@ -39,6 +42,33 @@ def _awkward() -> Nuclei:
     return Nuclei(xy, score, np.array([0, 1, 2, 1]), prob)
 
 
+def _many() -> Nuclei:
+    """20,000 values over every scale a slide has, many of them halfway cases of the rounding (k/8 and k/16 are exact
+    in binary) and whole numbers."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    scale = 10.0 ** rng.integers(-3, 7, (n, 2))
+    xy = rng.uniform(-1, 1, (n, 2)) * scale
+    xy[::4] = rng.integers(0, 10**6, (len(xy[::4]), 2)) / 8.0
+    xy[1::4] = rng.integers(0, 10**5, (len(xy[1::4]), 2)).astype(np.float64)
+    score = rng.uniform(0, 1, n).astype(np.float32)
+    score[::3] = rng.integers(0, 2**16, len(score[::3])) / np.float32(2**16)  # ties of the 4th decimal
+    prob = rng.uniform(0, 1, n).astype(np.float32)
+    prob[::5] = 0.0
+    return Nuclei(xy, score, rng.integers(0, len(CLASSES), n), prob)
+
+
+@pytest.fixture(params=["native", "python"])
+def formatting(request, monkeypatch) -> str:
+    """Each formatting path of the writers: the native library (skipped where it is not built), and Python."""
+    if request.param == "native":
+        if reason := native.unavailable_reason("cpu"):
+            pytest.skip(f"the native library is not built here: {reason}")
+    else:
+        monkeypatch.setattr("muse_fast.output.writers.rows", lambda *args: None)
+    return request.param
+
+
 def _write(cls, tmp_path, name, chunks, reference: bool) -> bytes:
     path = tmp_path / name
     with StagedFiles() as staged:
@@ -49,21 +79,39 @@ def _write(cls, tmp_path, name, chunks, reference: bool) -> bytes:
         return writer.tmp.read_bytes()  # before StagedFiles removes the uncommitted file
 
 
-def test_the_geojson_writer_writes_the_reference_bytes(brca_dir, tmp_path):
-    chunks = [Nuclei.empty(), *_real_nuclei(brca_dir), _awkward(), Nuclei.empty()]
+def test_the_geojson_writer_writes_the_reference_bytes(brca_dir, tmp_path, formatting):
+    chunks = [Nuclei.empty(), *_real_nuclei(brca_dir), _awkward(), Nuclei.empty(), _many()]
     fast = _write(GeoJSONWriter, tmp_path, "fast.geojson", chunks, reference=False)
     reference = _write(GeoJSONWriter, tmp_path, "reference.geojson", chunks, reference=True)
     assert sum(len(c) for c in chunks) > 500 and fast == reference
 
 
-def test_the_csv_writer_writes_the_reference_bytes(brca_dir, tmp_path):
+def test_the_csv_writer_writes_the_reference_bytes(brca_dir, tmp_path, formatting):
     odd = _awkward()
     odd.score[1], odd.class_prob[2] = np.nan, np.inf
-    chunks = [Nuclei.empty(), *_real_nuclei(brca_dir), _awkward(), odd, Nuclei.empty()]
+    chunks = [Nuclei.empty(), *_real_nuclei(brca_dir), _awkward(), odd, Nuclei.empty(), _many()]
     fast = _write(CSVWriter, tmp_path, "fast.csv", chunks, reference=False)
     reference = _write(CSVWriter, tmp_path, "reference.csv", chunks, reference=True)
     assert sum(len(c) for c in chunks) > 500 and fast == reference
     assert b'"tumour ""epithelial"""' in fast and b",nan," in fast
+
+
+def test_the_native_library_formats_what_it_covers_and_declines_the_rest():
+    if reason := native.unavailable_reason("cpu"):
+        pytest.skip(f"the native library is not built here: {reason}")
+    texts = native_text.ClassTexts(['{"name": "a"}', '{"name": "b"}', '{"name": "c"}'])
+    many = _many()
+    assert native_text.rows("geojson", many, texts).count("\n") == len(many) - 1
+    assert native_text.rows("csv", many, texts).count("\r\n") == len(many)
+    far = _awkward()
+    far.xy[0, 0] = 1e16  # Python writes it as 1e+16
+    nan = _awkward()
+    nan.class_prob[0] = np.nan
+    assert native_text.rows("geojson", far, texts) is None and native_text.rows("csv", nan, texts) is None
+    stray = _awkward()
+    stray.class_id[2] = 3  # no such class
+    with pytest.raises(RuntimeError, match="muse_format_csv failed: a class id outside the class list"):
+        native_text.rows("csv", stray, texts)
 
 
 def test_geojson_with_a_non_finite_value_takes_the_reference_path(tmp_path):
