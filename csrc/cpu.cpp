@@ -50,6 +50,36 @@ int64_t corners_of_image(const float* xy, int64_t n, int64_t h, int64_t w, float
     return n;
 }
 
+template <typename T>
+int gather(const T* fmap, const int64_t* strides, int64_t b, int64_t c, int64_t h, int64_t w, const float* xy, int64_t k,
+           const int32_t* counts, float in_h, float in_w, float* out) {
+    if (b < 0 || c < 0 || h < 0 || w < 0 || k < 0 || !strides) return kInvalidArgument;
+    const muse::Strides4 st{strides[0], strides[1], strides[2], strides[3]};
+    if (b * k * c > 0) std::memset(out, 0, sizeof(float) * static_cast<size_t>(b * k * c));
+    std::vector<muse::Bilinear> s(static_cast<size_t>(k));
+    std::vector<int64_t> off(static_cast<size_t>(4 * k));
+    for (int64_t i = 0; i < b; ++i) {
+        const int64_t n = corners_of_image(xy + i * k * 2, valid_rows(counts, i, k), h, w, in_h, in_w, s);
+        for (int64_t p = 0; p < n; ++p) muse::corner_offsets(s[p], w, st, &off[4 * p]);
+        const T* image = fmap + i * st.b;
+        float* rows = out + i * k * c;
+        if (st.c <= st.x) {  // channels-last: the channels of a corner are adjacent
+            for (int64_t p = 0; p < n; ++p) {
+                for (int64_t ch = 0; ch < c; ++ch) {
+                    rows[p * c + ch] = muse::gather_one(image + ch * st.c, s[p], &off[4 * p]);
+                }
+            }
+        } else {  // planar: one channel plane at a time stays in cache
+            for (int64_t ch = 0; ch < c; ++ch) {
+                for (int64_t p = 0; p < n; ++p) {
+                    rows[p * c + ch] = muse::gather_one(image + ch * st.c, s[p], &off[4 * p]);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -90,31 +120,12 @@ int muse_peaks_cpu(const float* heat, int64_t b, int64_t h, int64_t w, float thr
 
 int muse_gather_cpu(const float* fmap, const int64_t* strides, int64_t b, int64_t c, int64_t h, int64_t w,
                     const float* xy, int64_t k, const int32_t* counts, float in_h, float in_w, float* out) {
-    if (b < 0 || c < 0 || h < 0 || w < 0 || k < 0 || !strides) return kInvalidArgument;
-    const muse::Strides4 st{strides[0], strides[1], strides[2], strides[3]};
-    if (b * k * c > 0) std::memset(out, 0, sizeof(float) * static_cast<size_t>(b * k * c));
-    std::vector<muse::Bilinear> s(static_cast<size_t>(k));
-    std::vector<int64_t> off(static_cast<size_t>(4 * k));
-    for (int64_t i = 0; i < b; ++i) {
-        const int64_t n = corners_of_image(xy + i * k * 2, valid_rows(counts, i, k), h, w, in_h, in_w, s);
-        for (int64_t p = 0; p < n; ++p) muse::corner_offsets(s[p], w, st, &off[4 * p]);
-        const float* image = fmap + i * st.b;
-        float* rows = out + i * k * c;
-        if (st.c <= st.x) {  // channels-last: the channels of a corner are adjacent
-            for (int64_t p = 0; p < n; ++p) {
-                for (int64_t ch = 0; ch < c; ++ch) {
-                    rows[p * c + ch] = muse::gather_one(image + ch * st.c, s[p], &off[4 * p]);
-                }
-            }
-        } else {  // planar: one channel plane at a time stays in cache
-            for (int64_t ch = 0; ch < c; ++ch) {
-                for (int64_t p = 0; p < n; ++p) {
-                    rows[p * c + ch] = muse::gather_one(image + ch * st.c, s[p], &off[4 * p]);
-                }
-            }
-        }
-    }
-    return 0;
+    return gather(fmap, strides, b, c, h, w, xy, k, counts, in_h, in_w, out);
+}
+
+int muse_gather_bf16_cpu(const uint16_t* fmap, const int64_t* strides, int64_t b, int64_t c, int64_t h, int64_t w,
+                         const float* xy, int64_t k, const int32_t* counts, float in_h, float in_w, float* out) {
+    return gather(fmap, strides, b, c, h, w, xy, k, counts, in_h, in_w, out);
 }
 
 int muse_gather_backward_cpu(const float* grad_out, int64_t b, int64_t c, int64_t h, int64_t w, const float* xy,

@@ -1,8 +1,8 @@
 // C ABI of the native post-processing libraries, loaded from Python with ctypes (kernels/native.py).
 //
 // libmuse_native_cpu.so: the *_cpu functions. libmuse_native_cuda.so: the *_cuda functions (device pointers, work
-// queued on ``stream``, nothing synchronized). Every pointer is to float32 / int32 data; maps are contiguous
-// [B, H, W] unless strides are passed. Functions return 0, or an error code (muse_native_error names it).
+// queued on ``stream``, nothing synchronized). Every pointer is to float32 / int32 data (``*_bf16_*``: a bf16 map as
+// uint16_t bits); maps are contiguous [B, H, W] unless strides are passed. Functions return 0, or an error code (muse_native_error names it).
 //
 // Peaks: ``yx [B, K, 2]`` (row, col), ``scores [B, K]``, ``counts [B]`` (rows kept) and ``overflow [B]`` (peaks
 // dropped by the cap K); rows >= counts[b] are left as they are. Gather: ``xy [B, K, 2]`` (x, y in input pixels),
@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define MUSE_NATIVE_ABI_VERSION 2
+#define MUSE_NATIVE_ABI_VERSION 3
 
 // error codes (muse_native_error names them)
 #define MUSE_INVALID_ARGUMENT 1
@@ -32,6 +32,8 @@ int muse_peaks_cpu(const float* heat, int64_t b, int64_t h, int64_t w, float thr
                    int32_t border, int32_t max_points, int32_t* yx, float* scores, int32_t* counts, int32_t* overflow);
 int muse_gather_cpu(const float* fmap, const int64_t* strides, int64_t b, int64_t c, int64_t h, int64_t w,
                     const float* xy, int64_t k, const int32_t* counts, float in_h, float in_w, float* out);
+int muse_gather_bf16_cpu(const uint16_t* fmap, const int64_t* strides, int64_t b, int64_t c, int64_t h, int64_t w,
+                         const float* xy, int64_t k, const int32_t* counts, float in_h, float in_w, float* out);
 int muse_gather_backward_cpu(const float* grad_out, int64_t b, int64_t c, int64_t h, int64_t w, const float* xy,
                              int64_t k, const int32_t* counts, float in_h, float in_w, float* grad_fmap);
 int muse_decode_cpu(const float* heat, const float* offsets, const float* fmap, int64_t b, int64_t d, int64_t h,

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define MUSE_HD __host__ __device__ __forceinline__
@@ -82,11 +83,22 @@ MUSE_HD void corner_offsets(const Bilinear& s, int64_t w, Strides4 st, int64_t* 
     for (int j = 0; j < 4; ++j) off[j] = s.idx[j] >= 0 ? (s.idx[j] / w) * st.y + (s.idx[j] % w) * st.x : -1;
 }
 
-// The bilinear sum of one channel; ``plane`` points at (image, channel) of the map, ``off`` from corner_offsets.
-MUSE_HD float gather_one(const float* plane, const Bilinear& s, const int64_t* off) {
+// A map element as float: fp32 as it is, bf16 (its bits in a uint16_t) exactly.
+MUSE_HD float to_float(float v) { return v; }
+MUSE_HD float to_float(uint16_t bf16) {
+    const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+// The bilinear sum of one channel in fp32; ``plane`` points at (image, channel) of the map (float or bf16 bits),
+// ``off`` from corner_offsets.
+template <typename T>
+MUSE_HD float gather_one(const T* plane, const Bilinear& s, const int64_t* off) {
     float acc = 0.0f;
     for (int j = 0; j < 4; ++j) {
-        if (off[j] >= 0) acc += s.wt[j] * plane[off[j]];
+        if (off[j] >= 0) acc += s.wt[j] * to_float(plane[off[j]]);
     }
     return acc;
 }

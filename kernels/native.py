@@ -18,7 +18,7 @@ import torch
 
 from muse_fast.errors import BackendUnavailable
 
-ABI_VERSION = 2  # csrc/muse_native.h: MUSE_NATIVE_ABI_VERSION
+ABI_VERSION = 3  # csrc/muse_native.h: MUSE_NATIVE_ABI_VERSION
 LIBRARIES = {"cpu": "libmuse_native_cpu.so", "cuda": "libmuse_native_cuda.so", "trt": "libmuse_trt_plugin.so"}
 BUILD_COMMAND = "cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2"
 NEEDS = {"cpu": "a C++ compiler", "cuda": "nvcc", "trt": "nvcc and -DTensorRT_ROOT=/path/to/TensorRT"}
@@ -33,6 +33,7 @@ SIGNATURES = {
     "cpu": {
         "muse_peaks_cpu": _PEAKS,
         "muse_gather_cpu": _GATHER,
+        "muse_gather_bf16_cpu": _GATHER,
         "muse_gather_backward_cpu": _BACKWARD,
         "muse_decode_cpu": _DECODE,
         "muse_format_geojson": _FORMAT,

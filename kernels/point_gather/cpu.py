@@ -45,7 +45,7 @@ def _point_corners(xy: torch.Tensor, counts: np.ndarray, hw: tuple[int, int], in
 
 class _NumbaGather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fmap, xy, input_hw, counts):
+    def forward(ctx, fmap, xy, input_hw, counts, out_dtype):
         b, c, h, w = fmap.shape
         work = b * c * xy.shape[1]
         n = _counts(xy, counts)
@@ -60,7 +60,7 @@ class _NumbaGather(torch.autograd.Function):
             _kernel("forward", work)(x.contiguous().reshape(b, c, h * w).numpy(), idx, wts, n, out)
             result = torch.from_numpy(out).transpose(1, 2)
         ctx.meta = (tuple(fmap.shape), fmap.dtype, n, idx, wts)
-        return result.to(fmap.dtype)
+        return result.to(out_dtype or fmap.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -68,14 +68,18 @@ class _NumbaGather(torch.autograd.Function):
         grad = np.zeros((b, c, h * w), np.float32)
         planes_grad_out = grad_out.detach().float().transpose(1, 2).contiguous().numpy()  # [B, C, K]
         _kernel("backward", b * c * idx.shape[1])(planes_grad_out, idx, wts, n, grad)
-        return torch.from_numpy(grad).reshape(b, c, h, w).to(dtype), None, None, None
+        return torch.from_numpy(grad).reshape(b, c, h, w).to(dtype), None, None, None, None
 
 
 def gather_points(
-    fmap: torch.Tensor, xy: torch.Tensor, input_hw: tuple[int, int], counts: torch.Tensor | None = None
+    fmap: torch.Tensor,
+    xy: torch.Tensor,
+    input_hw: tuple[int, int],
+    counts: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Numba version of :func:`kernels.point_gather.reference.gather_points`; differentiable in ``fmap``.
 
     Rows ``k >= counts[b]`` (peaks padding) are skipped and come out as zeros.
     """
-    return _NumbaGather.apply(fmap, xy, (int(input_hw[0]), int(input_hw[1])), counts)
+    return _NumbaGather.apply(fmap, xy, (int(input_hw[0]), int(input_hw[1])), counts, out_dtype)

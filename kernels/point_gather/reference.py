@@ -13,9 +13,14 @@ import torch.nn.functional as F
 
 
 def gather_points(
-    fmap: torch.Tensor, xy: torch.Tensor, input_hw: tuple[int, int], counts: torch.Tensor | None = None
+    fmap: torch.Tensor,
+    xy: torch.Tensor,
+    input_hw: tuple[int, int],
+    counts: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Sample ``fmap`` at ``xy`` (input pixels) -> ``[B, K, C]``; ``input_hw`` is the network input (H, W).
+    """Sample ``fmap`` at ``xy`` (input pixels) -> ``[B, K, C]`` in ``out_dtype`` (default: the map's);
+    ``input_hw`` is the network input (H, W).
 
     Rows ``k >= counts[b]`` are padding and come out as zeros.
     """
@@ -25,7 +30,7 @@ def gather_points(
     # sample in fp32 (half-precision grids would move points by up to ~0.03 px), return the map's dtype
     compute = torch.float64 if fmap.dtype == torch.float64 else torch.float32
     out = F.grid_sample(fmap.to(compute), grid.to(compute), mode="bilinear", padding_mode="zeros", align_corners=True)
-    out = out[:, :, 0].transpose(1, 2).to(fmap.dtype)
+    out = out[:, :, 0].transpose(1, 2).to(out_dtype or fmap.dtype)
     if counts is not None:
         valid = torch.arange(xy.shape[1], device=out.device)[None, :] < counts.to(out.device)[:, None]
         out = out * valid[..., None].to(out.dtype)

@@ -133,10 +133,11 @@ def _counts(xy: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
 
 class _TritonGather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fmap, xy, input_hw, counts, block_k, block_c):
+    def forward(ctx, fmap, xy, input_hw, counts, block_k, block_c, out_dtype):
         xy32 = xy.detach().float().contiguous()
         n = _counts(xy, counts)
-        out = torch.empty(fmap.shape[0], xy.shape[1], fmap.shape[1], dtype=fmap.dtype, device=fmap.device)
+        dtype = out_dtype or fmap.dtype
+        out = torch.empty(fmap.shape[0], xy.shape[1], fmap.shape[1], dtype=dtype, device=fmap.device)
         if out.numel() > 0:  # K = 0, B = 0 or C = 0: nothing to launch
             _launch(_gather_fwd, fmap, xy32, n, out, fmap, input_hw, block_k, block_c)
         ctx.save_for_backward(xy32, n)
@@ -152,7 +153,7 @@ class _TritonGather(torch.autograd.Function):
         grad = torch.empty(shape, dtype=torch.float32, device=grad_out.device, memory_format=memory_format).zero_()
         if grad_out.numel() > 0:
             _launch(_gather_bwd, grad_out.contiguous(), xy32, n, grad, grad, *ctx.launch)
-        return grad.to(dtype), None, None, None, None, None
+        return grad.to(dtype), None, None, None, None, None, None
 
 
 def gather_points(
@@ -162,6 +163,7 @@ def gather_points(
     counts: torch.Tensor | None = None,
     block_k: int = 16,
     block_c: int = 64,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Triton version of :func:`kernels.point_gather.reference.gather_points`; differentiable in ``fmap``."""
-    return _TritonGather.apply(fmap, xy, (int(input_hw[0]), int(input_hw[1])), counts, block_k, block_c)
+    return _TritonGather.apply(fmap, xy, (int(input_hw[0]), int(input_hw[1])), counts, block_k, block_c, out_dtype)

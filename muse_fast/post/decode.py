@@ -44,7 +44,7 @@ def decode_batch(
     k = int(peaks.counts.max()) if b else 0  # only the filled part of the compacted layout is decoded
     valid = torch.arange(k, device=centre.device)[None, :] < peaks.counts[:, None].to(centre.device)
     xy = positions(peaks.yx[:, :k].to(centre.device), centre[:, 1:3], stride)
-    feats = gather_points(fmap, xy, input_hw, peaks.counts)
+    feats = gather_points(fmap, xy, input_hw, peaks.counts, out_dtype=torch.float32)  # a bf16 map's, unrounded
     logits = classifier(feats[valid])  # padding rows are never classified
     probs = torch.softmax(logits.float(), dim=-1)
     class_prob = torch.zeros(b, k, device=centre.device)

@@ -87,3 +87,25 @@ def test_padding_rows_are_zero(impl):
     xy = torch.full((2, 5, 2), 6.0)
     out = gather_points(fmap, xy, (16, 16), torch.tensor([2, 0], dtype=torch.int32), impl=impl)
     assert (out[0, 2:] == 0).all() and (out[1] == 0).all() and (out[0, :2] != 0).any()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_bf16_map_gives_unrounded_fp32_features_when_asked(impl, channels_last):
+    """``out_dtype=torch.float32``: the fp32 sum of the bf16 values, as from the map converted to fp32 first (the
+    native kernel reads the bf16 map itself; channels-last is the compiled engine's layout)."""
+    g = torch.Generator().manual_seed(5)
+    fmap = torch.randn(2, 40, 14, 14, generator=g).to(torch.bfloat16)
+    if channels_last:
+        fmap = fmap.contiguous(memory_format=torch.channels_last)
+    xy = torch.rand(2, 17, 2, generator=g) * 60.0 - 2.0
+    counts = torch.tensor([17, 9], dtype=torch.int32)
+    got = gather_points(fmap, xy, (56, 56), counts, impl=impl, out_dtype=torch.float32)
+    want = gather_points(fmap.float(), xy, (56, 56), counts, impl=impl)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    rounded = gather_points(fmap, xy, (56, 56), counts, impl=impl)
+    assert rounded.dtype == torch.bfloat16 and not torch.equal(rounded.float(), got)  # what fp32 keeps
+    leaf = fmap.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        gather_points(leaf, xy, (56, 56), counts, impl=impl, out_dtype=torch.float32).sum(), leaf
+    )
+    assert grad.dtype == torch.bfloat16 and grad.shape == fmap.shape
