@@ -21,7 +21,8 @@ from dataclasses import replace
 import torch
 
 from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
-from muse_fast.runtime.autotune import calibration_batch, usable_cores, versions
+from muse_fast.runtime.autotune import calibration_batch, versions
+from muse_fast.runtime.bounds import usable_cpus
 from muse_fast.runtime.engines import EngineInputs, create_engine
 from muse_fast.runtime.precision import cpu_bf16_units, cpu_model_name
 
@@ -63,7 +64,7 @@ def main() -> None:
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
         # CPU seconds over wall seconds times threads while timing: well under 1, other work had the CPU
-        "cpu_share": round(cpu / (wall * min(torch.get_num_threads(), usable_cores())), 3),
+        "cpu_share": round(cpu / (wall * min(torch.get_num_threads(), usable_cpus())), 3),
         "cpu": cpu_model_name(),
         "bf16_units": cpu_bf16_units(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..io.tiling import Tile
@@ -28,6 +30,16 @@ class MergeConfig:
 
 def in_own_core(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
     """For each detection, whether it lies in the (grown or shrunk) core of the tile that produced it."""
+    if len(xy) == 0:
+        return np.zeros(0, bool)
+    present, row = np.unique(tile_ids, return_inverse=True)
+    x0, y0, x1, y1 = np.array([tiles[t].core for t in present], np.float64)[row.reshape(-1)].T
+    x, y = xy[:, 0], xy[:, 1]
+    return (x >= x0 - grow) & (x < x1 + grow) & (y >= y0 - grow) & (y < y1 + grow)
+
+
+def in_own_core_reference(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    """:func:`in_own_core` one tile at a time through :meth:`Tile.owns` (the reference path)."""
     out = np.zeros(len(xy), bool)
     for t in np.unique(tile_ids):
         sel = tile_ids == t
@@ -43,7 +55,34 @@ def in_halo(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, cfg: MergeC
 def duplicates(
     tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, score: np.ndarray, cfg: MergeConfig
 ) -> np.ndarray:
-    """Bool mask of the detections to drop among halo detections (model-pixel ``xy``, their tiles and scores)."""
+    """Bool mask of the detections to drop among halo detections (model-pixel ``xy``, their tiles and scores).
+
+    Detections linked by a pair from different tiles form groups (connected components); each group keeps one.
+    """
+    drop = np.zeros(len(xy), bool)
+    if len(xy) < 2:
+        return drop
+    pairs = cKDTree(xy).query_pairs(cfg.dup_radius, output_type="ndarray")
+    pairs = pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+    if len(pairs) == 0:
+        return drop
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(len(xy), len(xy)))
+    group = connected_components(graph, directed=False)[1]
+    linked = np.unique(pairs)
+    own = in_own_core(tiles, tile_ids[linked], xy[linked])
+    # the best of a group first: inside its own core, then the higher score, the lower tile, the lower index
+    order = np.lexsort((linked, tile_ids[linked], -np.asarray(score)[linked], ~own, group[linked]))
+    ranked = group[linked][order]
+    first = np.ones(len(order), bool)
+    first[1:] = ranked[1:] != ranked[:-1]
+    drop[linked[order[~first]]] = True
+    return drop
+
+
+def duplicates_reference(
+    tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, score: np.ndarray, cfg: MergeConfig
+) -> np.ndarray:
+    """:func:`duplicates` with a union-find and one ``min`` per group in Python (the reference path)."""
     drop = np.zeros(len(xy), bool)
     if len(xy) < 2:
         return drop
@@ -63,7 +102,7 @@ def duplicates(
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    own = in_own_core(tiles, tile_ids, xy)
+    own = in_own_core_reference(tiles, tile_ids, xy)
     members: dict[int, list[int]] = {}
     for i in np.unique(pairs):
         members.setdefault(find(int(i)), []).append(int(i))
