@@ -1,9 +1,10 @@
 // Rows of the GeoJSON and CSV outputs as text (muse_fast/output/native_text.py), byte for byte what the Python
 // writers of muse_fast/output/writers.py write. A number rounded to d decimals is the binary value correctly rounded,
-// halves to even, as Python's round() and format() and glibc's printf give it; Python's repr of round(v, d) is that
-// text with its trailing zeros dropped down to one decimal (below 1e16, where repr stays positional: callers check).
-// The digits come from v * 10^d rounded to an integer where that product is clearly away from a halfway point, and
-// from printf (exact, slower) where it is not.
+// halves to even, as Python's round() and format() and std::to_chars give it, whatever the process's locale; Python's
+// repr of round(v, d) is that text with its trailing zeros dropped down to one decimal while adjacent doubles are
+// closer than 10^-d (|v| < 2^39 for d = 4: callers check). The digits come from v * 10^d rounded to an integer where
+// that product is clearly away from a halfway point, and from std::to_chars (exact, slower) where it is not.
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -24,8 +25,9 @@ int digits(double v, int decimals, char* buf) {
     const double margin = std::fabs(scaled) * 0x1p-50 + 0x1p-40;
     const double frac = std::fabs(scaled - std::trunc(scaled));
     if (!(std::fabs(scaled) < 0x1p52) || std::fabs(frac - 0.5) <= margin) {
-        const int n = std::snprintf(buf, 64, "%.*f", decimals, v);  // near a halfway point: printf decides exactly
-        return n < 0 || n >= 64 ? -1 : n;
+        // near a halfway point: to_chars decides exactly (printf would, but with the locale's decimal point)
+        const auto done = std::to_chars(buf, buf + 64, v, std::chars_format::fixed, decimals);
+        return done.ec == std::errc() ? static_cast<int>(done.ptr - buf) : -1;
     }
     auto whole = static_cast<unsigned long long>(std::fabs(std::nearbyint(scaled)));
     char rev[32];

@@ -2,7 +2,8 @@
 writers' Python formatting, about 10x faster (dense slides write millions of rows).
 
 :func:`rows` answers None where the library is not built (the writers then format in Python) or a chunk holds a
-number the native path does not cover (not finite, or so large that Python would write it in exponent notation).
+number the native path does not cover (not finite, or so large that Python writes fewer decimals), or a class text
+holds a NUL character.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from ..runtime.predict import Nuclei
 
 FUNCTIONS = {"geojson": "muse_format_geojson", "csv": "muse_format_csv"}
 ROW_BYTES = 320  # a row's text beside its class text: fixed keys and five numbers under 1e15 (at most 24 bytes each)
-NATIVE_LIMIT = 1e15  # Python's repr switches to exponent notation at 1e16
+NATIVE_LIMIT = 2.0**39  # beyond it adjacent doubles are 1e-4 or more apart and repr writes fewer than 4 decimals
 
 
 class ClassTexts:
-    """Each class's text as a format writes it, kept as C strings for the library."""
+    """Each class's text as a format writes it, kept as C strings for the library (``usable``: none holds a NUL,
+    which would end its C string)."""
 
     def __init__(self, texts: list[str]) -> None:
         self.encoded = [t.encode() for t in texts]
+        self.usable = all(b"\0" not in e for e in self.encoded)
         self.array = (ctypes.c_char_p * max(len(texts), 1))(*self.encoded)
         self.longest = max((len(e) for e in self.encoded), default=0)
 
@@ -33,6 +36,8 @@ class ClassTexts:
 def rows(kind: str, nuclei: Nuclei, classes: ClassTexts) -> str | None:
     """The rows of ``nuclei`` as ``kind`` ("geojson": features joined by ",\\n"; "csv": lines ending in CRLF), or
     None where the Python formatting must write them (module doc)."""
+    if not classes.usable:
+        return None
     try:
         lib = native.library("cpu")
     except BackendUnavailable:
@@ -50,4 +55,4 @@ def rows(kind: str, nuclei: Nuclei, classes: ClassTexts) -> str | None:
     written = ctypes.c_int64()
     native.call(lib, FUNCTIONS[kind], xy.ctypes.data, class_id.ctypes.data, score.ctypes.data, prob.ctypes.data, n,
                 classes.array, len(classes.encoded), out, cap, ctypes.byref(written))  # fmt: skip
-    return out.raw[: written.value].decode()
+    return ctypes.string_at(out, written.value).decode()

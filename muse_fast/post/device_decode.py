@@ -65,7 +65,7 @@ def decode_packed(
     kept = counts.clamp(max=k)
     valid = torch.arange(k, device=device)[None, :] < kept[:, None]
     xy = positions(peaks.yx[:, :k].to(device), centre[:, 1:3], stride)
-    feats = gather_points(fmap, xy, input_hw, kept)  # padding rows are zeros
+    feats = gather_points(fmap, xy, input_hw, kept, out_dtype=torch.float32)  # padding rows are zeros; unrounded
     probs = torch.softmax(classifier(feats.reshape(b * k, -1)).float(), dim=-1)
     class_prob, class_id = probs.max(dim=-1)
     scores = torch.where(valid, peaks.scores[:, :k].float().nan_to_num(0.0), 0.0)

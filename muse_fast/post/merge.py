@@ -58,6 +58,7 @@ def duplicates(
     """Bool mask of the detections to drop among halo detections (model-pixel ``xy``, their tiles and scores).
 
     Detections linked by a pair from different tiles form groups (connected components); each group keeps one.
+    Scores are finite (peaks above the detection threshold); with a NaN the choice may differ from the reference's.
     """
     drop = np.zeros(len(xy), bool)
     if len(xy) < 2:

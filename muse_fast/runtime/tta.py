@@ -45,4 +45,4 @@ class FlipTTAEngine:
             centre += c
             fmap += out.fmap.float().flip(map_axis)
         n = 1 + len(self.flips)
-        return DenseOutputs((centre / n).to(base.centre.dtype), (fmap / n).to(base.fmap.dtype))
+        return DenseOutputs((centre / n).to(base.centre.dtype), fmap / n)  # the map's mean in fp32, unrounded

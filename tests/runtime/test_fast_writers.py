@@ -5,6 +5,7 @@ from buffers (no pandas import); they must equal the reference ``pa.table`` ones
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -108,6 +109,10 @@ def test_the_native_library_formats_what_it_covers_and_declines_the_rest():
     nan = _awkward()
     nan.class_prob[0] = np.nan
     assert native_text.rows("geojson", far, texts) is None and native_text.rows("csv", nan, texts) is None
+    sparse = _awkward()
+    sparse.score[0] = 2.0**40  # adjacent doubles 1.2e-4 apart: repr writes fewer than 4 decimals
+    assert native_text.rows("geojson", sparse, texts) is None
+    assert native_text.rows("csv", many, native_text.ClassTexts(["a\0b", "b", "c"])) is None  # NUL ends a C string
     stray = _awkward()
     stray.class_id[2] = 3  # no such class
     with pytest.raises(RuntimeError, match="muse_format_csv failed: a class id outside the class list"):
@@ -161,3 +166,38 @@ def test_writing_parquet_does_not_import_pandas(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_the_native_text_ignores_the_process_locale(tmp_path):
+    """A process that set a decimal-comma locale (an embedding application, a notebook) gets the same bytes as
+    Python writes: the native path never uses the locale's decimal point."""
+    import shutil
+
+    if native.unavailable_reason("cpu"):
+        pytest.skip("the native library is not built here")
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is not installed: no decimal-comma locale to test with")
+    target = tmp_path / "de_DE.UTF-8"
+    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(target)], capture_output=True)
+    if not target.exists():
+        pytest.skip(f"localedef could not build de_DE.UTF-8 ({made.stderr.decode(errors='replace').strip()[:200]})")
+    script = """
+import locale, numpy as np
+from muse_fast.output import native_text
+from muse_fast.output.writers import CSVWriter, GeoJSONWriter
+from muse_fast.runtime.predict import Nuclei
+locale.setlocale(locale.LC_ALL, "de_DE.UTF-8")
+assert locale.localeconv()["decimal_point"] == ","
+n = Nuclei(np.array([[2.675, 1.25], [0.125, 3.0]]), np.array([0.30005, 0.5], np.float32), np.array([0, 0]),
+           np.array([0.5, 0.125], np.float32))
+texts = native_text.ClassTexts(["a"])
+csv = native_text.rows("csv", n, texts)
+geo = native_text.rows("geojson", n, texts)
+assert csv == CSVWriter.python_rows(type("W", (), {"class_cells": ["a"]})(), n), csv
+assert geo == ",\\n".join(GeoJSONWriter.python_rows(type("W", (), {"classification_json": ["a"]})(), n)), geo
+print("same")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "LOCPATH": str(tmp_path)}
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
