@@ -100,6 +100,21 @@ bool valid(const double* xy, const int64_t* class_id, const double* score, const
     return n >= 0 && n_classes >= 0 && written && out && (n == 0 || (xy && class_id && score && prob && classes));
 }
 
+// Row i (class c) of n by ``row``, into ``out``; the error code, or 0 with the text's length in ``written``.
+template <typename Row>
+int format_rows(const int64_t* class_id, int64_t n, int64_t n_classes, char* out, int64_t cap, int64_t* written,
+                Row row) {
+    Out o(out, cap);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t c = class_id[i];
+        if (c < 0 || c >= n_classes) return kClassOutOfRange;
+        row(o, i, c);
+    }
+    if (!o.ok()) return kBufferTooSmall;
+    *written = o.pos() - out;
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -107,10 +122,7 @@ extern "C" {
 int muse_format_geojson(const double* xy, const int64_t* class_id, const double* score, const double* prob, int64_t n,
                         const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written) {
     if (!valid(xy, class_id, score, prob, n, classes, n_classes, out, written) || cap < 0) return kInvalidArgument;
-    Out o(out, cap);
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t c = class_id[i];
-        if (c < 0 || c >= n_classes) return kClassOutOfRange;
+    return format_rows(class_id, n, n_classes, out, cap, written, [&](Out& o, int64_t i, int64_t c) {
         if (i) o.text(",\n");
         o.text("{\"type\": \"Feature\", \"geometry\": {\"type\": \"Point\", \"coordinates\": [");
         o.rounded(xy[2 * i], 2);
@@ -125,19 +137,13 @@ int muse_format_geojson(const double* xy, const int64_t* class_id, const double*
         o.text(", \"class_probability\": ");
         o.rounded(prob[i], 4);
         o.text("}}}");
-    }
-    if (!o.ok()) return kBufferTooSmall;
-    *written = o.pos() - out;
-    return 0;
+    });
 }
 
 int muse_format_csv(const double* xy, const int64_t* class_id, const double* score, const double* prob, int64_t n,
                     const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written) {
     if (!valid(xy, class_id, score, prob, n, classes, n_classes, out, written) || cap < 0) return kInvalidArgument;
-    Out o(out, cap);
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t c = class_id[i];
-        if (c < 0 || c >= n_classes) return kClassOutOfRange;
+    return format_rows(class_id, n, n_classes, out, cap, written, [&](Out& o, int64_t i, int64_t c) {
         o.fixed(xy[2 * i], 2);
         o.text(",");
         o.fixed(xy[2 * i + 1], 2);
@@ -150,10 +156,7 @@ int muse_format_csv(const double* xy, const int64_t* class_id, const double* sco
         o.text(",");
         o.fixed(prob[i], 4);
         o.text("\r\n");
-    }
-    if (!o.ok()) return kBufferTooSmall;
-    *written = o.pos() - out;
-    return 0;
+    });
 }
 
 }  // extern "C"

@@ -52,6 +52,14 @@ def in_halo(tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, cfg: MergeC
     return ~in_own_core(tiles, tile_ids, xy, -(cfg.margin + cfg.dup_radius))
 
 
+def cross_tile_pairs(tile_ids: np.ndarray, xy: np.ndarray, cfg: MergeConfig) -> np.ndarray:
+    """Index pairs ``[P, 2]`` of detections from different tiles closer than ``cfg.dup_radius``."""
+    if len(xy) < 2:
+        return np.zeros((0, 2), np.int64)
+    pairs = cKDTree(xy).query_pairs(cfg.dup_radius, output_type="ndarray")
+    return pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+
+
 def duplicates(
     tiles: list[Tile], tile_ids: np.ndarray, xy: np.ndarray, score: np.ndarray, cfg: MergeConfig
 ) -> np.ndarray:
@@ -61,10 +69,7 @@ def duplicates(
     Scores are finite (peaks above the detection threshold); with a NaN the choice may differ from the reference's.
     """
     drop = np.zeros(len(xy), bool)
-    if len(xy) < 2:
-        return drop
-    pairs = cKDTree(xy).query_pairs(cfg.dup_radius, output_type="ndarray")
-    pairs = pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+    pairs = cross_tile_pairs(tile_ids, xy, cfg)
     if len(pairs) == 0:
         return drop
     graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(len(xy), len(xy)))
@@ -85,10 +90,7 @@ def duplicates_reference(
 ) -> np.ndarray:
     """:func:`duplicates` with a union-find and one ``min`` per group in Python (the reference path)."""
     drop = np.zeros(len(xy), bool)
-    if len(xy) < 2:
-        return drop
-    pairs = cKDTree(xy).query_pairs(cfg.dup_radius, output_type="ndarray")
-    pairs = pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+    pairs = cross_tile_pairs(tile_ids, xy, cfg)
     if len(pairs) == 0:
         return drop
     parent = np.arange(len(xy))
