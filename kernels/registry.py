@@ -77,8 +77,11 @@ def select(impls: dict[str, KernelImpl], impl: str, tensor: torch.Tensor) -> Ker
         if reason:
             raise BackendUnavailable(f"kernel implementation '{impl}' cannot run here: {reason}")
         return impls[impl]
-    if tensor.device.type != "cuda" and impls["native"].unavailable_reason(tensor) is None:
-        return impls["native"]
+    if tensor.device.type != "cuda":
+        stale = impls["native"].unavailable_reason(tensor)
+        if stale is None:
+            return impls["native"]
+        _warn_if_built_but_unusable(stale)
     preferred = impls["triton"] if tensor.device.type == "cuda" else impls["numba"]
     reason = preferred.unavailable_reason(tensor)
     if reason is None:
@@ -89,3 +92,15 @@ def select(impls: dict[str, KernelImpl], impl: str, tensor: torch.Tensor) -> Ker
         fix = f"; install it with: pip install {preferred.requires}" if "not installed" in reason else ""
         log.warning("%s kernels unavailable (%s): using the slower PyTorch reference%s", preferred.name, reason, fix)
     return impls["reference"]
+
+
+def _warn_if_built_but_unusable(reason: str) -> None:
+    """Once per reason: a native library that is there but cannot be used (built for another version of this package,
+    usually after an upgrade) makes every slide slower without it, so say so and how to rebuild it. A library never
+    built is the normal state of a pip install and is not warned about."""
+    from .native import library_path
+
+    if library_path("cpu") is None or reason in _warned:
+        return
+    _warned.add(reason)
+    log.warning("native CPU library not used (%s); the numba kernels and Python text formatting run instead", reason)

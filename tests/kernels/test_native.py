@@ -172,3 +172,29 @@ def test_muse_native_build_is_searched_first(cpu_lib, fresh_loader, tmp_path):
     x = torch.zeros(1, 5, 5)
     x[0, 2, 3] = 1.0
     assert find_peaks(x, 0.5, 1, 4, impl="native").yx[0, 0].tolist() == [2, 3]
+
+
+def test_a_stale_library_is_said_once_with_the_rebuild_command(fresh_loader, tmp_path, caplog):
+    """A library built for another ABI (an upgrade without a rebuild) is not used, and the run says so once."""
+    from muse_fast.kernels import registry
+
+    stale = tmp_path / native.LIBRARIES["cpu"]
+    stale.write_bytes(b"")
+    fresh_loader.setattr(native, "search_dirs", lambda: [tmp_path])
+    fresh_loader.setattr(native, "_load", lambda kind: f"{stale} has ABI 2, this package needs 3: rebuild it with: X")
+    fresh_loader.setattr(registry, "_warned", set())
+    with caplog.at_level("WARNING", logger="muse_fast.kernels.registry"):
+        for _ in range(3):
+            assert select(IMPLEMENTATIONS, "auto", torch.zeros(1, 4, 4)).name != "native"
+    said = [r.getMessage() for r in caplog.records if "native CPU library not used" in r.getMessage()]
+    assert len(said) == 1 and "rebuild it with" in said[0]
+
+
+def test_a_library_never_built_is_not_warned_about(fresh_loader, tmp_path, caplog):
+    from muse_fast.kernels import registry
+
+    fresh_loader.setattr(native, "search_dirs", lambda: [tmp_path])
+    fresh_loader.setattr(registry, "_warned", set())
+    with caplog.at_level("WARNING", logger="muse_fast.kernels.registry"):
+        select(IMPLEMENTATIONS, "auto", torch.zeros(1, 4, 4))
+    assert not [r for r in caplog.records if "native CPU library" in r.getMessage()]
