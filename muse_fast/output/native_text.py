@@ -1,5 +1,5 @@
 """Rows of the GeoJSON and CSV outputs formatted by the native library (``csrc/format.cpp``): the same bytes as the
-writers' Python formatting, about 10x faster (dense slides write millions of rows).
+writers' Python formatting, about 9x faster (dense slides write millions of rows).
 
 :func:`rows` answers None where the library is not built (the writers then format in Python) or a chunk holds a
 number the native path does not cover (not finite, or so large that Python writes fewer decimals), or a class text
@@ -18,7 +18,7 @@ from muse_fast.kernels import native
 from ..runtime.predict import Nuclei
 
 FUNCTIONS = {"geojson": "muse_format_geojson", "csv": "muse_format_csv"}
-ROW_BYTES = 320  # a row's text beside its class text: fixed keys and five numbers under 1e15 (at most 24 bytes each)
+ROW_BYTES = 320  # a row's text beside its class text: fixed keys and five numbers under 2^39 (at most 24 bytes each)
 NATIVE_LIMIT = 2.0**39  # beyond it adjacent doubles are 1e-4 or more apart and repr writes fewer than 4 decimals
 
 
