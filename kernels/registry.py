@@ -100,7 +100,9 @@ def _warn_if_built_but_unusable(reason: str) -> None:
     built is the normal state of a pip install and is not warned about."""
     from .native import library_path
 
-    if library_path("cpu") is None or reason in _warned:
+    if reason in _warned:  # every CPU kernel call asks: answered from memory after the first
         return
     _warned.add(reason)
+    if library_path("cpu") is None:
+        return
     log.warning("native CPU library not used (%s); the numba kernels and Python text formatting run instead", reason)
