@@ -7,6 +7,7 @@
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
     python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
     python benchmarks/adapt_measure.py shifted OUT SPEC [SEED]  # BRCA-M2C made into tissue the base weights miss
+    python benchmarks/adapt_measure.py sweep W.pt DATASET   # det and macro F1 of W at thresholds 0.1 to 0.8
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
 test images (BRCA-M2C: the official test split; NuCLS: the test_* crops), maps the ground truth to the weights'
@@ -16,7 +17,9 @@ cross-validates classifier settings (kind, lr, weight decay, steps, class-balanc
 tuned on the other folds) over the NuCLS train crops (the ``nucls_points`` export in ANN), and scores the default
 and the best by cross-validation on the test crops. ``shifted`` writes BRCA-M2C under a ``train.evaluate --perturb``
 SPEC (e.g. pale nuclei, elongation, stain shift) as PNGs: 5 train tiles as complete regions and as a random 20% of
-their points, every test tile with its moved labels; ``score W shifted:OUT`` scores on those test tiles.
+their points, every test tile with its moved labels; ``score W shifted:OUT`` scores on those test tiles. ``sweep``
+shows how much a better detection threshold could give W on the test images (an oracle, for diagnosis only): one
+network pass per image, decoded at each threshold.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from muse_fast.model.weights import load_weights  # noqa: E402
 from muse_fast.post.decode import DecodeConfig  # noqa: E402
 from muse_fast.runtime.engines import TorchEngine  # noqa: E402
 from muse_fast.runtime.predict import predict_image  # noqa: E402
+from muse_fast.train.calibrate import CachedEngine  # noqa: E402
 from muse_fast.train.data.brca import load_split  # noqa: E402
 from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
 from muse_fast.train.metrics import hungarian_match, score_detections  # noqa: E402
@@ -213,6 +217,30 @@ def score(weights: Path | None, dataset: str, mapping: dict[str, str] | None = N
         agree += int((pcls[pairs[:, 1]] == labels[pairs[:, 0]]).sum())
         total += len(pairs)
     out["agreement_on_matched"] = round(agree / max(total, 1), 4)
+    return out
+
+
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def sweep(weights: Path | None, dataset: str, thresholds=SWEEP) -> list[dict]:
+    """Det and macro F1 (BRCA-M2C matcher) of ``weights`` on ``dataset``'s test images at each of ``thresholds``."""
+    model, meta = load_weights(weights)
+    images, _ = test_set(dataset, [str(n) for n in meta.classes])
+    engine = TorchEngine(model, "cpu", "fp32")
+    found = {t: [] for t in thresholds}
+    for image, _, _ in images:
+        cached = CachedEngine(engine)  # the network once per image, decoded at every threshold
+        for t in thresholds:
+            cached.rewind(None)
+            found[t].append(predict_image(cached, image, meta.tile_size, 32, DecodeConfig(threshold=t)))
+    out = []
+    for t in thresholds:
+        rows = [(xy, labels, nuc.xy, nuc.class_id) for (_, xy, labels), nuc in zip(images, found[t])]
+        scores = score_detections(rows, len(meta.classes), 6.0, "mcspatnet").as_dict()
+        out.append(
+            {"threshold": t, **{k: round(scores[k], 4) for k in ("det_precision", "det_recall", "det_f1", "macro_f1")}}
+        )
     return out
 
 
@@ -412,5 +440,7 @@ if __name__ == "__main__":
         passes(Path(sys.argv[2]))
     elif cmd == "search":
         search(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif cmd == "sweep":
+        print(json.dumps(sweep(Path(sys.argv[2]), sys.argv[3]), indent=2))
     elif cmd == "shifted":
         shifted(Path(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:5]))
