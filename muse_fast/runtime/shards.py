@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,21 @@ def _read_regular(path: Path) -> str | None:
         return None
 
 
+SHARD_FIELDS = ("skipped", "unreadable_tiles", "unreadable_reasons", *(f for f in Nuclei.FIELDS if f != "feat"))
+
+
+def readable_shard(path: Path) -> bool:
+    """Whether ``path`` is a whole shard: a zip whose every member reads back (zipfile checks each one's CRC) and
+    holds the fields every shard has."""
+    try:
+        with np.load(path) as z:
+            for name in z.files:
+                z[name]
+            return set(SHARD_FIELDS) <= set(z.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
 class ShardStore:
     def __init__(self, out_dir: Path, stem: str, fingerprint: dict) -> None:
         self.dir = shard_dir(out_dir, stem)
@@ -92,7 +108,16 @@ class ShardStore:
         return self.dir / f"batch_{index:06d}.npz"
 
     def has(self, index: int) -> bool:
-        return self._path(index).exists()
+        """Whether batch ``index`` is checkpointed and readable. A damaged shard (cut short, a bit flipped: a crash
+        or a failing disk) is removed with one warning, so the batch runs again instead of failing every rerun."""
+        path = self._path(index)
+        if not path.exists():
+            return False
+        if readable_shard(path):
+            return True
+        log.warning("%s: checkpoint %s is damaged; running that batch again", self.dir.name, path.name)
+        remove_quietly(path)
+        return False
 
     def write(self, index: int, nuclei: Nuclei, skipped: int, unreadable: dict[int, str] | None = None) -> None:
         """Checkpoint a batch: its nuclei, its blank tiles, and its tiles whose data could not be decoded (id: why)."""

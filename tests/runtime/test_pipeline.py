@@ -175,3 +175,27 @@ def test_parquet_table_matches_the_csv(dot_slide, tmp_path):
     np.testing.assert_allclose(np.stack([table["x"], table["y"]], 1), xy, atol=0.006)  # CSV rounds to 0.01 px
     assert list(table["class_id"]) == list(cls)
     assert set(table["class_name"]) <= set(META.classes)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "bit"])
+def test_a_damaged_checkpoint_is_run_again(dot_slide, tmp_path, damage, caplog):
+    """A shard cut short or with a flipped bit (a crash, a failing disk) is recomputed on the rerun, with one warning,
+    and the outputs equal an uninterrupted run's; before, every rerun failed with a traceback."""
+    path, _, _ = dot_slide
+    run_slide(path, DotEngine(), META, _cfg(tmp_path / "clean"), FINGERPRINT)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_slide(path, DotEngine(fail_at_call=5), META, _cfg(tmp_path / "crash"), FINGERPRINT)
+    shard = tmp_path / "crash" / ".dots.partial" / "batch_000001.npz"
+    data = bytearray(shard.read_bytes())
+    if damage == "empty":
+        data = bytearray()
+    elif damage == "cut":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0x40  # inside the first arrays' bytes: the member's CRC no longer matches
+    shard.write_bytes(bytes(data))
+    summary = run_slide(path, DotEngine(), META, _cfg(tmp_path / "crash"), FINGERPRINT)
+    assert summary.status == "done" and summary.resumed_batches == 3  # batch 1 ran again
+    assert "batch_000001.npz is damaged; running that batch again" in caplog.text
+    for name in ("dots.csv", "dots.geojson", "dots.overlay.png"):
+        assert (tmp_path / "crash" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
