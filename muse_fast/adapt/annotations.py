@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def _from_features(path: Path, features: list) -> Annotations:
         if kind in POINT_TYPES:
             coords = geometry.get("coordinates")
             points = [coords] if kind == "Point" else coords
+            if not isinstance(points, list):
+                raise InputError(f"{path.name} has a malformed {kind} ({coords!r}); export it again from QuPath")
             if name is None:
                 unclassified_points += len(points or [])
                 continue
@@ -93,8 +96,8 @@ def _from_features(path: Path, features: list) -> Annotations:
                 ignored["classified polygon"] = ignored.get("classified polygon", 0) + 1
                 continue
             polygons = [geometry.get("coordinates")] if kind == "Polygon" else geometry.get("coordinates")
-            for rings in polygons or []:
-                regions.append(np.asarray([_xy(path, p) for p in rings[0]], np.float64))
+            for rings in polygons if isinstance(polygons, list) else [None]:
+                regions.append(_region(path, kind, rings))
         elif kind in IGNORED_TYPES:
             ignored["line"] = ignored.get("line", 0) + 1
         else:
@@ -110,21 +113,57 @@ def _from_features(path: Path, features: list) -> Annotations:
     return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names, regions, colours, ignored)
 
 
+def _region(path: Path, kind: str, rings) -> np.ndarray:
+    """A complete region's exterior ring; a region with a hole is refused (the hole would count as annotated)."""
+    if not isinstance(rings, list) or not rings or not isinstance(rings[0], list) or len(rings[0]) < 3:
+        raise InputError(f"{path.name} has a malformed {kind} ({rings!r}); export it again from QuPath")
+    if len(rings) > 1:
+        raise InputError(
+            f"{path.name} has a complete region with a hole; adapt would take the hole as annotated: draw the region "
+            "without it (or as pieces around it) in QuPath and export again"
+        )
+    return np.asarray([_xy(path, p) for p in rings[0]], np.float64)
+
+
 def _classification(value) -> tuple[str | None, tuple[int, int, int] | None]:
-    """(name, colour) of a QuPath ``classification`` (``color`` list or the older signed ``colorRGB``)."""
+    """(name, colour) of a QuPath ``classification``: ``name`` (a derived class as QuPath shows it, "Tumor: Positive"),
+    or ``names`` (its parts), or an older file's ``name`` under a ``parentClass`` chain; the colour from ``color`` or
+    the older signed ``colorRGB``. Names are compared in Unicode NFC (the same letters typed two ways are one class)."""
     if isinstance(value, str):  # some exporters write the name alone
-        return value.strip() or None, None
-    if not isinstance(value, dict) or not str(value.get("name") or "").strip():
+        return _class_name(value), None
+    if not isinstance(value, dict):
+        return None, None
+    parts = value.get("names")
+    if str(value.get("name") or "").strip():
+        name = str(value["name"])
+        parent = value.get("parentClass")
+        while isinstance(parent, dict) and str(parent.get("name") or "").strip():  # QuPath before 0.4
+            above = str(parent["name"]).strip()
+            name = name if name.strip().startswith(f"{above}:") else f"{above}: {name.strip()}"
+            parent = parent.get("parentClass")
+    elif isinstance(parts, list) and parts and all(isinstance(n, str) and n.strip() for n in parts):
+        name = ": ".join(n.strip() for n in parts)
+    else:
         return None, None
     colour = value.get("color")
-    if isinstance(colour, list) and len(colour) >= 3:
+    if isinstance(colour, list) and len(colour) >= 3 and all(_is_int(c) for c in colour[:3]):
         colour = tuple(int(c) & 255 for c in colour[:3])
-    elif isinstance(value.get("colorRGB"), int):
+    elif _is_int(value.get("colorRGB")):
         rgb = value["colorRGB"] & 0xFFFFFF
         colour = ((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255)
     else:
-        colour = None
-    return str(value["name"]).strip(), colour
+        colour = None  # missing or not numbers: the class gets a default colour
+    return _class_name(name), colour
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _class_name(name: str) -> str | None:
+    """A class name as compared and stored: stripped, in Unicode NFC; None when blank."""
+    name = unicodedata.normalize("NFC", name).strip()
+    return name or None
 
 
 def _csv_numbers(path: Path, cells: list[str]) -> list[float]:
@@ -148,16 +187,23 @@ def _xy(path: Path, point) -> list[float]:
 
 def _read_csv(path: Path) -> Annotations:
     xy, names = [], []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for line_no, row in enumerate(csv.reader(fh), 1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if line_no == 1 and [c.strip().lower() for c in row[:3]] == ["x", "y", "class"]:
-                continue
-            if len(row) < 3 or not row[2].strip():
-                raise InputError(f"{path.name} line {line_no}: expected x,y,class, got {','.join(row)!r}")
-            xy.append(_xy(path, _csv_numbers(path, row[:2])))
-            names.append(row[2].strip())
+    columns = (0, 1, 2)  # x, y, class; a header names them in any order
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise InputError(f'{path.name} is not UTF-8 text; save it as "CSV UTF-8" (x,y,class) and try again') from None
+    for line_no, row in enumerate(rows, 1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        header = [c.strip().lower() for c in row]
+        if line_no == 1 and {"x", "y", "class"} <= set(header):
+            columns = tuple(header.index(c) for c in ("x", "y", "class"))
+            continue
+        if len(row) <= max(columns) or not row[columns[2]].strip():
+            raise InputError(f"{path.name} line {line_no}: expected x,y,class, got {','.join(row)!r}")
+        xy.append(_xy(path, _csv_numbers(path, [row[columns[0]], row[columns[1]]])))
+        names.append(_class_name(row[columns[2]]))
     return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names)
 
 

@@ -110,3 +110,73 @@ def test_inside_square_and_triangle():
     assert inside(xy, square).tolist() == [True, False, False, True]
     triangle = np.array([[0, 0], [10, 0], [0, 10]], float)
     assert inside(np.array([[2, 2], [8, 8]]), triangle).tolist() == [True, False]
+
+
+def _points(classification, coords=((1.0, 2.0), (3.0, 4.0))) -> dict:
+    return {
+        "type": "Feature",
+        "geometry": {"type": "MultiPoint", "coordinates": [list(c) for c in coords]},
+        "properties": {"objectType": "annotation", "classification": classification},
+    }
+
+
+def test_derived_classes_keep_their_parent(tmp_path):
+    """A derived class is named as QuPath shows it ("Tumor: Positive"), whether the file writes it whole, in parts
+    (``names``) or, as before QuPath 0.4, as a name under a ``parentClass``: never merged with another parent's."""
+    features = [
+        _points({"name": "Tumor: Positive", "color": [200, 0, 0]}),
+        _points({"names": ["Stroma", "Positive"], "color": [0, 200, 0]}),
+        _points({"name": "Negative", "parentClass": {"name": "Tumor"}, "colorRGB": -16776961}),
+        _points({"name": "Stroma: Negative", "parentClass": {"name": "Stroma"}}),
+    ]
+    ann = read_annotations(write_qupath(tmp_path / "a.geojson", features))
+    assert list(dict.fromkeys(ann.names)) == [
+        "Tumor: Positive",
+        "Stroma: Positive",
+        "Tumor: Negative",
+        "Stroma: Negative",
+    ]
+    assert ann.colours["Stroma: Positive"] == (0, 200, 0) and ann.colours["Tumor: Negative"] == (0, 0, 255)
+
+
+def test_one_name_typed_two_ways_is_one_class(tmp_path):
+    nfc, nfd = "Tum\u00f6r", "Tumo\u0308r"  # the same letters: precomposed, and o + combining diaeresis
+    a = read_annotations(write_qupath(tmp_path / "a.geojson", [_points({"name": nfc})]))
+    (tmp_path / "b.csv").write_text(f"x,y,class\n1,2,{nfd}\n", encoding="utf-8")
+    names, _ = class_table([a, read_annotations(tmp_path / "b.csv")])
+    assert names == (nfc,)
+
+
+def test_a_colour_that_is_not_numbers_is_left_to_the_default(tmp_path):
+    ann = read_annotations(write_qupath(tmp_path / "a.geojson", [_points({"name": "T", "color": ["red", None, 3]})]))
+    assert ann.names == ["T", "T"] and ann.colours == {}
+
+
+def test_csv_header_in_any_order(tmp_path):
+    (tmp_path / "c.csv").write_text("Class,Y,X\nTumor,2,1\n")
+    ann = read_annotations(tmp_path / "c.csv")
+    assert ann.names == ["Tumor"] and ann.xy.tolist() == [[1, 2]]
+
+
+def _polygon(coordinates) -> dict:
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coordinates}, "properties": {}}
+
+
+@pytest.mark.parametrize(
+    "feature, expected",
+    [
+        (_polygon([[[0, 0], [10, 0], [10, 10], [0, 0]], [[2, 2], [3, 2], [3, 3], [2, 2]]]), "region with a hole"),
+        (_polygon([]), "malformed Polygon"),
+        (_polygon([[]]), "malformed Polygon"),
+        ({**_points({"name": "T"}), "geometry": {"type": "MultiPoint", "coordinates": 5}}, "malformed MultiPoint"),
+    ],
+)
+def test_malformed_and_holed_geometry_is_one_line(tmp_path, feature, expected):
+    with pytest.raises(InputError, match=expected):
+        read_annotations(write_qupath(tmp_path / "a.geojson", [feature]))
+
+
+def test_a_csv_in_another_encoding_is_one_line(tmp_path):
+    (tmp_path / "c.csv").write_bytes("x,y,class\n1,2,Tum\u00f6r\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        read_annotations(tmp_path / "c.csv")
