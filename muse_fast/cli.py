@@ -429,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
 
 
+# what an interrupted command leaves, said when it stops (adapt and export do not resume: they start again)
+RERUN = {
+    "infer": "a rerun with the same --out continues from any finished batches",
+    "bench": "nothing was written under a final name",
+}
+
+
 def _run(args) -> int:
     commands = {"infer": _infer, "export": _export, "bench": _bench, "view": _view, "adapt": _adapt, "info": _info}
     in_main = threading.current_thread() is threading.main_thread()
@@ -448,7 +455,8 @@ def _run(args) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"muse-fast: {how}; a rerun with the same --out continues from any finished batches", file=sys.stderr)
+        after = RERUN.get(args.command, "nothing was written under a final name")
+        print(f"muse-fast: {how}; {after}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         if in_main:

@@ -50,9 +50,21 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
     if not folder.is_dir():
         raise InputError(f"--annotations {folder} is not a folder; pass the folder holding <image stem>.geojson files")
     pairs, missing = [], []
+    by_stem: dict[str, Path] = {}
     for path in paths:
+        if path.is_dir():
+            raise InputError(f"input {path} is a folder; pass its images or slides, each with <stem>.geojson")
         if not path.is_file():
             raise InputError(f"input not found: {path}; check the path")
+        other = by_stem.setdefault(path.stem, path)
+        if other is not path:
+            same = other.resolve() == path.resolve()
+            raise InputError(
+                f"{path} is given twice; pass each input once"
+                if same
+                else f"{other} and {path} would share the annotations {path.stem}.geojson; rename one of them "
+                "(with its annotation file) so that each input has its own"
+            )
         found = find_annotation_file(folder, path.stem)
         if found is None:
             missing.append(path.name)

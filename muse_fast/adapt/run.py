@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
 from ..model.registry import create_model
 from ..model.weights import WeightsMeta, file_sha256, load_weights, resolve_weights, save_weights
 from ..output.atomic import StagedFiles
@@ -64,6 +65,21 @@ def check_out(cfg: AdaptConfig) -> None:
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"--out {out} lies under the file {parent}; choose another path")
+    if parent is not None:
+        check_writable(parent, out)
+
+
+def check_writable(folder: Path, out: Path) -> None:
+    """Refuse, before minutes of work, an ``--out`` whose nearest existing folder takes no new file (read-only,
+    immutable, no permission): a probe file is made and removed there."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".muse-fast-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(
+            f"--out {out}: cannot write in {folder} ({reason}); choose a folder you can write to"
+        ) from None
 
 
 def adapt(cfg: AdaptConfig) -> dict:
@@ -118,7 +134,7 @@ def adapt(cfg: AdaptConfig) -> dict:
             )
     report["seconds"] = round(time.time() - start, 1)
     out_meta = WeightsMeta(meta.model, names, meta.mpp, meta.tile_size, provenance(cfg, meta, items, report), colours)
-    _write(cfg.out, model, out_meta, report)
+    _write(cfg.out, model, out_meta, report, cfg.overwrite)
     _say(cfg, format_report(report))
     return report
 
@@ -170,14 +186,15 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _write(out: Path, model, meta: WeightsMeta, report: dict) -> None:
-    """The weights (fp16, as the shipped file) and the report under temporary names, then both renamed."""
+def _write(out: Path, model, meta: WeightsMeta, report: dict, overwrite: bool) -> None:
+    """The weights (fp16, as the shipped file) and the report under temporary names, then both renamed; without
+    ``overwrite`` never over a file that appeared while this ran (the check in :func:`check_out` was at the start)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with StagedFiles() as staged:
         save_weights(staged.add(out), model, meta, half=True)
         with staged.open(report_path(out), "w") as fh:
             fh.write(json.dumps(_plain(report), indent=2) + "\n")
-        staged.commit()
+        staged.commit(replace=overwrite)
 
 
 def _say(cfg: AdaptConfig, text: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from ..errors import OutputError
 from .regular import check_regular, exclusive, is_regular, kind, not_regular_error
 
 
@@ -60,6 +61,22 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
         staged.commit()
 
 
+def place_new(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final`` only if nothing is there: a hard link fails when ``final`` exists, atomically (where
+    the file system has no hard links, the check and the rename are two steps)."""
+    taken = OutputError(f"{final} appeared while this ran; choose another name, or pass --overwrite to replace it")
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise taken from None
+    except OSError:
+        if os.path.lexists(final):
+            raise taken from None
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)
+
+
 class StagedFiles:
     """Complete temporary files that become final together.
 
@@ -86,19 +103,29 @@ class StagedFiles:
         with _open(self.add(final), mode) as fh:
             yield fh
 
-    def commit(self, before_each: Callable[[Path], None] | None = None) -> list[Path]:
+    def commit(self, before_each: Callable[[Path], None] | None = None, replace: bool = True) -> list[Path]:
         """Rename every staged file to its final name; ``before_each(final)`` runs before each rename.
 
         A final name held by anything but a regular file (a link, a device node, a FIFO) is an :class:`OutputError`,
-        never replaced."""
+        never replaced. Without ``replace``, a final name that exists by now (a file made while this ran, by the user or
+        another run) is an :class:`OutputError` too, and the files this commit already put in place are taken back."""
         done = []
-        while self.pending:
-            tmp, final = self.pending[0]
-            if before_each is not None:
-                before_each(final)
-            check_regular(final)
-            os.replace(tmp, final)
-            done.append(self.pending.pop(0)[1])
+        try:
+            while self.pending:
+                tmp, final = self.pending[0]
+                if before_each is not None:
+                    before_each(final)
+                check_regular(final)
+                if replace:
+                    os.replace(tmp, final)
+                else:
+                    place_new(tmp, final)
+                done.append(self.pending.pop(0)[1])
+        except BaseException:
+            if not replace:
+                for final in done:  # new files of ours: nothing of anyone else's was there
+                    remove_quietly(final)
+            raise
         return done
 
     def discard(self) -> None:

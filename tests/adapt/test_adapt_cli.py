@@ -114,3 +114,44 @@ def test_unknown_mode(capsys, case):
 def test_engine_or_precision_that_cannot_run(capsys, case, flag, value, expected):
     images, folder, out, _ = case
     refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, flag, value, expected=expected)
+
+
+def test_two_inputs_with_one_stem_are_refused(capsys, case, tmp_path):
+    """Two images named alike in two folders would both take <stem>.geojson: one of them with the other's points."""
+    images, folder, out, _ = case
+    (tmp_path / "other").mkdir()
+    twin = shutil.copy(images[1], tmp_path / "other" / images[0].name)
+    refused(capsys, out, images[0], twin, images[1], "--annotations", folder, "--mpp", 0.5, expected="would share")
+    refused(capsys, out, images[0], images[0], images[1], "--annotations", folder, "--mpp", 0.5, expected="twice")
+
+
+def test_a_folder_as_input_is_named(capsys, case, tmp_path):
+    _, folder, out, _ = case
+    refused(capsys, out, tmp_path, "--annotations", folder, "--mpp", 0.5, expected="is a folder; pass its images")
+
+
+def test_an_out_folder_that_takes_no_file_is_refused_before_any_work(capsys, case, monkeypatch):
+    """Found at the start, not after minutes of fine-tuning (root ignores permissions: the probe is made to fail)."""
+    import tempfile
+
+    images, folder, out, _ = case
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="cannot write in")
+
+
+def test_an_interrupted_adapt_does_not_promise_a_resume(capsys, case, monkeypatch):
+    """adapt starts again when rerun (it has no checkpoints): its interrupt line must not say it continues."""
+    import muse_fast.adapt.run as adapt_run
+
+    images, folder, out, _ = case
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapt_run, "adapt", interrupted)
+    code, err = run(capsys, *images, "--annotations", folder, "--mpp", 0.5, "--out", out, "--quiet")
+    assert code == 130 and err == "muse-fast: interrupted; nothing was written under a final name", err

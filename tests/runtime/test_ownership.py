@@ -368,3 +368,28 @@ def test_csv_text_cells_are_neutralised_and_numbers_are_not(tmp_path):
     assert rows[1] == ["-5.00", "-1.25", "0", "'=1+1", "0.5000", "1.0000"]
     assert [r[3] for r in rows[1:]] == ["'=1+1", "'+cmd|calc", "'-neg", "'@SUM(A1)", "'\tlead", "'\rcr", "plain", "a=b"]
     assert csv_cell("") == "" and printable("ok é 漢") == "ok é 漢" and printable("a\nb\x9b") == "a\\x0ab\\x9b"
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_a_commit_without_replace_keeps_a_file_that_appeared_meanwhile(tmp_path, monkeypatch, links):
+    """``adapt`` without --overwrite: a file made at the final name after the start-up check (by the user or a second
+    run) is kept, the run fails in one line, and what this commit had already put in place is taken back."""
+    from muse_fast.errors import OutputError
+
+    if not links:  # a file system without hard links: the check and the rename are two steps
+        monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(PermissionError(1, "no links here")))
+    first, second = tmp_path / "w.pt", tmp_path / "w.report.json"
+
+    def user_saves(final):
+        if final == second:
+            second.write_text("my notes")
+
+    with StagedFiles() as staged, pytest.raises(OutputError, match="appeared while this ran"):
+        staged.add(first).write_bytes(b"weights")
+        staged.add(second).write_bytes(b"report")
+        staged.commit(user_saves, replace=False)
+    assert second.read_text() == "my notes" and not first.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.report.json"]  # no temporary file left either
+    with StagedFiles() as staged:  # nothing in the way: both in place
+        staged.add(first).write_bytes(b"weights")
+        assert staged.commit(replace=False) == [first] and first.read_bytes() == b"weights"
