@@ -30,6 +30,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same cleanup runs and finished batches are kept."""
 
 
+def path_arg(text: str) -> Path:
+    """A path option's value; an empty one (``--out ""``, an unset shell variable) is an error, not the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return Path(text)
+
+
 def _terminate(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise Terminated
@@ -44,7 +51,7 @@ def _add_infer(sub) -> None:
         help="slides (SVS/TIFF/NDPI/MRXS/...), images (PNG/JPEG/TIFF), folders of them, or CSV lists "
         "with a 'path' column and an optional 'mpp' column",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder (<stem>.geojson, .csv, ... per slide)")
+    p.add_argument("--out", type=path_arg, required=True, help="output folder (<stem>.geojson, .csv, ... per slide)")
     p.add_argument(
         "--engine",
         default=os.environ.get(ENGINE_ENV) or "auto",
@@ -103,7 +110,7 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export the network to ONNX or build a TensorRT engine")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
-    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
+    p.add_argument("--out", type=path_arg, required=True, help="output file (.onnx or .engine)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (only a regular file)")
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
     p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
@@ -149,7 +156,7 @@ def _add_adapt(sub) -> None:
         help="folder with <stem>.geojson per input (QuPath: File > Export objects as GeoJSON), or <stem>.csv "
         "with x,y,class",
     )
-    p.add_argument("--out", type=Path, required=True, help="weights file to write (adapted.pt; a report beside)")
+    p.add_argument("--out", type=path_arg, required=True, help="weights file to write (adapted.pt; a report beside)")
     p.add_argument("--mpp", type=float, default=None, help="microns per pixel at level 0 (overrides the files)")
     p.add_argument(
         "--mode",

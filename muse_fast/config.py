@@ -11,7 +11,8 @@ from .post.decode import DecodeConfig
 from .runtime.precision import check_precision
 
 PLAUSIBLE_MPP = (0.1, 4.0)  # microns per pixel of real slides and images; outside it a run warns with its tile count
-MIN_MPP = 1e-3  # 1 nm per pixel, 200x finer than light microscopes resolve: a smaller value is a typo or damage
+MIN_MPP = 0.05  # half of what the finest light microscopy samples (0.2 um resolved, 0.1 um/px): a typo or damage;
+# a finer value also makes each tile's read huge (0.0011 asked 29 GiB for one tile of a 491 px image)
 
 
 def valid_mpp(value: object) -> bool:
@@ -33,7 +34,7 @@ def check_mpp(value: float | None, source: str = "--mpp") -> float | None:
 def implausible_mpp(source: str, value: float) -> str:
     return (
         f"{source} {value:g} is an implausible resolution (below {MIN_MPP:g} microns per pixel, finer than any "
-        f"microscope); give the microns per pixel (e.g. 0.25 at 40x, 0.5 at 20x)"
+        f"light microscope samples); give the microns per pixel (e.g. 0.25 at 40x, 0.5 at 20x)"
     )
 
 

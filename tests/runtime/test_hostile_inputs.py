@@ -331,3 +331,14 @@ def test_a_compiled_package_that_fails_its_checksum_is_rebuilt(tmp_path, monkeyp
     again = compiled.CompiledEngine(inputs)
     assert again.compiled_now and len(builds) == 2 and again.runner == b"pt2"
     assert f"cached compiled network {first.path}: it fails its checksum; rebuilding it" in caplog.text
+
+
+def test_a_resolution_finer_than_microscopes_sample_and_an_empty_out_are_refused(small_dots, tmp_path, capsys):
+    """--mpp 0.0011 passed the old 0.001 floor and asked 29 GiB for one tile, reported as damaged image data; an empty
+    --out wrote into the current folder."""
+    assert cli.main(["infer", str(small_dots), "--out", str(tmp_path / "o"), "--mpp", "0.0011"]) == 2
+    assert "--mpp 0.0011 is an implausible resolution (below 0.05 microns per pixel" in _one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["infer", str(small_dots), "--out", ""])
+    assert stop.value.code == 2 and "argument --out: an empty path" in capsys.readouterr().err
