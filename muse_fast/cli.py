@@ -31,7 +31,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def path_arg(text: str) -> Path:
-    """A path option's value; an empty one (``--out ""``, an unset shell variable) is an error, not the current folder."""
+    """A path option's value; an empty one (``--out ""``, an unset shell variable) is an error, not the folder "."."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
     return Path(text)
