@@ -57,6 +57,15 @@ def _same_file(fd: int, path: Path) -> bool:
     return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
+def _lock_text(fd: int) -> bool:
+    """Whether the file holds what a lock of muse-fast holds: nothing yet, or the holder's pid and a newline."""
+    try:
+        data = os.pread(fd, 64, 0)
+    except OSError:
+        return False
+    return data == b"" or (len(data) <= 21 and data.rstrip(b"\n").isdigit() and data.count(b"\n") <= 1)
+
+
 def _holder(fd: int) -> str:
     try:
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()
@@ -98,6 +107,12 @@ class SlideLock:
                 f"{self.path.name} in {self.path.parent} has {st.st_nlink} hard links, and it is the name of "
                 f"{LOCK_ROLE}, which is rewritten in place; remove it (the other names keep the file) or pass another "
                 f"--out"
+            )
+        if self.stale and not _lock_text(fd):  # a file someone else put at the lock's name: never truncated
+            os.close(fd)
+            raise OutputError(
+                f"{self.path.name} in {self.path.parent} is a file muse-fast did not write, and it is the name of "
+                f"{LOCK_ROLE}, which is rewritten in place; move it, or pass another --out"
             )
         return fd
 

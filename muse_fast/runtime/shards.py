@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import OutputError
 from ..output.atomic import atomic_write, remove_quietly
 from ..output.regular import check_folder, check_regular, is_folder, is_regular, open_new
 from .predict import Nuclei
@@ -73,10 +74,40 @@ def readable_shard(path: Path) -> bool:
         return False
 
 
+# the names muse-fast writes in a checkpoint folder: its stamp and record, shards, and their temporary names
+OURS = re.compile(r"fingerprint\.json|outputs\.json|batch_\d{6}\.npz|\.batch_\d{6}\.\d+\.npz|\..+\.\d+\.partial")
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that muse-fast does not write there (anything but its files, or not a regular file)."""
+    return sorted(
+        e.name for e in os.scandir(folder) if not (OURS.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+    )
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Remove muse-fast's files in ``folder``, then the folder if nothing else is in it: anyone else's file stays."""
+    if not is_folder(folder):
+        return
+    for name in set(os.listdir(folder)) - set(foreign_entries(folder)):
+        remove_quietly(folder / name)
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+
+
 class ShardStore:
     def __init__(self, out_dir: Path, stem: str, fingerprint: dict) -> None:
         self.dir = shard_dir(out_dir, stem)
         check_folder(self.dir, "the checkpoint folder of muse-fast")
+        foreign = foreign_entries(self.dir) if self.dir.exists() else []
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise OutputError(
+                f"{self.dir.name} in {self.dir.parent} holds {listed}, which muse-fast did not write, and it is the "
+                f"name of muse-fast's checkpoint folder; move those out of it, or pass another --out"
+            )
         text = json.dumps({**fingerprint, "shard_format": SHARD_FORMAT}, sort_keys=True)
         stamp = self.dir / "fingerprint.json"
         kept: set[str] = set()
@@ -85,7 +116,7 @@ class ShardStore:
             if saved:
                 log.info("%s: discarding %d saved batches computed for another file or other settings", stem, saved)
             kept = recorded_outputs(out_dir, stem)  # they still name files of ours, whatever the batches were
-            shutil.rmtree(self.dir)
+            remove_checkpoints(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._memory: dict[int, tuple[Nuclei, int, dict[int, str]]] = {}  # index -> what write() saved, no features
         self._memory_rows = 0
@@ -171,9 +202,9 @@ class ShardStore:
         return blank, unreadable
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_checkpoints(self.dir)
 
     @staticmethod
     def discard(out_dir: Path, stem: str) -> None:
         """Remove a slide's shards without opening them (its outputs are final)."""
-        shutil.rmtree(shard_dir(out_dir, stem), ignore_errors=True)
+        remove_checkpoints(shard_dir(out_dir, stem))

@@ -393,3 +393,29 @@ def test_a_commit_without_replace_keeps_a_file_that_appeared_meanwhile(tmp_path,
     with StagedFiles() as staged:  # nothing in the way: both in place
         staged.add(first).write_bytes(b"weights")
         assert staged.commit(replace=False) == [first] and first.read_bytes() == b"weights"
+
+
+def test_a_users_files_at_the_checkpoint_or_lock_name_are_kept(tmp_path, capsys):
+    """A folder named like the checkpoint folder, holding a file muse-fast did not write, and a file of the user's at
+    the lock's name: both were removed by a run that then succeeded (exit 0). Now: one line, exit 2, both kept; a
+    checkpoint folder of ours with nothing else in it still goes."""
+    image = tmp_path / "s.png"
+    Image.fromarray(np.tile(np.array([200, 100, 160], np.uint8), (64, 64, 1))).save(image)  # stained: not glass
+    out = tmp_path / "out"
+    (out / ".s.partial").mkdir(parents=True)
+    (out / ".s.partial" / "notes.txt").write_text("mine")
+    assert cli.main(["infer", str(image), "--out", str(out), "--mpp", "0.5", *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds notes.txt, which muse-fast did not write" in err and err.count("\n") == 0, err
+    assert (out / ".s.partial" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(out)
+    out.mkdir()
+    (out / ".s.lock").write_text("mine")
+    assert cli.main(["infer", str(image), "--out", str(out), "--mpp", "0.5", *ARGS]) == 2
+    assert "is a file muse-fast did not write" in capsys.readouterr().err
+    assert (out / ".s.lock").read_text() == "mine"
+    (out / ".s.lock").write_text("12345\n")  # a lock a killed run left: taken over, then removed
+    (out / ".s.partial").mkdir()
+    (out / ".s.partial" / "batch_000000.npz").write_bytes(b"")  # a shard of ours (damaged: run again)
+    assert cli.main(["infer", str(image), "--out", str(out), "--mpp", "0.5", *ARGS]) == 0
+    assert not (out / ".s.lock").exists() and not (out / ".s.partial").exists()
