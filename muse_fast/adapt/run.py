@@ -57,6 +57,11 @@ def check_out(cfg: AdaptConfig) -> None:
         raise ConfigError(f"--out {out} must end in .pt (it is a weights file); e.g. {out.with_suffix('.pt')}")
     if out.resolve() in {p.resolve() for p in (*cfg.inputs, resolve_weights(cfg.weights))}:
         raise ConfigError(f"--out {out} is one of the inputs; write to a new file")
+    if out.resolve().parent == cfg.annotations.resolve():
+        raise ConfigError(
+            f"--out {out} is in the --annotations folder, where its report (.json) would be read as annotations by the "
+            "next run; write it to another folder"
+        )
     for path in (out, report_path(out)):
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise ConfigError(f"{path} exists and is not a regular file; choose another --out")

@@ -155,3 +155,9 @@ def test_an_interrupted_adapt_does_not_promise_a_resume(capsys, case, monkeypatc
     monkeypatch.setattr(adapt_run, "adapt", interrupted)
     code, err = run(capsys, *images, "--annotations", folder, "--mpp", 0.5, "--out", out, "--quiet")
     assert code == 130 and err == "muse-fast: interrupted; nothing was written under a final name", err
+
+
+def test_out_in_the_annotations_folder_is_refused(capsys, case):
+    """Its report (.json) would have been read as an orphan annotation file by every later run."""
+    images, folder, _, _ = case
+    refused(capsys, folder / "m.pt", *images, "--annotations", folder, "--mpp", 0.5, expected="in the --annotations")
