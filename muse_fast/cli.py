@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from . import __version__
-from .errors import MuseError
+from .errors import ConfigError, MuseError
 
 EXIT_USER_ERROR = 2
 ENGINE_ENV = "MUSE_FAST_ENGINE"  # the default --engine of infer, for a site that pins one
@@ -30,11 +30,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same cleanup runs and finished batches are kept."""
 
 
+EMPTY_PATH = Path(".")  # this very object stands for an empty value (compared by identity: Path("") is ".")
+
+
 def path_arg(text: str) -> Path:
-    """A path option's value; an empty one (``--out ""``, an unset shell variable) is an error, not the folder "."."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
-    return Path(text)
+    """A path option's value; an empty one (``--out ""``, an unset shell variable) is marked, for :func:`_run` to
+    refuse in one line: it is not the current folder."""
+    return Path(text) if text.strip() else EMPTY_PATH
 
 
 def _terminate(signum, frame) -> None:
@@ -110,7 +112,7 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export the network to ONNX or build a TensorRT engine")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("--format", choices=["onnx", "trt"], default="onnx")
-    p.add_argument("--out", type=path_arg, required=True, help="output file (.onnx or .engine)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.onnx or .engine)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (only a regular file)")
     p.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
     p.add_argument("--max-batch", type=int, default=64, help="TensorRT profile: largest batch")
@@ -448,6 +450,8 @@ def _run(args) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
+        if getattr(args, "out", None) is EMPTY_PATH:
+            raise ConfigError("--out is empty; give a file or folder name")
         if args.command in commands:
             return commands[args.command](args)
         from .console import emit

@@ -57,7 +57,7 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
         if not path.is_file():
             raise InputError(f"input not found: {path}; check the path")
         other = by_stem.setdefault(path.stem, path)
-        if other is not path:
+        if len(by_stem) < len(pairs) + len(missing) + 1:  # this stem was seen before (the same path given again too)
             same = other.resolve() == path.resolve()
             raise InputError(
                 f"{path} is given twice; pass each input once"

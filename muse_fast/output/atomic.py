@@ -61,6 +61,13 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
         staged.commit()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def place_new(tmp: Path, final: Path) -> None:
     """Move ``tmp`` to ``final`` only if nothing is there: a hard link fails when ``final`` exists, atomically (where
     the file system has no hard links, the check and the rename are two steps)."""
@@ -68,13 +75,16 @@ def place_new(tmp: Path, final: Path) -> None:
     try:
         os.link(tmp, final)
     except FileExistsError:
+        if _same_file(tmp, final):  # a network file system retried a link that had succeeded
+            remove_quietly(tmp)
+            return
         raise taken from None
     except OSError:
         if os.path.lexists(final):
             raise taken from None
         os.replace(tmp, final)
         return
-    os.unlink(tmp)
+    remove_quietly(tmp)  # final is ours and complete either way: a left temporary file goes with the staged ones
 
 
 class StagedFiles:
@@ -119,7 +129,7 @@ class StagedFiles:
                 if replace:
                     os.replace(tmp, final)
                 else:
-                    place_new(tmp, final)
+                    place_new(tmp, final)  # never raises once final is ours (the temporary name goes quietly)
                 done.append(self.pending.pop(0)[1])
         except BaseException:
             if not replace:

@@ -63,6 +63,7 @@ def _lock_text(fd: int) -> bool:
         data = os.pread(fd, 64, 0)
     except OSError:
         return False
+    data = data.strip(b"\0")  # a file system may leave zeros where a write was lost (a power cut)
     return data == b"" or (len(data) <= 21 and data.rstrip(b"\n").isdigit() and data.count(b"\n") <= 1)
 
 

@@ -180,3 +180,14 @@ def test_a_csv_in_another_encoding_is_one_line(tmp_path):
     (tmp_path / "c.csv").write_bytes("x,y,class\n1,2,Tum\u00f6r\n".encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8 text"):
         read_annotations(tmp_path / "c.csv")
+
+
+def test_one_path_given_twice_is_refused_also_through_the_api(tmp_path):
+    from muse_fast.adapt.inputs import pair_inputs
+
+    image = tmp_path / "s.png"
+    image.write_bytes(b"")
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "s.csv").write_text("x,y,class\n1,2,T\n")
+    with pytest.raises(InputError, match="given twice"):
+        pair_inputs([image, image], tmp_path / "ann")

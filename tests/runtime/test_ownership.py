@@ -419,3 +419,25 @@ def test_a_users_files_at_the_checkpoint_or_lock_name_are_kept(tmp_path, capsys)
     (out / ".s.partial" / "batch_000000.npz").write_bytes(b"")  # a shard of ours (damaged: run again)
     assert cli.main(["infer", str(image), "--out", str(out), "--mpp", "0.5", *ARGS]) == 0
     assert not (out / ".s.lock").exists() and not (out / ".s.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "content, ours",
+    [(b"", True), (b"123\n", True), (b"123", True), (b"\0\0\0\0", True), (b"12\0\0", True), (b"mine", False)],
+    ids=["empty", "pid", "pid-no-newline", "zeros", "pid-then-zeros", "user-text"],
+)
+def test_what_a_killed_run_leaves_at_the_lock_is_taken_over(tmp_path, content, ours):
+    """A killed run (or a power cut after it) leaves the lock empty, with its pid, or with zeros: taken over; a file
+    with anything else is the user's."""
+    from muse_fast.errors import OutputError
+    from muse_fast.runtime.lock import SlideLock, lock_path
+
+    lock_path(tmp_path, "s").write_bytes(content)
+    if ours:
+        with SlideLock(tmp_path, "s"):
+            pass
+        assert not lock_path(tmp_path, "s").exists()
+    else:
+        with pytest.raises(OutputError, match="did not write"), SlideLock(tmp_path, "s"):
+            pass
+        assert lock_path(tmp_path, "s").read_bytes() == content
