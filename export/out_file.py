@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from muse_fast.errors import OutputError
-from muse_fast.output.regular import kind
+from muse_fast.output.regular import kind, new_file_refused
 
 
 def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -> None:
@@ -38,11 +38,8 @@ def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -
         folder = folder.parent
     if not folder.is_dir():
         raise OutputError(f"{flag} {path} is under {folder}, which is a file, not a folder; pass another path")
-    probe = folder / f".{path.name}.{os.getpid()}.probe"
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-    except OSError as exc:
+    refused = new_file_refused(folder, path.name)
+    if refused is not None:
         raise OutputError(
-            f"{flag} {path} cannot be written: {folder} refuses new files ({exc.strerror}); pass a writable folder"
-        ) from None
-    os.unlink(probe)
+            f"{flag} {path} cannot be written: {folder} refuses new files ({refused.strerror}); pass a writable folder"
+        )

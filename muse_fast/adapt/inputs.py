@@ -56,15 +56,15 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
             raise InputError(f"input {path} is a folder; pass its images or slides, each with <stem>.geojson")
         if not path.is_file():
             raise InputError(f"input not found: {path}; check the path")
-        other = by_stem.setdefault(path.stem, path)
-        if len(by_stem) < len(pairs) + len(missing) + 1:  # this stem was seen before (the same path given again too)
-            same = other.resolve() == path.resolve()
+        other = by_stem.get(path.stem)
+        if other is not None:  # this stem was seen before (the same path given again too)
             raise InputError(
                 f"{path} is given twice; pass each input once"
-                if same
+                if other.resolve() == path.resolve()
                 else f"{other} and {path} would share the annotations {path.stem}.geojson; rename one of them "
                 "(with its annotation file) so that each input has its own"
             )
+        by_stem[path.stem] = path
         found = find_annotation_file(folder, path.stem)
         if found is None:
             missing.append(path.name)

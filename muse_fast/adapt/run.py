@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..errors import ConfigError, InputError, OutputError
 from ..model.registry import create_model
 from ..model.weights import WeightsMeta, file_sha256, load_weights, resolve_weights, save_weights
 from ..output.atomic import StagedFiles
+from ..output.regular import new_file_refused
 from .annotations import class_table
 from .classes import ClassesConfig, check_counts, train_classes
 from .detect import BATCH, matched_features
@@ -75,16 +75,11 @@ def check_out(cfg: AdaptConfig) -> None:
 
 
 def check_writable(folder: Path, out: Path) -> None:
-    """Refuse, before minutes of work, an ``--out`` whose nearest existing folder takes no new file (read-only,
-    immutable, no permission): a probe file is made and removed there."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".muse-fast-probe-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OutputError(
-            f"--out {out}: cannot write in {folder} ({reason}); choose a folder you can write to"
-        ) from None
+    """Refuse, before minutes of work, an ``--out`` whose nearest existing folder takes no new file."""
+    refused = new_file_refused(folder, out.name)
+    if refused is not None:
+        reason = refused.strerror or type(refused).__name__
+        raise OutputError(f"--out {out}: cannot write in {folder} ({reason}); choose a folder you can write to")
 
 
 def adapt(cfg: AdaptConfig) -> dict:

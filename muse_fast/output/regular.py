@@ -97,3 +97,15 @@ def exclusive(mode: str) -> str:
 def open_new(path: str | Path, mode: str = "wb") -> IO:
     """Create ``path``, which must not exist (not even as a link), and open it for writing in ``mode``."""
     return open(path, exclusive(mode), newline="" if "b" not in mode else None)
+
+
+def new_file_refused(folder: Path, name: str) -> OSError | None:
+    """Why ``folder`` takes no new file (read-only, immutable, no permission, ``/proc``), or None when it does: a
+    hidden probe ``.<name>.<pid>.probe`` is made there, never through a link, and removed."""
+    probe = Path(folder) / f".{name}.{os.getpid()}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        return exc
+    os.unlink(probe)
+    return None

@@ -132,14 +132,11 @@ def test_a_folder_as_input_is_named(capsys, case, tmp_path):
 
 def test_an_out_folder_that_takes_no_file_is_refused_before_any_work(capsys, case, monkeypatch):
     """Found at the start, not after minutes of fine-tuning (root ignores permissions: the probe is made to fail)."""
-    import tempfile
+    import muse_fast.adapt.run as adapt_run
 
     images, folder, out, _ = case
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(30, "Read-only file system")
-
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    read_only = PermissionError(30, "Read-only file system")
+    monkeypatch.setattr(adapt_run, "new_file_refused", lambda folder, name: read_only)
     refused(capsys, out, *images, "--annotations", folder, "--mpp", 0.5, expected="cannot write in")
 
 
