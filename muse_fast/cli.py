@@ -258,7 +258,7 @@ def _build_engine(
 def _infer(args) -> int:
     from .config import InferConfig
     from .errors import ConfigError
-    from .output.folder import prepare_out_dir
+    from .output.folder import out_dir_for_run
     from .post.decode import DecodeConfig
     from .runtime.cohort import collect_jobs, engine_fingerprint, finish_cohort, run_job
     from .runtime.pipeline import output_stem
@@ -306,13 +306,13 @@ def _infer(args) -> int:
         )
     engine, meta, sha = _build_engine(cfg.engine, cfg.weights, cfg.device, cfg.batch_size, cfg.precision, cfg.tta)
     fingerprint = engine_fingerprint(engine, sha)  # run_slide adds the file's identity and the settings
-    prepare_out_dir(cfg.out_dir)
     summaries = []
-    for job in jobs:
-        summary = run_job(job, engine, meta, cfg, fingerprint, single=len(jobs) == 1)
-        summaries.append(summary)
-        print(summary.line(), file=sys.stderr)
-    return finish_cohort(cfg, summaries, fingerprint) if len(jobs) > 1 else 0
+    with out_dir_for_run(cfg.out_dir):  # a refused slide leaves no empty --out behind
+        for job in jobs:
+            summary = run_job(job, engine, meta, cfg, fingerprint, single=len(jobs) == 1)
+            summaries.append(summary)
+            print(summary.line(), file=sys.stderr)
+        return finish_cohort(cfg, summaries, fingerprint) if len(jobs) > 1 else 0
 
 
 def _export(args) -> int:

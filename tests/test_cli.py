@@ -46,7 +46,7 @@ def test_infer_on_a_png_tile_needs_mpp(brca_dir, tmp_path, capsys):
     assert main(["infer", str(png), "--out", str(tmp_path / "a"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--mpp" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    assert not (tmp_path / "a").exists()  # the refused run removed the folder it had created
     assert main(["infer", str(png), "--out", str(tmp_path / "b"), "--mpp", "0.5", "--quiet"]) == 0
     rows = _read_csv(tmp_path / "b" / f"{png.stem}.csv")
     assert len(rows) > 20
@@ -81,11 +81,38 @@ def test_bad_slides_exit_2_and_write_nothing(tmp_path, capsys, case):
         path.write_text("hello\n" * 100)
     elif case != "missing":
         path.write_bytes(b"" if case == "empty" else b"PK\x03\x04")
-    out = tmp_path / "out"
+    out = tmp_path / "out" / "deeper"
     assert main(["infer", str(path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("muse-fast: error:") and len(err.splitlines()) == 1
-    assert not out.exists() or not any(out.iterdir())
+    assert not (tmp_path / "out").exists()  # nor the folders it created for --out
+
+
+def test_a_refused_run_keeps_an_out_folder_it_did_not_create(tmp_path, capsys):
+    path, out = tmp_path / "t.svs", tmp_path / "out"
+    path.write_text("hello\n" * 100)
+    out.mkdir()
+    assert main(["infer", str(path), "--out", str(out), "--quiet"]) == 2
+    assert out.is_dir()
+
+
+def test_out_dir_for_run_removes_only_the_empty_folders_it_created(tmp_path):
+    from muse_fast.output.folder import out_dir_for_run
+
+    with pytest.raises(KeyboardInterrupt), out_dir_for_run(tmp_path / "a" / "b" / "c"):
+        raise KeyboardInterrupt
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(RuntimeError), out_dir_for_run(tmp_path / "a" / "b" / "c") as out:
+        (out / "checkpoint").write_text("kept to resume")
+        raise RuntimeError
+    assert (tmp_path / "a" / "b" / "c" / "checkpoint").read_text() == "kept to resume"
+    with pytest.raises(RuntimeError), out_dir_for_run(tmp_path / "x" / "y"):
+        (tmp_path / "x" / "users_file").write_text("not ours")  # appeared beside the new folder meanwhile
+        raise RuntimeError
+    assert not (tmp_path / "x" / "y").exists() and (tmp_path / "x" / "users_file").exists()
+    with out_dir_for_run(tmp_path / "ok" / "fine") as out:
+        pass
+    assert out.is_dir()
 
 
 def test_weights_that_do_not_fit_exit_2(cmu_svs, tmp_path, capsys):

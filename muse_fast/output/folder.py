@@ -64,3 +64,25 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     return out_dir
+
+
+@contextlib.contextmanager
+def out_dir_for_run(out_dir: str | Path) -> Iterator[Path]:
+    """:func:`prepare_out_dir`; if the run then fails, the folders it created are removed again while they are still
+    empty, so a refused run leaves nothing behind (a folder that holds anything, such as checkpoints to resume, stays)."""
+    out_dir = Path(out_dir)
+    created = []
+    folder = Path(os.path.abspath(out_dir))
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)  # deepest first
+        folder = folder.parent
+    prepare_out_dir(out_dir)
+    try:
+        yield out_dir
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty folder; never anything the run or anyone else put there
+            except OSError:
+                break
+        raise
