@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -213,3 +215,43 @@ def test_infer_defaults_to_auto_unless_the_site_pins_an_engine(monkeypatch):
     monkeypatch.setenv("MUSE_FAST_ENGINE", "onnx")
     assert build_parser().parse_args(["infer", "s.svs", "--out", "o"]).engine == "onnx"
     assert build_parser().parse_args(["infer", "s.svs", "--out", "o", "--engine", "torch"]).engine == "torch"
+
+
+class _SignalOnThirdWrite:
+    """A file that sends this process SIGINT during torch.save's third write, as Ctrl-C at that moment would."""
+
+    def __init__(self, fh):
+        self.fh, self.writes = fh, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.fh.write(data)
+
+    def flush(self):
+        self.fh.flush()
+
+
+def test_ctrl_c_while_weights_are_saved_is_an_interrupt_and_leaves_no_file(tmp_path, monkeypatch):
+    """torch.save turned a KeyboardInterrupt raised inside its writer into 'RuntimeError: ... unexpected pos'."""
+    from contextlib import contextmanager
+
+    from muse_fast.model import weights
+
+    real = weights.atomic_write
+
+    @contextmanager
+    def interrupted(path, mode):
+        with real(path, mode) as fh:
+            yield _SignalOnThirdWrite(fh)
+
+    monkeypatch.setattr(weights, "atomic_write", interrupted)
+    model, meta = load_weights()
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(tmp_path / "w.pt", model, meta, half=True)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    monkeypatch.setattr(weights, "atomic_write", real)
+    save_weights(tmp_path / "w.pt", model, meta, half=True)  # and an uninterrupted save still works
+    assert load_weights(tmp_path / "w.pt")[1].classes == meta.classes

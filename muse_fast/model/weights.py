@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from ..output.atomic import atomic_write
+from ..output.atomic import atomic_write, signals_held
 from ..post.classes import ClassName
 from .registry import MODELS, MuseNet, create_model
 from .weights_checks import FIX, check_classes, check_model_mpp, check_state_dict, check_tile_size
@@ -66,7 +66,7 @@ def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool
         payload["colours"] = [list(map(int, c)) for c in meta.colours]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb") as fh, signals_held():  # Ctrl-C inside torch.save would surface as its RuntimeError
         torch.save(payload, fh)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -46,6 +48,27 @@ def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
     for p in stale:
         remove_quietly(p)
     return stale
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held until the block ends, then handled as they would have been (Ctrl-C raises
+    KeyboardInterrupt there). For writers such as ``torch.save``, which turn an interrupt raised inside them into an
+    unrelated RuntimeError. Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # to the handler just put back
 
 
 def _open(path: Path, mode: str) -> IO:

@@ -69,7 +69,7 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
 @contextlib.contextmanager
 def out_dir_for_run(out_dir: str | Path) -> Iterator[Path]:
     """:func:`prepare_out_dir`; if the run then fails, the folders it created are removed again while they are still
-    empty, so a refused run leaves nothing behind (a folder that holds anything, such as checkpoints to resume, stays)."""
+    empty, so a refused run leaves nothing behind (a folder that holds anything, checkpoints to resume say, stays)."""
     out_dir = Path(out_dir)
     created = []
     folder = Path(os.path.abspath(out_dir))
