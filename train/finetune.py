@@ -86,6 +86,7 @@ class FinetuneConfig:
     scale_jitter: float = 0.2  # views at a random scale in [1 - x, 1 + x] around the model mpp
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the schedule's (e.g. 0.1 for a pretrained init)
     variety: float = 0.0  # probability of pale, stretched and packed nuclei per view (train.data.variety); 0 = off
+    variety_kinds: str = "pale,stretch,packed"  # which of them --variety draws (the others never)
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
     calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
@@ -99,7 +100,7 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
     """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels."""
     size = cfg.tile_size
     images, heats, offsets, masks, points, labels = [], [], [], [], [], []
-    variety = VarietyConfig.uniform(cfg.variety)
+    variety = VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)
     for i in rng.integers(0, len(samples), cfg.batch_size):
         s = samples[int(i)]
         if variety.active:  # else the views of before the option, draw for draw
@@ -218,6 +219,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     check_amp(cfg.amp, cfg.device)
     if cfg.steps < 1:
         raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
+    VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)  # a misspelt kind is refused before training
     if not cfg.backbone_lr_scale > 0:
         raise ConfigError(f"--backbone-lr-scale must be above 0, got {cfg.backbone_lr_scale}; 1 trains it as the rest")
     out = Path(cfg.out)

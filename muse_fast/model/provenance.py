@@ -26,6 +26,7 @@ RECIPE_KEYS = (
     "scale_jitter",
     "backbone_lr_scale",
     "variety",
+    "variety_kinds",
     "ema_momentum",
     "pseudo_rois",
 )

@@ -94,6 +94,28 @@ def test_real_views_and_a_training_batch(brca_dir):
     assert valid.sum() > 0 and set(labels[valid].tolist()) <= {0, 1, 2} and float(heat.max()) == 1.0
 
 
+def test_variety_kinds_name_the_kinds_drawn():
+    assert VarietyConfig.of_kinds(0.3, "pale,stretch,packed") == VarietyConfig.uniform(0.3)
+    assert VarietyConfig.of_kinds(0.3, " stretch, packed ") == VarietyConfig(stretch_p=0.3, packed_p=0.3)
+    image, xy, labels = _tissue()
+    views = {}
+    for name, cfg in [("kinds", VarietyConfig.of_kinds(1.0, "packed")), ("packed", VarietyConfig(packed_p=1.0))]:
+        views[name] = variety_view(image, xy, labels, 224, np.random.default_rng(3), cfg, 0.0)
+    pale = variety_view(image, xy, labels, 224, np.random.default_rng(3), VarietyConfig(pale_p=1.0), 0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(views["kinds"], views["packed"]))
+    assert len(views["kinds"][1]) > len(pale[1])  # packed adds labelled nuclei; pale does not
+
+
+@pytest.mark.parametrize("kinds", ["pale,strech", "", " , "])
+def test_a_misspelt_variety_kind_is_refused_before_training(tmp_path, kinds):
+    from muse_fast.errors import ConfigError
+
+    cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=2, variety=0.3, variety_kinds=kinds)
+    with pytest.raises(ConfigError, match="--variety-kinds") as err:
+        finetune(cfg, [], [])
+    assert len(str(err.value).splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_finetune_records_variety_in_its_provenance(brca_dir, tmp_path):
     train, val = load_split("train")[:2], load_split("val")[:1]
     cfg = FinetuneConfig(out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, variety=0.5)
@@ -102,6 +124,7 @@ def test_finetune_records_variety_in_its_provenance(brca_dir, tmp_path):
 
     _, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta.config["provenance"]["recipe"]["variety"] == 0.5
+    assert meta.config["provenance"]["recipe"]["variety_kinds"] == "pale,stretch,packed"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["variety"] == 0.5
 
 

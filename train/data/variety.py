@@ -20,9 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from muse_fast.errors import ConfigError
+
 from .augment import random_crop
 from .robust import random_scaled_crop
 from .stress import crowd, distance_to_points, elongate, from_hed, to_hed
+
+
+KINDS = ("pale", "stretch", "packed")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,18 @@ class VarietyConfig:
     def uniform(cls, p: float, mpp: float = 0.5) -> VarietyConfig:
         """Every kind with the same probability ``p``."""
         return cls(pale_p=p, stretch_p=p, packed_p=p, mpp=mpp)
+
+    @classmethod
+    def of_kinds(cls, p: float, kinds: str, mpp: float = 0.5) -> VarietyConfig:
+        """The ``kinds`` named (comma-separated, of :data:`KINDS`) with probability ``p``, the others never."""
+        names = [k.strip() for k in kinds.split(",") if k.strip()]
+        unknown = sorted(set(names) - set(KINDS))
+        if unknown or not names:
+            raise ConfigError(
+                f"--variety-kinds {kinds!r}: {'unknown ' + ', '.join(unknown) if unknown else 'none named'}; "
+                f"name one or more of {','.join(KINDS)}"
+            )
+        return cls(**{f"{k}_p": (p if k in names else 0.0) for k in KINDS}, mpp=mpp)
 
     @property
     def active(self) -> bool:
