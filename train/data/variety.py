@@ -26,7 +26,6 @@ from .augment import random_crop
 from .robust import random_scaled_crop
 from .stress import crowd, distance_to_points, elongate, from_hed, to_hed
 
-
 KINDS = ("pale", "stretch", "packed")
 
 
