@@ -383,7 +383,7 @@ def _bench(args) -> int:
 
 def _add_view(sub) -> None:
     p = sub.add_parser("view", help="look at a run's slides, nuclei and density maps in a browser (local server)")
-    p.add_argument("out_dir", type=Path, help="the --out folder of a muse-fast infer run")
+    p.add_argument("out_dir", type=path_arg, help="the --out folder of a muse-fast infer run")
     p.add_argument("slide", type=Path, nargs="?", default=None, help="the slide (or its folder) if it has moved")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
     p.add_argument(
@@ -399,6 +399,8 @@ def _view(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    if args.out_dir is EMPTY_PATH:
+        raise ConfigError("the output folder is empty; pass the --out folder of a muse-fast infer run")
     return view(args.out_dir, args.slide, args.host, args.port)
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..output.regular import is_regular
 
 MAX_POINTS = 200_000
 BIN_SCREEN_PX = 3  # side of an aggregation bin, in screen pixels
 MAX_BINS = 1_000_000
 MODE_POINTS, MODE_BINS = 0, 1
 MAX_COORD = 1e9  # far beyond any slide; keeps box arithmetic finite
+MAX_CLASSES = 255  # class ids go to the page as uint8
 
 
 @dataclass
@@ -134,6 +136,6 @@ def table_for(out_dir: Path, stem: str, listed: dict) -> Path | None:
     suffixes = ("parquet", "csv") if importlib.util.find_spec("pyarrow") else ("csv",)
     for suffix in suffixes:
         path = Path(out_dir) / f"{stem}.{suffix}"
-        if path.name in listed and path.is_file():
+        if path.name in listed and is_regular(path):  # never a file elsewhere through a link
             return path
     return None

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..output.regular import is_regular
 from ..post.classes import class_colour
-from .points import table_for
+from .points import MAX_CLASSES, table_for
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIX = ".manifest.json"
@@ -33,9 +35,7 @@ class SlideRun:
     @property
     def classes(self) -> tuple[str, ...]:
         """The model's classes in id order (weights adapted to other class sets bring their own)."""
-        model = self.manifest.get("fingerprint", {}).get("model", {})
-        names = model.get("classes") or sorted(self.manifest.get("per_class", {}))
-        return tuple(names)
+        return tuple(self.manifest["fingerprint"]["model"]["classes"])  # checked by manifest_problem
 
     def colours(self) -> list[tuple[int, int, int]]:
         return [class_colour(name, i) for i, name in enumerate(self.classes)]
@@ -44,15 +44,58 @@ class SlideRun:
         """``<stem>.<suffix>`` when the manifest lists it and it exists (never a path built from a request)."""
         name = f"{self.stem}.{suffix}"
         path = self.out_dir / name
-        return path if name in self.manifest.get("outputs", {}) and path.is_file() else None
+        return path if name in self.manifest.get("outputs", {}) and is_regular(path) else None  # never via a link
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(path: Path) -> tuple[dict | None, str]:
+    """The manifest, or None and why it cannot be shown."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("outputs"), dict) else None
+    except (OSError, ValueError) as exc:
+        return None, f"its manifest is unreadable ({type(exc).__name__})"
+    problem = manifest_problem(data)
+    return (None, f"its manifest has {problem}") if problem else (data, "")
+
+
+def _number(value, low: float = 0.0) -> bool:
+    """A finite number above ``low`` (booleans are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > low
+
+
+def manifest_problem(data) -> str | None:
+    """What makes ``data`` unusable as a finished run's manifest (the fields the viewer reads), or None."""
+    if not isinstance(data, dict) or not isinstance(data.get("outputs"), dict):
+        return "no list of outputs"
+    finger = data.get("fingerprint")
+    model = finger.get("model") if isinstance(finger, dict) else None
+    if not isinstance(model, dict):
+        return "no model in its fingerprint"
+    classes = model.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        return "no list of class names (written by an older muse-fast? rerun muse-fast infer)"
+    if len(classes) > MAX_CLASSES:
+        return f"{len(classes)} classes; the viewer shows at most {MAX_CLASSES}"
+    if any(k in model and not _number(model[k]) for k in ("tile_size", "mpp")):
+        return "a model tile_size or mpp that is not a positive number"
+    override = finger.get("mpp_override")
+    if override is not None and not _number(override):
+        return "an mpp_override that is not a positive number"
+    settings = finger.get("settings", {})
+    overlap = settings.get("overlap") if isinstance(settings, dict) else "bad"
+    if overlap is not None and not (
+        isinstance(overlap, int) and not isinstance(overlap, bool) and 0 <= overlap < model.get("tile_size", math.inf)
+    ):
+        return "an overlap that is not a whole number of pixels below the tile size"
+    per_class = data.get("per_class", {})
+    if not isinstance(per_class, dict) or not all(isinstance(v, int) and v >= 0 for v in per_class.values()):
+        return "per_class counts that are not whole numbers"
+    if not isinstance(data.get("nuclei", 0), int) or isinstance(data.get("nuclei"), bool):
+        return "a nuclei count that is not a whole number"
+    if data.get("area_mm2") is not None and not (_number(data["area_mm2"], -1e-12)):
+        return "an area that is not a number"
+    if not isinstance(data.get("slide", ""), str):
+        return "a slide path that is not text"
+    return None
 
 
 def _find_slide(manifest: dict, given: Path | None) -> Path | None:
@@ -61,7 +104,8 @@ def _find_slide(manifest: dict, given: Path | None) -> Path | None:
     if given is not None:
         candidates.append(given / recorded.name if given.is_dir() else given)
     candidates.append(recorded)
-    size = manifest.get("fingerprint", {}).get("file", {}).get("size")
+    file = manifest["fingerprint"].get("file")
+    size = file.get("size") if isinstance(file, dict) else None
     for path in candidates:
         if path.name == recorded.name and path.is_file():
             if size is not None and path.stat().st_size != size:
@@ -81,9 +125,10 @@ def find_runs(out_dir: Path, slide: Path | None = None) -> list[SlideRun]:
     runs, unfinished = [], []
     for path in sorted(out_dir.glob(f"*{MANIFEST_SUFFIX}")):
         stem = path.name[: -len(MANIFEST_SUFFIX)]
-        manifest = _read_manifest(path)
+        manifest, problem = _read_manifest(path)
         table = table_for(out_dir, stem, manifest["outputs"]) if manifest else None
         if manifest is None or table is None:
+            log.warning("%s is not shown: %s", stem, problem or "its nuclei table is missing or not a plain file")
             unfinished.append(stem)
             continue
         runs.append(SlideRun(stem, out_dir, manifest, table, _find_slide(manifest, slide)))

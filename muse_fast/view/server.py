@@ -12,6 +12,7 @@ Routes (all GET): ``/`` and ``/static/<file>``; ``/api/slides``; ``/api/slide/<s
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -25,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from ..errors import MuseError, one_line
+from ..errors import ConfigError, MuseError, one_line
 from .points import Box
 from .runs import SlideRun
 from .slide_state import SlideState
@@ -94,6 +95,7 @@ def _classes(query: dict, n: int) -> np.ndarray:
 class Handler(BaseHTTPRequestHandler):
     server_version = "muse-fast-view"
     app: ViewerApp  # set on the subclass made by make_server
+    bound_host: str = "127.0.0.1"  # likewise: the --host it listens on
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -102,6 +104,8 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
+        if not host_allowed(self.headers.get("Host"), self.bound_host):
+            return self._error(HTTPStatus.FORBIDDEN, "host refused: open the viewer by its address, as printed")
         raw = urlsplit(self.path)
         parts = [unquote(p) for p in raw.path.split("/")[1:]]
         if not raw.path.startswith("/") or any(p in (".", "..") or any(c in p for c in "/\\\0") for p in parts):
@@ -153,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._density(state, query)
         if kind == "layer" and len(rest) == 2 and rest[1] == "tissue.png":
             path = state.run.output("tissue.png")
-            if path is None:
+            if path is None or state.tissue_mask is None:  # none, or not a readable PNG
                 raise KeyError(rest[1])
             return self._file(path)
         raise KeyError(kind)
@@ -235,13 +239,43 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(app: ViewerApp, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A threading server bound to ``host:port`` (0: any free port) answering for ``app``."""
-    handler = type("ViewerHandler", (Handler,), {"app": app})
+    """A threading server bound to ``host:port`` (0: any free port) answering for ``app``; a :class:`ConfigError`
+    in one line when it cannot listen there (the port taken, an address not of this machine)."""
+    if not host.strip():
+        raise ConfigError("--host is empty; leave it out to listen on 127.0.0.1 (this machine only)")
+    handler = type("ViewerHandler", (Handler,), {"app": app, "bound_host": host})
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("ViewerServer", (ThreadingHTTPServer,), {"address_family": family})
-    server = server_class((host, port), handler)
+    try:
+        server = server_class((host, port), handler)
+    except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, socket.gaierror for a name that does not resolve
+        taken = exc.errno == errno.EADDRINUSE
+        fix = "pass another --port (0 picks a free one)" if taken else "pass an address of this machine to --host"
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}") from None
     server.daemon_threads = True
     return server
+
+
+def host_allowed(header: str | None, bound_host: str) -> bool:
+    """Whether a request's ``Host`` names this server: ``localhost``, an IP address, or the --host it listens on.
+
+    Any other name is refused, so that a web page whose domain is made to resolve to this machine (DNS rebinding)
+    cannot read the slides through the user's browser. A request without ``Host`` (HTTP/1.0) is let through."""
+    if header is None:
+        return True
+    try:
+        name = urlsplit(f"//{header}").hostname
+    except ValueError:
+        return False
+    if not name:
+        return False
+    if name in ("localhost", bound_host.lower().strip("[]")):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:

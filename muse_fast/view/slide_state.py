@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 
@@ -15,6 +16,8 @@ from ..output.density import CELL_MM2, DensityGrid, class_densities
 from .points import PointTable
 from .runs import SlideRun
 from .tiles import TILE, DeepZoom
+
+log = logging.getLogger(__name__)
 
 
 class SlideState:
@@ -88,13 +91,25 @@ class SlideState:
         ys = np.array(axis_starts(math.ceil(h / scale), size, int(overlap))) * scale
         x, y = (a.ravel() for a in np.meshgrid(xs, ys))
         side = size * scale
-        mask_path = self.run.output("tissue.png")
-        if mask_path is not None:
-            mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+        mask = self.tissue_mask
+        if mask is not None:
             tissue = TissueMask(mask, w / mask.shape[1])  # the downsample io.tissue.detect_tissue sets
             ok = [tissue.fraction_in(x0, y0, x0 + side, y0 + side) > 0 for x0, y0 in zip(x, y)]
             x, y = x[ok], y[ok]
         return {"side": side, "tiles": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(x, y)]}
+
+    @functools.cached_property
+    def tissue_mask(self) -> np.ndarray | None:
+        """The run's tissue mask (True: tissue), or None when it has none or its PNG cannot be read (then said once)."""
+        path = self.run.output("tissue.png")
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("L")) > 127
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            log.warning("%s: its tissue mask cannot be read (%s); the tissue layer is off", self.run.stem, exc)
+            return None
 
     def info(self) -> dict:
         """Everything the page needs before it draws: size, levels, classes with counts and densities, layers."""
@@ -122,7 +137,7 @@ class SlideState:
             "classes": classes,
             "unreadable_regions": manifest.get("unreadable_regions", []),
             "tile_grid": self.tile_grid,
-            "tissue": run.output("tissue.png") is not None,
+            "tissue": self.tissue_mask is not None,
             "density_cell_mm2": CELL_MM2 if self.mpp() else None,
         }
 

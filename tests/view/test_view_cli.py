@@ -3,6 +3,7 @@
 import json
 import shutil
 import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -165,3 +166,133 @@ def test_the_csv_is_read_when_there_is_no_parquet(cmu_run, tmp_path):
     np.testing.assert_allclose(csv_table.x, parquet_table.x, atol=0.006)  # the CSV has 2 decimals
     assert (csv_table.class_id == parquet_table.class_id).all()
     np.testing.assert_allclose(csv_table.score, parquet_table.score, atol=6e-5)
+
+
+def _copy_run(cmu_run, out, edit=None):
+    """A copy of the CMU run in ``out``, its manifest changed by ``edit`` (a function of the dict)."""
+    shutil.copytree(cmu_run, out)
+    path = out / f"{STEM}.manifest.json"
+    manifest = json.loads(path.read_text())
+    if edit is not None:
+        edit(manifest)
+    path.write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_link_in_the_run_folder_is_never_followed(cmu_run, tmp_path):
+    """A tissue PNG or a table replaced by a link to a file elsewhere was served (the viewer followed it)."""
+    out = _copy_run(cmu_run, tmp_path / "out")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET")
+    (out / f"{STEM}.tissue.png").unlink()
+    (out / f"{STEM}.tissue.png").symlink_to(secret)
+    server, app, url = start_server(out)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/api/layer/{STEM}/tissue.png")
+        assert err.value.code == 404
+        with urllib.request.urlopen(f"{url}/api/slide/{STEM}") as reply:
+            assert json.loads(reply.read())["tissue"] is False
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
+    for table in ("parquet", "csv"):  # both tables links: the run is not shown at all
+        (out / f"{STEM}.{table}").rename(tmp_path / f"real.{table}")
+        (out / f"{STEM}.{table}").symlink_to(tmp_path / f"real.{table}")
+    with pytest.raises(InputError, match="no finished run"):
+        find_runs(out)
+
+
+def test_requests_under_another_host_name_are_refused(cmu_run):
+    """DNS rebinding: a page whose domain resolves to 127.0.0.1 must not read the slides through the browser."""
+    server, app, url = start_server(cmu_run)
+    port = server.server_address[1]
+    try:
+        for host, status in [
+            (f"attacker.example:{port}", 403),
+            ("attacker.example", 403),
+            (f"localhost:{port}", 200),
+            (f"127.0.0.1:{port}", 200),
+            (f"[::1]:{port}", 200),
+        ]:
+            request = urllib.request.Request(f"{url}/api/slides", headers={"Host": host})
+            try:
+                with urllib.request.urlopen(request) as reply:
+                    got = reply.status
+            except urllib.error.HTTPError as exc:
+                got = exc.code
+            assert got == status, host
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
+    from muse_fast.view.server import host_allowed
+
+    assert host_allowed("myhost.lab:8765", "myhost.lab") and not host_allowed("other.lab:8765", "myhost.lab")
+    assert host_allowed(None, "127.0.0.1") and not host_allowed("", "127.0.0.1") and not host_allowed("[", "::1")
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda m: m["fingerprint"]["model"].pop("classes"), "no list of class names"),
+        (lambda m: m.__setitem__("fingerprint", []), "no model in its fingerprint"),
+        (lambda m: m.__setitem__("nuclei", "many"), "nuclei count"),
+        (lambda m: m.__setitem__("per_class", [1, 2]), "per_class"),
+        (lambda m: m.__setitem__("area_mm2", "x"), "area"),
+        (lambda m: m["fingerprint"]["model"].__setitem__("classes", [{"a": 1}]), "class names"),
+        (lambda m: m["fingerprint"].__setitem__("mpp_override", -0.5), "mpp_override"),
+        (lambda m: m["fingerprint"].__setitem__("mpp_override", "0.5"), "mpp_override"),
+        (lambda m: m["fingerprint"]["settings"].__setitem__("overlap", 500), "overlap"),
+        (lambda m: m["fingerprint"]["model"].__setitem__("classes", [f"c{i}" for i in range(300)]), "at most 255"),
+    ],
+)
+def test_a_damaged_manifest_is_skipped_with_a_warning_and_good_runs_still_show(cmu_run, tmp_path, caplog, edit, why):
+    """One bad manifest made /api/slides a 500 for every slide in the folder, or the viewer fail to start."""
+    out = _copy_run(cmu_run, tmp_path / "out", edit)
+    with pytest.raises(InputError, match="no finished run"):
+        find_runs(out)
+    assert why in caplog.text and STEM in caplog.text
+    good = "good"
+    for suffix in ("csv", "parquet", "tissue.png", "manifest.json"):
+        shutil.copy(cmu_run / f"{STEM}.{suffix}", out / f"{good}.{suffix}")
+    manifest = json.loads((out / f"{good}.manifest.json").read_text())
+    manifest["outputs"] = {k.replace(STEM, good): v for k, v in manifest["outputs"].items()}
+    (out / f"{good}.manifest.json").write_text(json.dumps(manifest))
+    assert [r.stem for r in find_runs(out)] == [good]
+
+
+def test_a_damaged_tissue_mask_turns_the_layer_off(cmu_run, tmp_path, caplog):
+    out = _copy_run(cmu_run, tmp_path / "out")
+    (out / f"{STEM}.tissue.png").write_bytes(b"not a png")
+    server, app, url = start_server(out)
+    try:
+        with urllib.request.urlopen(f"{url}/api/slide/{STEM}") as reply:
+            info = json.loads(reply.read())
+        assert info["tissue"] is False and info["tile_grid"]["tiles"]  # the whole grid, unmasked
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/api/layer/{STEM}/tissue.png")
+        assert err.value.code == 404
+        assert "tissue mask cannot be read" in caplog.text
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
+
+
+def test_a_taken_port_an_address_not_here_and_empty_values_are_one_line(cmu_run, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["view", str(cmu_run), "--port", str(port)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "another --port" in err
+    assert main(["view", str(cmu_run), "--host", "no.such.host.invalid", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--host" in err
+    assert main(["view", str(cmu_run), "--host", "", "--port", "0"]) == 2
+    assert "--host is empty" in capsys.readouterr().err
+    assert main(["view", ""]) == 2
+    assert "output folder is empty" in capsys.readouterr().err
