@@ -10,9 +10,9 @@ from muse_fast.errors import OutputError
 from muse_fast.output.regular import kind, new_file_refused
 
 
-def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -> None:
-    """Refuse ``path`` unless it is a new file (or, with ``overwrite``, a regular file) in a folder we can write
-    (probed with a hidden file).
+def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse ``path`` unless it is a new file (or, with ``overwrite``, a regular file other than one of ``inputs``,
+    the files the export reads) in a folder we can write (probed with a hidden file).
 
     An existing file is the user's until they say otherwise (``--overwrite``). A symlink, folder, FIFO, socket or
     device node at ``path`` is refused (never followed or replaced), as are an empty path, a path under a file, and a
@@ -33,6 +33,9 @@ def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -
         )
     if found is None and os.path.lexists(path) and not overwrite:
         raise OutputError(f"{flag} {path} already exists; pass --overwrite to replace it, or another path")
+    for source in inputs:
+        if _same_file(path, source):
+            raise OutputError(f"{flag} {path} is the weights file the export reads; pass another path")
     folder = path.parent
     while not os.path.lexists(folder) and folder != folder.parent:
         folder = folder.parent
@@ -43,3 +46,11 @@ def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False) -
         raise OutputError(
             f"{flag} {path} cannot be written: {folder} refuses new files ({refused.strerror}); pass a writable folder"
         )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names (a hard link or a second path to it), or one path not yet created twice."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

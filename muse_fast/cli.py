@@ -319,9 +319,19 @@ def _export(args) -> int:
     from muse_fast.export.onnx import INPUT_NAME, export_onnx
     from muse_fast.export.out_file import check_export_out
 
-    check_export_out(args.out, overwrite=args.overwrite)  # before minutes of work; trt also writes the ONNX beside it
-    if args.format == "trt":
-        check_export_out(args.out.with_suffix(".onnx"), "--out (its .onnx beside it)", args.overwrite)
+    from .errors import ConfigError
+    from .model.weights import resolve_weights
+
+    source = (resolve_weights(args.weights),)  # never replaced, --overwrite or not
+    check_export_out(args.out, overwrite=args.overwrite, inputs=source)  # before minutes of work
+    if args.format == "trt":  # it also writes the ONNX beside the engine
+        if args.out.suffix.lower() == ".onnx":
+            raise ConfigError(f"--out {args.out}: a TensorRT engine is written beside its ONNX; name it *.engine")
+        if not 1 <= args.opt_batch <= args.max_batch:
+            raise ConfigError(
+                f"--opt-batch {args.opt_batch} and --max-batch {args.max_batch}: need 1 <= opt <= max (defaults 16, 64)"
+            )
+        check_export_out(args.out.with_suffix(".onnx"), "--out (its .onnx beside it)", args.overwrite, source)
     if args.fused_post:
         return _export_fused(args)
     if args.format == "onnx":

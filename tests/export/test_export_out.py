@@ -92,3 +92,30 @@ def test_an_existing_file_is_the_users_until_overwrite(tmp_path, capsys, monkeyp
     # with --overwrite the check passes and the export starts (here it is interrupted at once: exit 130)
     assert main(["export", "--out", str(mine), "--overwrite"]) == 130
     assert wrote == [mine] and mine.read_text() == "the user's"
+
+
+def test_the_weights_read_are_never_the_out_even_with_overwrite(tmp_path, capsys):
+    """``export --weights w.pt --out w.pt --overwrite`` replaced the trained weights with the ONNX file."""
+    from muse_fast.model.weights import DEFAULT_WEIGHTS
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    os.link(weights, tmp_path / "same.pt")
+    for out in (weights, tmp_path / "same.pt", tmp_path / "sub" / ".." / "w.pt"):
+        err = _refused(capsys, str(out), "--weights", str(weights), "--overwrite")
+        assert "is the weights file the export reads" in err
+    err = _refused(capsys, str(DEFAULT_WEIGHTS), "--overwrite")  # the shipped default, read when --weights is left out
+    assert "is the weights file the export reads" in err
+    assert weights.read_bytes() == DEFAULT_WEIGHTS.read_bytes()
+
+
+def test_a_tensorrt_engine_named_onnx_and_a_bad_batch_profile_are_refused_first(tmp_path, capsys):
+    for flags, says in [
+        (["--out", str(tmp_path / "m.onnx"), "--format", "trt"], "name it *.engine"),
+        (["--out", str(tmp_path / "m.engine"), "--format", "trt", "--opt-batch", "0"], "need 1 <= opt <= max"),
+        (["--out", str(tmp_path / "m.engine"), "--format", "trt", "--opt-batch", "32", "--max-batch", "8"], "opt <= max"),
+    ]:
+        assert main(["export", *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
