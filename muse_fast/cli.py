@@ -260,7 +260,7 @@ def _infer(args) -> int:
     from .errors import ConfigError
     from .output.folder import out_dir_for_run
     from .post.decode import DecodeConfig
-    from .runtime.cohort import collect_jobs, engine_fingerprint, finish_cohort, run_job
+    from .runtime.cohort import check_inputs_not_outputs, collect_jobs, engine_fingerprint, finish_cohort, run_job
     from .runtime.pipeline import output_stem
 
     if args.ray is not None and not args.ray.strip():
@@ -274,6 +274,7 @@ def _infer(args) -> int:
         raise ConfigError(
             f"several inputs would write the same outputs ({', '.join(clash)}); run them into separate --out folders"
         )
+    check_inputs_not_outputs(jobs, args.out, stems)
     decode = DecodeConfig() if args.threshold is None else DecodeConfig(threshold=args.threshold)
     cfg = InferConfig(
         out_dir=args.out,

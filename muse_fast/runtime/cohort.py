@@ -1,8 +1,9 @@
 """A cohort: its slides (files; folders: their supported files, sorted; CSV lists: ``path[,mpp]``), one slide run and
 recorded (locally or on a Ray worker, the same way), and ``run_summary.json``.
 
-A folder's slides never include muse-fast's own outputs (``*.overlay.png``, ``*.tissue.png``, ``*.density.png``, and
-any file a manifest in the folder lists), so ``--out`` may be the input folder, run after run.
+A folder's slides never include muse-fast's own outputs (any file a manifest in the folder lists, and
+``*.overlay.png``, ``*.tissue.png``, ``*.density.png`` beside their slide's table), so ``--out`` may be the input
+folder, run after run; nor do slides named one by one, and no slide's output may be another input of the run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,13 @@ class SlideJob:
     mpp: float | None = None  # per-slide override (CSV column ``mpp``)
 
 
-def _is_slide(path: Path) -> bool:
+def _slide_named(path: Path) -> bool:
     name = path.name.lower()
-    return path.is_file() and not name.startswith(".") and any(name.endswith(s) for s in SUPPORTED_SUFFIXES)
+    return not name.startswith(".") and any(name.endswith(s) for s in SUPPORTED_SUFFIXES)
+
+
+def _is_slide(path: Path) -> bool:
+    return _slide_named(path) and path.is_file()
 
 
 def read_slide_list(path: Path) -> list[SlideJob]:
@@ -41,9 +47,15 @@ def read_slide_list(path: Path) -> list[SlideJob]:
     and an optional ``mpp`` column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            if reader.fieldnames:  # 'path, mpp' and 'Path,MPP' as spreadsheets write them
+                reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
+            rows = list(reader)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path.name} is not UTF-8 text (byte {exc.start}); save the list as CSV UTF-8") from None
+    unknown = [repr(name) for name in (rows[0] if rows else {}) if name is not None and name not in ("path", "mpp")]
+    if unknown and "path" in rows[0]:
+        log.warning("%s: ignoring the columns %s (only path and mpp are read)", path.name, ", ".join(unknown))
     if not rows or "path" not in rows[0]:
         raise InputError(
             f"{path.name} must be a CSV with a 'path' column (and optionally 'mpp'); got "
@@ -89,14 +101,38 @@ def listed_outputs(folder: Path) -> set[str]:
     return names
 
 
+def written_by_us(path: Path, listed: set[str]) -> bool:
+    """Whether ``path`` is one of muse-fast's outputs: a manifest in its folder lists it, or it has an output image's
+    suffix and either says so itself (the PNG's Software text) or lies beside its slide's table or manifest (images
+    of versions before the text). A user's ``b.tissue.png`` is not."""
+    if path.name in listed:
+        return True
+    name = path.name.lower()
+    suffix = next((s for s in OWN_IMAGE_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        return False
+    from .outputs import png_is_ours
+
+    stem = path.name[: -len(suffix)]
+    return png_is_ours(path) or any((path.parent / f"{stem}.{kind}").exists() for kind in ("csv", "manifest.json"))
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(printable(p.name) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
 def folder_slides(folder: Path) -> list[Path]:
-    """The slides in ``folder``, sorted: its supported files, less muse-fast's own outputs (one line names those)."""
-    found = sorted(p for p in folder.iterdir() if _is_slide(p))
+    """The slides in ``folder``, sorted: its supported files, less muse-fast's own outputs (one line names those, and
+    one the entries with a slide's name that are no readable file: broken links, folders, FIFOs)."""
+    named = sorted(p for p in folder.iterdir() if _slide_named(p))
+    found = [p for p in named if p.is_file() and is_regular(p.resolve())]
+    odd = [p for p in named if p not in found]
+    if odd:
+        log.warning("%s: not taking %d entries that are not readable files (%s)", folder, len(odd), _names(odd))
     listed = listed_outputs(folder) if found else set()
-    ours = [p for p in found if p.name in listed or p.name.lower().endswith(OWN_IMAGE_SUFFIXES)]
+    ours = [p for p in found if written_by_us(p, listed)]
     if ours:
-        names = ", ".join(p.name for p in ours[:3]) + (", ..." if len(ours) > 3 else "")
-        log.info("%s: not taking %d files that muse-fast wrote for slides (%s)", folder, len(ours), names)
+        log.info("%s: not taking %d files that muse-fast wrote for slides (%s)", folder, len(ours), _names(ours))
     slides = [p for p in found if p not in ours]
     if not slides:
         mine = f"; the {len(ours)} images there are muse-fast's outputs" if ours else ""
@@ -105,16 +141,48 @@ def folder_slides(folder: Path) -> list[Path]:
 
 
 def collect_jobs(inputs: list[Path]) -> list[SlideJob]:
-    """Expand folders and CSV lists; missing paths stay in the list (they fail, and are reported, per slide)."""
+    """Expand folders and CSV lists; missing paths stay in the list (they fail, and are reported, per slide). A file
+    named on the command line that muse-fast wrote (an overlay, a density map: :func:`written_by_us`) is left out
+    with one line, as in a folder; a CSV of muse-fast's is named as such."""
     jobs: list[SlideJob] = []
+    ours: list[Path] = []
     for item in inputs:
         if item.is_dir():
             jobs.extend(SlideJob(p) for p in folder_slides(item))
         elif item.suffix.lower() == ".csv" and item.is_file():
+            if written_by_us(item, listed_outputs(item.parent)):
+                raise InputError(
+                    f"{item.name} is a nuclei table that muse-fast wrote, not a list of slides; pass the slides"
+                )
             jobs.extend(read_slide_list(item))
+        elif item.is_file() and written_by_us(item, listed_outputs(item.parent)):
+            ours.append(item)
         else:
             jobs.append(SlideJob(item))
+    if ours:
+        log.warning("not taking %d files that muse-fast wrote for slides (%s)", len(ours), _names(ours))
+    if not jobs:
+        raise InputError(f"no slides to run: {_names(ours)} are muse-fast's outputs; pass the slides themselves")
     return jobs
+
+
+def check_inputs_not_outputs(jobs: list[SlideJob], out_dir: Path, stems: list[str]) -> None:
+    """Refuse a run in which one slide's output name is another input (``a.png`` and the user's ``a.overlay.png``
+    into the same folder): even with --overwrite, an input of the run is never written over."""
+    from .ownership import output_names
+
+    inputs = {os.path.abspath(j.path): j.path for j in jobs}
+    for job, stem in zip(jobs, stems):
+        for name in output_names(stem):
+            target = os.path.abspath(out_dir / name)
+            clash = inputs.get(target)
+            if clash is None:
+                clash = next((p for p in inputs.values() if _same_file(p, out_dir / name)), None)
+            if clash is not None:
+                raise InputError(
+                    f"{printable(clash.name)} is an input of this run and the name of an output of "
+                    f"{printable(job.path.name)}; run them into another --out, or rename one"
+                )
 
 
 def failed_summary(job: SlideJob, exc: BaseException) -> SlideSummary:
@@ -155,3 +223,10 @@ def finish_cohort(cfg: InferConfig, summaries: list[SlideSummary], fingerprint: 
     failed = sum(s.status == "failed" for s in summaries)
     print(f"{len(summaries) - failed}/{len(summaries)} slides done; summary: {printable(str(path))}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -98,7 +98,29 @@ def write_outputs(
         images.append((out_dir / f"{stem}.tissue.png", mask.to_png()))
     images.append((out_dir / f"{stem}.density.png", density.image(classes)))
     for target, image in images:
-        with staged.open(target, "wb") as fh:
-            image.save(fh, format="PNG", compress_type=3)  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
+        with staged.open(target, "wb") as fh:  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
+            image.save(fh, format="PNG", compress_type=3, pnginfo=_signed())
         files.append(target)
     return WrittenOutputs({c: int(n) for c, n in zip(classes, counts)}, blank, files)
+
+
+PNG_SOFTWARE = "muse-fast"  # the PNG images' Software text: how a later run knows them for its own outputs
+
+
+def _signed():
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)
+    return info
+
+
+def png_is_ours(path: Path) -> bool:
+    """Whether ``path`` is a PNG that muse-fast wrote (its Software text, read from the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == PNG_SOFTWARE
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False

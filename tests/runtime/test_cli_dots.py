@@ -3,8 +3,10 @@
 import json
 import logging
 
+import numpy as np
 import pytest
 from dot_cli import build_dot_engine
+from PIL import Image
 
 import muse_fast.cli as cli
 
@@ -116,3 +118,75 @@ def test_bench_repeat_runs_the_slide_again_in_the_process(small_dots, capsys):
     assert len(later) == 2 and all(r["end_to_end_s"] > 0 and 0 < r["pipeline_efficiency"] for r in later)
     assert cli.main(["bench", str(small_dots), "--repeat", "0"]) == 2
     assert "--repeat must be 1 or more" in capsys.readouterr().err
+
+
+def _slides(small_dots, folder, *names):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(small_dots.read_bytes())
+    return folder
+
+
+def test_an_input_is_never_an_output_of_the_same_run_even_with_overwrite(small_dots, tmp_path, capsys):
+    """``infer d/a.tif d/a.overlay.png --out d --overwrite`` wrote a's overlay over the user's image, then ran it."""
+    d = _slides(small_dots, tmp_path / "d", "a.tif")
+    users = tmp_path / "d" / "a.overlay.png"
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(users)
+    before = users.read_bytes()
+    assert cli.main(["infer", str(d / "a.tif"), str(users), "--out", str(d), "--overwrite", "--mpp", "0.5", *ARGS]) == 2
+    err = _err(capsys)
+    assert "a.overlay.png is an input of this run and the name of an output of a.tif" in err, err
+    assert users.read_bytes() == before and sorted(p.name for p in d.iterdir()) == ["a.overlay.png", "a.tif"]
+
+
+def test_outputs_named_one_by_one_are_left_out_and_a_users_image_with_an_output_suffix_is_taken(
+    small_dots, tmp_path, capsys, caplog
+):
+    d = _slides(small_dots, tmp_path / "d", "x.tif")
+    assert cli.main(["infer", str(d), "--out", str(d), *ARGS]) == 0
+    ours = [d / "x.overlay.png", d / "x.density.png", d / "x.tissue.png"]
+    ours = [p for p in ours if p.exists()]
+    assert len(ours) >= 2
+    from muse_fast.runtime.outputs import png_is_ours
+
+    assert all(png_is_ours(p) for p in ours) and not png_is_ours(d / "x.tif")  # each says so in its Software text
+    with caplog.at_level(logging.WARNING):  # a glob names the outputs too: they are not slides
+        assert cli.main(["infer", *map(str, sorted(d.glob("*.png"))), str(d / "x.tif"), "--out", str(d), *ARGS]) == 0
+    assert f"not taking {len(ours)} files that muse-fast wrote" in caplog.text
+    assert not list(d.glob("*.overlay.overlay.png"))
+    assert cli.main(["infer", str(ours[0]), "--out", str(d), *ARGS]) == 2
+    assert "are muse-fast's outputs; pass the slides themselves" in _err(capsys)
+    assert cli.main(["infer", str(d / "x.csv"), "--out", str(d), *ARGS]) == 2
+    assert "x.csv is a nuclei table that muse-fast wrote, not a list of slides" in _err(capsys)
+    users = _slides(small_dots, tmp_path / "users", "b.tissue.tif")  # no slide b, no manifest: the user's image
+    Image.open(small_dots).save(users / "c.overlay.png")
+    from muse_fast.runtime.cohort import folder_slides
+
+    assert [p.name for p in folder_slides(users)] == ["b.tissue.tif", "c.overlay.png"]
+
+
+def test_folder_entries_that_are_no_readable_files_are_named(small_dots, tmp_path, caplog):
+    import os
+
+    from muse_fast.runtime.cohort import folder_slides
+
+    d = _slides(small_dots, tmp_path / "d", "good.tif")
+    (d / "gone.svs").symlink_to(tmp_path / "unmounted" / "slide.svs")
+    (d / "dir.svs").mkdir()
+    os.mkfifo(d / "fifo.tif")
+    with caplog.at_level(logging.WARNING):
+        assert [p.name for p in folder_slides(d)] == ["good.tif"]
+    assert "not taking 3 entries that are not readable files (dir.svs, fifo.tif, gone.svs)" in caplog.text
+
+
+def test_a_csv_header_as_spreadsheets_write_it(small_dots, tmp_path, caplog):
+    """``path, mpp`` and ``Path,MPP`` lost the mpp column silently (slides then ran at their own resolution)."""
+    from muse_fast.runtime.cohort import read_slide_list
+
+    for header in ("path, mpp", "Path,MPP", " PATH , Mpp "):
+        listing = tmp_path / "list.csv"
+        listing.write_text(f"{header},patient\n{small_dots}, 0.5,p1\n")
+        with caplog.at_level(logging.WARNING):
+            jobs = read_slide_list(listing)
+        assert [(j.path, j.mpp) for j in jobs] == [(small_dots, 0.5)], header
+        assert "ignoring the columns 'patient'" in caplog.text
