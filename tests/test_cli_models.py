@@ -27,3 +27,20 @@ def test_models_says_which_architectures_have_shipped_weights(capsys):
     assert listed[meta.model]["shipped_weights"] == [DEFAULT_WEIGHTS.name] and listed[meta.model]["default"]
     assert not any(entry["default"] for name, entry in listed.items() if name != meta.model)
     assert all(entry["description"] for entry in listed.values())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "lfs pointer"])
+def test_a_damaged_shipped_weights_file_is_one_line(tmp_path, monkeypatch, capsys, damage):
+    """A truncated file or a git-lfs pointer in the package's weights folder made ``models`` a traceback."""
+    from muse_fast.model import catalog
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    data = DEFAULT_WEIGHTS.read_bytes()
+    bad = data[: len(data) // 2] if damage == "truncated" else b"version https://git-lfs.github.com/spec/v1\n"
+    (folder / DEFAULT_WEIGHTS.name).write_bytes(bad)
+    monkeypatch.setattr(catalog, "SHIPPED_WEIGHTS_DIR", folder)
+    monkeypatch.setattr(catalog.shipped_weights, "__defaults__", (folder,))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be read" in err and "reinstall muse-fast" in err, err

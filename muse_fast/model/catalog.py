@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import WeightsError
 from .provenance import file_provenance
 from .registry import MODELS
 from .weights import DEFAULT_WEIGHTS
@@ -17,8 +18,14 @@ def shipped_weights(folder: Path = SHIPPED_WEIGHTS_DIR) -> dict[str, list[str]]:
     """Architecture name -> the weights files in ``folder`` (the package's) that hold it, by file name."""
     found: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*.pt")):
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads only the metadata
-        found.setdefault(str(payload.get("model")), []).append(path.name)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads only the metadata
+            model = payload["model"]
+        except Exception as exc:  # noqa: BLE001 - truncated, damaged, not a weights file: the install is broken
+            raise WeightsError(
+                f"the shipped weights file {path} cannot be read ({type(exc).__name__}); reinstall muse-fast"
+            ) from None
+        found.setdefault(str(model), []).append(path.name)
     return found
 
 

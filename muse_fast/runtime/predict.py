@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..io.tiling import Tile, tile_grid
 from ..model.registry import DenseOutputs
 from ..post.decode import DecodeConfig, decode_batch
@@ -155,7 +156,9 @@ def predict_image(
     features: bool = False,
 ) -> Nuclei:
     """Nuclei of an RGB ``uint8 [H, W, 3]`` image already at the model's mpp (coordinates in its pixels); with
-    ``features``, ``Nuclei.feat`` holds their point features (float32, the classifier's input)."""
+    ``features``, ``Nuclei.feat`` holds their point features (float32, the classifier's input); anything else is an
+    :class:`InputError` (16-bit or float pixels would wrap or vanish in the network's uint8 input)."""
+    check_rgb8(image)
     h, w = image.shape[:2]
     tiles = tile_grid(w, h, tile_size, overlap)
     parts = []
@@ -165,3 +168,14 @@ def predict_image(
         ids = list(range(i, i + len(chunk)))
         parts.append(decode_tiles(engine, chunk, ids, batch, cfg, stride, features=features))
     return merge_in_memory(Nuclei.concat(parts), tiles)
+
+
+def check_rgb8(image) -> None:
+    """An :class:`InputError` naming what ``image`` is unless it is a ``uint8 [H, W, 3]`` numpy array."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"the image must be a numpy array (uint8, [H, W, 3]), got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(
+            f"the image must be RGB uint8 [H, W, 3], got {image.dtype} {list(image.shape)}; convert it first "
+            f"(PIL: .convert('RGB'); 16-bit: (x >> 8).astype(np.uint8); floats in 0..1: (x * 255).round())"
+        )

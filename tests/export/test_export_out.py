@@ -113,7 +113,7 @@ def test_a_tensorrt_engine_named_onnx_and_a_bad_batch_profile_are_refused_first(
     for flags, says in [
         (["--out", str(tmp_path / "m.onnx"), "--format", "trt"], "name it *.engine"),
         (["--out", str(tmp_path / "m.engine"), "--format", "trt", "--opt-batch", "0"], "need 1 <= opt <= max"),
-        (["--out", str(tmp_path / "m.engine"), "--format", "trt", "--opt-batch", "32", "--max-batch", "8"], "opt <= max"),
+        (["--out", str(tmp_path / "m.engine"), "--format", "trt", "--opt-batch", "32", "--max-batch", "8"], "<= max"),
     ]:
         assert main(["export", *flags]) == 2
         err = capsys.readouterr().err.strip()

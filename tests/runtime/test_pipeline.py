@@ -235,3 +235,23 @@ def test_checkpoints_beyond_a_million_batches_are_ours(tmp_path):
     assert foreign_entries(folder) == []
     remove_checkpoints(folder)
     assert not folder.exists()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((300, 300, 3), np.uint16),  # wrapped modulo 256
+        np.zeros((300, 300, 3), np.float32),  # 0..1 floats: no nuclei, silently
+        np.zeros((300, 300, 4), np.uint8),
+        np.zeros((300, 300), np.uint8),
+        np.zeros((3, 300, 300), np.uint8),
+        [[[0, 0, 0]]],
+    ],
+)
+def test_predict_image_refuses_what_is_not_rgb_uint8_in_one_line(image):
+    from muse_fast.post.decode import DecodeConfig
+    from muse_fast.runtime.predict import predict_image
+
+    with pytest.raises(InputError, match="uint8") as err:
+        predict_image(DotEngine(), image, 224, 32, DecodeConfig())
+    assert len(str(err.value).splitlines()) == 1
