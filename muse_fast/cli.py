@@ -260,7 +260,14 @@ def _infer(args) -> int:
     from .errors import ConfigError
     from .output.folder import out_dir_for_run
     from .post.decode import DecodeConfig
-    from .runtime.cohort import check_inputs_not_outputs, collect_jobs, engine_fingerprint, finish_cohort, run_job
+    from .runtime.cohort import (
+        check_inputs_not_outputs,
+        collect_jobs,
+        engine_fingerprint,
+        finish_cohort,
+        retry_busy,
+        run_job,
+    )
     from .runtime.pipeline import output_stem
 
     if args.ray is not None and not args.ray.strip():
@@ -313,6 +320,9 @@ def _infer(args) -> int:
             summary = run_job(job, engine, meta, cfg, fingerprint, single=len(jobs) == 1)
             summaries.append(summary)
             print(summary.line(), file=sys.stderr)
+        for i in retry_busy(summaries):  # slides another run held: it may have finished them meanwhile
+            summaries[i] = run_job(jobs[i], engine, meta, cfg, fingerprint)
+            print(summaries[i].line(), file=sys.stderr)
         return finish_cohort(cfg, summaries, fingerprint) if len(jobs) > 1 else 0
 
 

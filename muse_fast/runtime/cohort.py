@@ -203,6 +203,14 @@ def run_job(job: SlideJob, engine, meta, cfg: InferConfig, fingerprint: dict, si
         return failed_summary(job, exc)
 
 
+def retry_busy(summaries: list[SlideSummary]) -> list[int]:
+    """Which slides of a cohort failed only because another muse-fast run held them: worth one more look at the end
+    (that run may have finished them, and then they count as done, not failed, in ``run_summary.json``)."""
+    from .lock import BUSY
+
+    return [i for i, s in enumerate(summaries) if s.status == "failed" and BUSY in s.error]
+
+
 def engine_fingerprint(engine, sha: str) -> dict:
     """What a run's engine adds to every slide's fingerprint (run_slide adds the file's identity and the settings)."""
     from .fingerprint import precision_fingerprint

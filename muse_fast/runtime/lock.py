@@ -23,6 +23,7 @@ from ..output.regular import check_regular, kind, not_regular_error
 
 OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 LOCK_ROLE = "the lock file of muse-fast"
+BUSY = "is being processed by another muse-fast run"  # in the error when the lock is held
 
 
 def lock_path(out_dir: Path, stem: str) -> Path:
@@ -126,7 +127,7 @@ class SlideLock:
                 holder = _holder(fd)
                 os.close(fd)
                 raise OutputError(
-                    f"{self.stem} in {self.path.parent} is being processed by another muse-fast run ({holder}, "
+                    f"{self.stem} in {self.path.parent} {BUSY} ({holder}, "
                     f"lock {self.path.name}); wait for it to finish, or pass another --out"
                 ) from None
             except BaseException:

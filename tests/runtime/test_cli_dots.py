@@ -190,3 +190,30 @@ def test_a_csv_header_as_spreadsheets_write_it(small_dots, tmp_path, caplog):
             jobs = read_slide_list(listing)
         assert [(j.path, j.mpp) for j in jobs] == [(small_dots, 0.5)], header
         assert "ignoring the columns 'patient'" in caplog.text
+
+
+def test_a_slide_another_run_held_and_finished_is_not_recorded_as_failed(small_dots, tmp_path, monkeypatch):
+    """Two cohort runs into one --out: each recorded the slide the other was running as failed, though it finished."""
+    from muse_fast.runtime import cohort
+    from muse_fast.runtime.lock import SlideLock
+
+    d, out = _slides(small_dots, tmp_path / "in", "a.tif", "b.tif"), tmp_path / "out"
+    out.mkdir()
+    other = SlideLock(out, "b")
+    other.__enter__()  # another run holds b
+    real, seen = cohort.run_job, []
+
+    def run_job(job, *args, **kwargs):
+        summary = real(job, *args, **kwargs)
+        seen.append((job.path.name, summary.status))
+        if job.path.name == "b.tif" and summary.status == "failed":
+            other.__exit__(None, None, None)  # ... and finishes it meanwhile
+            assert real(job, *args, **kwargs).status == "done"
+        return summary
+
+    monkeypatch.setattr(cohort, "run_job", run_job)
+    assert cli.main(["infer", str(d), "--out", str(out), *ARGS]) == 0
+    assert seen == [("a.tif", "done"), ("b.tif", "failed"), ("b.tif", "skipped")]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["failed"] == 0 and [s["status"] for s in summary["slides"]] == ["done", "skipped"]
+    assert summary["slides"][1]["nuclei"] > 0
