@@ -1,5 +1,7 @@
 """Readers on real slides and images, and one-line errors on bad input."""
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -168,3 +170,13 @@ def test_a_backend_that_decodes_other_colours_is_passed_over(ome_tif):
     np.testing.assert_array_equal(slide.read_region(0, 0, 512, 512), reference.read_region(0, 0, 512, 512))
     r, g, b = slide.read_region(0, 0, 512, 512).reshape(-1, 3).mean(0)
     assert b > g and r > g  # H&E is pink-purple, not green
+
+
+def test_an_mpp_far_from_what_the_file_records_is_said_once(cmu_svs, caplog):
+    """A cohort's --mpp silently ran a slide that records its own resolution at the wrong scale."""
+    with caplog.at_level(logging.WARNING):
+        recorded = open_slide(cmu_svs).mpp
+        assert open_slide(cmu_svs, mpp=recorded * 1.05).mpp == recorded * 1.05  # within 10%: a correction, quiet
+        assert not caplog.records
+        assert open_slide(cmu_svs, mpp=0.25).mpp == 0.25
+    assert len(caplog.records) == 1 and f"records {recorded:.4g} um/px; --mpp 0.25 overrides it" in caplog.text

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, InputError, one_line
+from ...output.text import printable
 from ..metadata import file_resolution, truncation_problem
 from ..native_output import capture_native_output
 from .base import SlideReader
@@ -33,9 +34,28 @@ def resolve_mpp(slide: SlideReader, path: Path, override: float | None) -> float
     if override is not None:
         if not override > 0:
             raise ConfigError(f"--mpp must be a positive number of microns per pixel, got {override}")
+        _say_if_overridden(slide, path, float(override))
         return float(override)
     resolution = slide.resolution or file_resolution(path)
     return resolution.square_mpp(path.name) if resolution else None
+
+
+def _say_if_overridden(slide: SlideReader, path: Path, override: float) -> None:
+    """One warning when the file records a resolution more than 10% away from ``--mpp``: right for a file whose tags
+    are wrong, a mistake for the others of a cohort that records theirs (they run at the wrong scale)."""
+    try:
+        resolution = slide.resolution or file_resolution(path)
+        recorded = resolution.square_mpp(path.name) if resolution else None
+    except Exception:  # noqa: BLE001 - tags it cannot use: nothing to compare with
+        return
+    if recorded and abs(recorded / override - 1) > 0.1:
+        log.warning(
+            "%s records %.4g um/px; --mpp %g overrides it (a scale %.2gx off what the file says)",
+            printable(path.name),
+            recorded,
+            override,
+            recorded / override,
+        )
 
 
 def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None) -> SlideReader:
