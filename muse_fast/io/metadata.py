@@ -8,6 +8,7 @@ so a reader whose library misses a field (OpenSlide on OME-TIFF, cuCIM on generi
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -141,6 +142,12 @@ def truncation_problem(path: str | Path) -> str | None:
                 ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
                 if ends and max(ends) > size:
                     return f"page {index} needs {max(ends)} bytes but the file has {size}"
+                chunks = math.prod(page.chunked)  # tiles or strips its width and height need
+                if len(page.dataoffsets) < chunks:  # a damaged header: reading it would decode nothing for hours
+                    return (
+                        f"page {index} claims {page.imagewidth} x {page.imagelength} px in {chunks:,} tiles or strips "
+                        f"but records {len(page.dataoffsets):,}"
+                    )
     except Exception as exc:  # noqa: BLE001 - an unreadable directory chain is truncation too, if the backends agree
         text = str(exc).lower()
         if "offset" in text or "truncat" in text or "eof" in text:

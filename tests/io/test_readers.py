@@ -122,6 +122,24 @@ def test_tile_data_past_the_end_is_reported(tmp_path):
         assert "needs" in truncation_problem(path)
 
 
+def test_a_header_claiming_more_tiles_than_it_records_is_refused_at_open(tmp_path):
+    """A 196-KB TIFF whose header claims 200000 x 200000 px stalled the run for many minutes (thumbnail band
+    re-reads of 600,000 missing tiles) instead of failing."""
+    import tifffile
+
+    from muse_fast.io.metadata import truncation_problem
+
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, np.full((256, 256, 3), 200, np.uint8), tile=(256, 256), photometric="rgb")
+    assert truncation_problem(path) is None
+    with tifffile.TiffFile(path, mode="r+") as tif:
+        tif.pages[0].tags["ImageWidth"].overwrite(200_000)
+        tif.pages[0].tags["ImageLength"].overwrite(200_000)
+    assert "claims 200000 x 200000 px in 611,524 tiles or strips but records 1" in truncation_problem(path)
+    with pytest.raises(InputError, match="huge.tif is truncated or damaged"):
+        open_slide(path)
+
+
 def test_non_square_pixels_are_refused(tmp_path):
     import tifffile
 

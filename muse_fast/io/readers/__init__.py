@@ -74,7 +74,7 @@ def open_slide(path: str | Path, reader: str = "auto", mpp: float | None = None)
         raise ConfigError(f"unknown reader '{reader}'; choose one of: auto, {', '.join(READERS)}")
     problem = truncation_problem(path)
     if problem:
-        raise InputError(f"{path.name} is truncated ({problem}); re-copy or re-download the slide")
+        raise InputError(f"{path.name} is truncated or damaged ({problem}); re-copy or re-download the slide")
     suffix = path.suffix.lower()
     candidates = [READERS[reader]] if reader != "auto" else [r for r in READERS.values() if suffix in r.suffixes]
     if not candidates:
