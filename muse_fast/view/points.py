@@ -8,6 +8,7 @@ screen pixel whatever the slide holds.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..output.regular import is_regular
+
+log = logging.getLogger(__name__)
 
 MAX_POINTS = 200_000
 BIN_SCREEN_PX = 3  # side of an aggregation bin, in screen pixels
@@ -77,7 +80,22 @@ class PointTable:
                 data = {c: frame[c].to_numpy() for c in columns}
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot read the nuclei table {path.name} ({exc}); rerun muse-fast infer") from exc
-        return cls(data["x"], data["y"], data["class_id"], data["score"], data["class_probability"], n_classes)
+        ids = data["class_id"]
+        if len(ids) and not np.array_equal(ids, np.round(ids)):  # also NaN: a damaged or cut-off table
+            raise InputError(f"the nuclei table {path.name} holds class ids that are not whole numbers; rerun infer")
+        return cls(data["x"], data["y"], ids, data["score"], data["class_probability"], n_classes)
+
+    @classmethod
+    def load_first(cls, paths: list[Path], n_classes: int) -> PointTable:
+        """The first of ``paths`` (Parquet, then CSV) that reads; a damaged Parquet falls back to the CSV, said once."""
+        for i, path in enumerate(paths):
+            try:
+                return cls.load(path, n_classes)
+            except InputError as exc:
+                if i == len(paths) - 1:
+                    raise
+                log.warning("%s; reading %s instead", exc, paths[i + 1].name)
+        raise InputError("no nuclei table")
 
     def _mask(self, box: Box, classes: np.ndarray) -> np.ndarray:
         keep = (self.x >= box.x0) & (self.x < box.x1) & (self.y >= box.y0) & (self.y < box.y1)
@@ -131,11 +149,9 @@ def _pack(mode: int, side: float, x: np.ndarray, y: np.ndarray, c: np.ndarray) -
     )
 
 
-def table_for(out_dir: Path, stem: str, listed: dict) -> Path | None:
-    """The run's Parquet table when pyarrow can read it, else its CSV (only files the manifest lists)."""
+def tables_for(out_dir: Path, stem: str, listed: dict) -> list[Path]:
+    """The run's tables in the order to try them: Parquet when pyarrow can read it, then CSV (only files the manifest
+    lists, never through a link)."""
     suffixes = ("parquet", "csv") if importlib.util.find_spec("pyarrow") else ("csv",)
-    for suffix in suffixes:
-        path = Path(out_dir) / f"{stem}.{suffix}"
-        if path.name in listed and is_regular(path):  # never a file elsewhere through a link
-            return path
-    return None
+    paths = [Path(out_dir) / f"{stem}.{suffix}" for suffix in suffixes]
+    return [p for p in paths if p.name in listed and is_regular(p)]

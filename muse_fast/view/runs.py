@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..output.regular import is_regular
 from ..post.classes import class_colour
-from .points import MAX_CLASSES, table_for
+from .points import MAX_CLASSES, tables_for
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIX = ".manifest.json"
@@ -29,8 +29,12 @@ class SlideRun:
     stem: str
     out_dir: Path
     manifest: dict
-    table: Path
+    tables: list[Path]  # Parquet first when it can be read, then CSV
     slide_path: Path | None
+
+    @property
+    def table(self) -> Path:
+        return self.tables[0]
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -126,12 +130,12 @@ def find_runs(out_dir: Path, slide: Path | None = None) -> list[SlideRun]:
     for path in sorted(out_dir.glob(f"*{MANIFEST_SUFFIX}")):
         stem = path.name[: -len(MANIFEST_SUFFIX)]
         manifest, problem = _read_manifest(path)
-        table = table_for(out_dir, stem, manifest["outputs"]) if manifest else None
-        if manifest is None or table is None:
+        tables = tables_for(out_dir, stem, manifest["outputs"]) if manifest else []
+        if manifest is None or not tables:
             log.warning("%s is not shown: %s", stem, problem or "its nuclei table is missing or not a plain file")
             unfinished.append(stem)
             continue
-        runs.append(SlideRun(stem, out_dir, manifest, table, _find_slide(manifest, slide)))
+        runs.append(SlideRun(stem, out_dir, manifest, tables, _find_slide(manifest, slide)))
     if slide is not None and slide.is_file():
         runs = [r for r in runs if Path(str(r.manifest.get("slide", ""))).name == slide.name] or runs
     if not runs:

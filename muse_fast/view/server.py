@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from ..errors import ConfigError, MuseError, one_line
-from .points import Box
+from .points import MAX_COORD, Box
 from .runs import SlideRun
 from .slide_state import SlideState
 from .tiles import TileRequestError
@@ -176,8 +176,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _nucleus(self, state: SlideState, query: dict) -> None:
         x, y, r = _floats(query, "x", "y", "r")
-        if r <= 0 or r > 10_000:
-            raise BadRequest("r must be in (0, 10000] level-0 pixels")
+        if not (0 < r <= 10_000 and abs(x) <= MAX_COORD and abs(y) <= MAX_COORD):  # also refuses NaN
+            raise BadRequest(f"r must be in (0, 10000] and x, y within +-{MAX_COORD:g} level-0 pixels")
         pts = state.points
         row = pts.nearest(x, y, r, _classes(query, pts.n_classes))
         if row is None:

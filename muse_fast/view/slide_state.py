@@ -44,7 +44,7 @@ class SlideState:
     def points(self) -> PointTable:
         with self._lock:
             if self._points is None:
-                self._points = PointTable.load(self.run.table, len(self.run.classes))
+                self._points = PointTable.load_first(self.run.tables, len(self.run.classes))
             return self._points
 
     def mpp(self) -> float | None:

@@ -115,6 +115,8 @@ def test_tiles_match_the_reader_at_every_zoom(viewer, cmu_svs):
         "/api/points/{s}?x0=0&y0=0&x1=10&y1=10&scale=1&classes=a",
         "/api/nucleus/{s}?x=1&y=1&r=0",
         "/api/nucleus/{s}?x=1&y=1",
+        "/api/nucleus/{s}?x=1e308&y=1&r=3",  # finite, but the distance overflows
+        "/api/nucleus/{s}?x=nan&y=1&r=3",
         "/api/density/{s}?class=3",
         "/api/density/{s}",
     ],

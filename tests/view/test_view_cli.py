@@ -296,3 +296,22 @@ def test_a_taken_port_an_address_not_here_and_empty_values_are_one_line(cmu_run,
     assert "--host is empty" in capsys.readouterr().err
     assert main(["view", ""]) == 2
     assert "output folder is empty" in capsys.readouterr().err
+
+
+def test_a_damaged_parquet_falls_back_to_the_csv_and_fractional_class_ids_are_refused(cmu_run, tmp_path, caplog):
+    out = _copy_run(cmu_run, tmp_path / "out")
+    (out / f"{STEM}.parquet").write_bytes(b"PAR1 cut short")
+    run = find_runs(out)[0]
+    from muse_fast.view.slide_state import SlideState
+
+    points = SlideState(run).points
+    assert len(points) == json.loads((out / f"{STEM}.manifest.json").read_text())["nuclei"]
+    assert f"reading {STEM}.csv instead" in caplog.text
+    csv_path = out / f"{STEM}.csv"
+    lines = csv_path.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("class_id")] = "1.7"
+    csv_path.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    with pytest.raises(InputError, match="not whole numbers"):
+        PointTable.load(csv_path, 3)
