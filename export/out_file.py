@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from muse_fast.errors import OutputError
-from muse_fast.output.regular import kind, new_file_refused
+from muse_fast.output.regular import kind, new_file_refused, same_file
 
 
 def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False, inputs: tuple[Path, ...] = ()) -> None:
@@ -34,7 +34,7 @@ def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False, i
     if found is None and os.path.lexists(path) and not overwrite:
         raise OutputError(f"{flag} {path} already exists; pass --overwrite to replace it, or another path")
     for source in inputs:
-        if _same_file(path, source):
+        if same_file(path, source) or os.path.abspath(path) == os.path.abspath(source):
             raise OutputError(f"{flag} {path} is the weights file the export reads; pass another path")
     folder = path.parent
     while not os.path.lexists(folder) and folder != folder.parent:
@@ -46,11 +46,3 @@ def check_export_out(path: Path, flag: str = "--out", overwrite: bool = False, i
         raise OutputError(
             f"{flag} {path} cannot be written: {folder} refuses new files ({refused.strerror}); pass a writable folder"
         )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """One file under two names (a hard link or a second path to it), or one path not yet created twice."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import OutputError
-from .regular import check_regular, exclusive, is_regular, kind, not_regular_error
+from .regular import check_regular, exclusive, is_regular, kind, not_regular_error, same_file
 
 
 def partial_path(path: str | Path) -> Path:
@@ -84,13 +84,6 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
         staged.commit()
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def place_new(tmp: Path, final: Path) -> None:
     """Move ``tmp`` to ``final`` only if nothing is there: a hard link fails when ``final`` exists, atomically (where
     the file system has no hard links, the check and the rename are two steps)."""
@@ -98,7 +91,7 @@ def place_new(tmp: Path, final: Path) -> None:
     try:
         os.link(tmp, final)
     except FileExistsError:
-        if _same_file(tmp, final):  # a network file system retried a link that had succeeded
+        if same_file(tmp, final):  # a network file system retried a link that had succeeded
             remove_quietly(tmp)
             return
         raise taken from None

@@ -78,6 +78,14 @@ def is_folder(path: str | Path) -> bool:
         return False
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """``a`` and ``b`` name one existing file (a hard link, another path to it); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def is_regular(path: str | Path) -> bool:
     """``path`` is a regular file itself (not a link to one)."""
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import MIN_MPP, InferConfig, implausible_mpp, valid_mpp
 from ..errors import InputError, MuseError
 from ..io.readers import SUPPORTED_SUFFIXES
-from ..output.regular import is_regular
+from ..output.regular import is_regular, same_file
 from ..output.text import printable
 from .summary import SlideSummary, write_run_summary
 
@@ -177,7 +177,7 @@ def check_inputs_not_outputs(jobs: list[SlideJob], out_dir: Path, stems: list[st
             target = os.path.abspath(out_dir / name)
             clash = inputs.get(target)
             if clash is None:
-                clash = next((p for p in inputs.values() if _same_file(p, out_dir / name)), None)
+                clash = next((p for p in inputs.values() if same_file(p, out_dir / name)), None)
             if clash is not None:
                 raise InputError(
                     f"{printable(clash.name)} is an input of this run and the name of an output of "
@@ -231,10 +231,3 @@ def finish_cohort(cfg: InferConfig, summaries: list[SlideSummary], fingerprint: 
     failed = sum(s.status == "failed" for s in summaries)
     print(f"{len(summaries) - failed}/{len(summaries)} slides done; summary: {printable(str(path))}", file=sys.stderr)
     return 2 if failed else 0
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
