@@ -256,6 +256,8 @@ def _build_engine(
 
 
 def _infer(args) -> int:
+    from dataclasses import replace
+
     from .config import InferConfig
     from .errors import ConfigError
     from .output.folder import out_dir_for_run
@@ -320,8 +322,8 @@ def _infer(args) -> int:
             summary = run_job(job, engine, meta, cfg, fingerprint, single=len(jobs) == 1)
             summaries.append(summary)
             print(summary.line(), file=sys.stderr)
-        for i in retry_busy(summaries):  # slides another run held: it may have finished them meanwhile
-            summaries[i] = run_job(jobs[i], engine, meta, cfg, fingerprint)
+        for i in retry_busy(summaries):  # slides another run held: it may have finished them meanwhile (then kept)
+            summaries[i] = run_job(jobs[i], engine, meta, replace(cfg, overwrite=False), fingerprint)
             print(summaries[i].line(), file=sys.stderr)
         return finish_cohort(cfg, summaries, fingerprint) if len(jobs) > 1 else 0
 

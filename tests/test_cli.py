@@ -115,6 +115,9 @@ def test_out_dir_for_run_removes_only_the_empty_folders_it_created(tmp_path):
     with out_dir_for_run(tmp_path / "ok" / "fine") as out:
         pass
     assert out.is_dir()
+    with pytest.raises(RuntimeError), out_dir_for_run(tmp_path / "dd" / "new" / ".." / "out"):
+        raise RuntimeError  # mkdir made dd/new as well as dd/out: both gone
+    assert not (tmp_path / "dd").exists()
 
 
 def test_weights_that_do_not_fit_exit_2(cmu_svs, tmp_path, capsys):

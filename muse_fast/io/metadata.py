@@ -94,13 +94,22 @@ def tiff_tag_mpp(page) -> Resolution | None:
 def _placeholder_dpi(page) -> bool:
     """72 or 96 dpi (and 1 pixel per inch) are software defaults, not a scanner's measurement."""
     num, den = page.tags["XResolution"].value
-    return den > 0 and round(num / den) in (1, 72, 96, 300)
+    return den > 0 and round(num / den) in PLACEHOLDER_DPI
+
+
+PLACEHOLDER_DPI = (1, 72, 96, 300)
+
+
+def placeholder_mpp(mpp: float) -> bool:
+    """An um/px that only a software default gives (:data:`PLACEHOLDER_DPI` as resolution tags), or beyond 100."""
+    return mpp > 100 or any(abs(mpp * dpi / 25400 - 1) < 1e-3 for dpi in PLACEHOLDER_DPI)
 
 
 def from_properties(props, prefix: str, source: str) -> Resolution | None:
-    """``<prefix>.mpp-x`` / ``<prefix>.mpp-y`` as OpenSlide and tiffslide report them."""
+    """``<prefix>.mpp-x`` / ``<prefix>.mpp-y`` as OpenSlide and tiffslide report them; none where they come from a
+    TIFF's placeholder resolution tags (72 dpi is 352.8 um/px), which :func:`tiff_tag_mpp` ignores too."""
     x, y = props.get(f"{prefix}.mpp-x"), props.get(f"{prefix}.mpp-y")
-    if not x or float(x) <= 0:
+    if not x or float(x) <= 0 or placeholder_mpp(float(x)):
         return None
     return Resolution(float(x), float(y) if y and float(y) > 0 else float(x), source)
 

@@ -72,12 +72,13 @@ def out_dir_for_run(out_dir: str | Path) -> Iterator[Path]:
     empty, so a refused run leaves nothing behind (a folder that holds anything, checkpoints to resume say, stays)."""
     out_dir = Path(out_dir)
     created = []
-    folder = Path(os.path.abspath(out_dir))
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)  # deepest first
+    folder = out_dir.absolute()  # not normalised: mkdir creates 'new' in 'new/../out' too
+    while not os.path.lexists(folder) and folder != folder.parent:
+        if folder.name not in (".", ".."):
+            created.append(folder)  # deepest first
         folder = folder.parent
-    prepare_out_dir(out_dir)
     try:
+        prepare_out_dir(out_dir)
         yield out_dir
     except BaseException:
         for folder in created:

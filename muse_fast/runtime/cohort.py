@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import MIN_MPP, InferConfig, implausible_mpp, valid_mpp
 from ..errors import InputError, MuseError
 from ..io.readers import SUPPORTED_SUFFIXES
-from ..output.regular import is_regular, same_file
+from ..output.regular import is_regular
 from ..output.text import printable
 from .summary import SlideSummary, write_run_summary
 
@@ -50,10 +50,13 @@ def read_slide_list(path: Path) -> list[SlideJob]:
             reader = csv.DictReader(fh)
             if reader.fieldnames:  # 'path, mpp' and 'Path,MPP' as spreadsheets write them
                 reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
+                twice = sorted({n for n in reader.fieldnames if n and reader.fieldnames.count(n) > 1})
+                if twice:
+                    raise InputError(f"{path.name} has the column {twice[0]!r} twice; keep one")
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path.name} is not UTF-8 text (byte {exc.start}); save the list as CSV UTF-8") from None
-    unknown = [repr(name) for name in (rows[0] if rows else {}) if name is not None and name not in ("path", "mpp")]
+    unknown = [repr(name) for name in (rows[0] if rows else {}) if name and name not in ("path", "mpp")]
     if unknown and "path" in rows[0]:
         log.warning("%s: ignoring the columns %s (only path and mpp are read)", path.name, ", ".join(unknown))
     if not rows or "path" not in rows[0]:
@@ -126,14 +129,16 @@ def folder_slides(folder: Path) -> list[Path]:
     one the entries with a slide's name that are no readable file: broken links, folders, FIFOs)."""
     named = sorted(p for p in folder.iterdir() if _slide_named(p))
     found = [p for p in named if p.is_file() and is_regular(p.resolve())]
-    odd = [p for p in named if p not in found]
+    taken = set(found)
+    odd = [p for p in named if p not in taken]
     if odd:
         log.warning("%s: not taking %d entries that are not readable files (%s)", folder, len(odd), _names(odd))
     listed = listed_outputs(folder) if found else set()
     ours = [p for p in found if written_by_us(p, listed)]
     if ours:
         log.info("%s: not taking %d files that muse-fast wrote for slides (%s)", folder, len(ours), _names(ours))
-    slides = [p for p in found if p not in ours]
+    mine = set(ours)
+    slides = [p for p in found if p not in mine]
     if not slides:
         mine = f"; the {len(ours)} images there are muse-fast's outputs" if ours else ""
         raise InputError(f"folder {folder} holds no slides ({' '.join(SUPPORTED_SUFFIXES)}){mine}")
@@ -146,16 +151,23 @@ def collect_jobs(inputs: list[Path]) -> list[SlideJob]:
     with one line, as in a folder; a CSV of muse-fast's is named as such."""
     jobs: list[SlideJob] = []
     ours: list[Path] = []
+    listed: dict[Path, set[str]] = {}  # per folder: its manifests are read once, however many files it gives
+
+    def ours_in(item: Path) -> bool:
+        if item.parent not in listed:
+            listed[item.parent] = listed_outputs(item.parent)
+        return written_by_us(item, listed[item.parent])
+
     for item in inputs:
         if item.is_dir():
             jobs.extend(SlideJob(p) for p in folder_slides(item))
         elif item.suffix.lower() == ".csv" and item.is_file():
-            if written_by_us(item, listed_outputs(item.parent)):
+            if ours_in(item):
                 raise InputError(
                     f"{item.name} is a nuclei table that muse-fast wrote, not a list of slides; pass the slides"
                 )
             jobs.extend(read_slide_list(item))
-        elif item.is_file() and written_by_us(item, listed_outputs(item.parent)):
+        elif item.is_file() and ours_in(item):
             ours.append(item)
         else:
             jobs.append(SlideJob(item))
@@ -171,13 +183,23 @@ def check_inputs_not_outputs(jobs: list[SlideJob], out_dir: Path, stems: list[st
     into the same folder): even with --overwrite, an input of the run is never written over."""
     from .ownership import output_names
 
-    inputs = {os.path.abspath(j.path): j.path for j in jobs}
+    by_path = {os.path.abspath(j.path): j.path for j in jobs}
+    by_file = {}  # (device, inode) of each input that exists: one stat each, not one per pair
+    for job in jobs:
+        try:
+            st = os.stat(job.path)
+        except OSError:
+            continue
+        by_file[(st.st_dev, st.st_ino)] = job.path
     for job, stem in zip(jobs, stems):
         for name in output_names(stem):
-            target = os.path.abspath(out_dir / name)
-            clash = inputs.get(target)
+            clash = by_path.get(os.path.abspath(out_dir / name))
             if clash is None:
-                clash = next((p for p in inputs.values() if same_file(p, out_dir / name)), None)
+                try:
+                    st = os.stat(out_dir / name)
+                except OSError:  # nothing there yet (a fresh run): nothing to clash with
+                    continue
+                clash = by_file.get((st.st_dev, st.st_ino))
             if clash is not None:
                 raise InputError(
                     f"{printable(clash.name)} is an input of this run and the name of an output of "

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..config import InferConfig
 from ..errors import BackendUnavailable, ConfigError, MuseError, one_line
-from ..output.folder import prepare_out_dir
+from ..output.folder import out_dir_for_run
 from .cohort import SlideJob, failed_summary, finish_cohort
 from .fingerprint import differences
 from .summary import SlideSummary
@@ -130,17 +130,17 @@ def run_cohort_on_ray(jobs: list[SlideJob], cfg: InferConfig, build, options: Ra
     """Run ``jobs`` on Ray workers that each call ``build()`` once for ``(engine, meta, weights sha)``; exit code."""
     ray = import_ray()
     started = connect(ray, options.address)
-    out_dir = prepare_out_dir(cfg.out_dir)
-    probe = out_dir / f".muse-fast-ray.{uuid.uuid4().hex[:12]}.probe"
-    try:
-        specs = worker_specs(ray.nodes(), cfg.device, options.workers_per_node)
-        probe.write_text("workers check that they see this file: --out must be shared storage\n")
-        run = CohortRun(ray, jobs, cfg, build, specs, options, probe.name)
-        summaries = run.run()
-    finally:
-        probe.unlink(missing_ok=True)
-        if started:
-            ray.shutdown()
+    with out_dir_for_run(cfg.out_dir) as out_dir:  # a refused run (no workers, no shared storage) leaves no --out
+        probe = out_dir / f".muse-fast-ray.{uuid.uuid4().hex[:12]}.probe"
+        try:
+            specs = worker_specs(ray.nodes(), cfg.device, options.workers_per_node)
+            probe.write_text("workers check that they see this file: --out must be shared storage\n")
+            run = CohortRun(ray, jobs, cfg, build, specs, options, probe.name)
+            summaries = run.run()
+        finally:
+            probe.unlink(missing_ok=True)
+            if started:
+                ray.shutdown()
     if len(jobs) == 1:
         if summaries[0].status == "failed":
             raise MuseError(summaries[0].error)

@@ -95,7 +95,7 @@ def _classes(query: dict, n: int) -> np.ndarray:
 class Handler(BaseHTTPRequestHandler):
     server_version = "muse-fast-view"
     app: ViewerApp  # set on the subclass made by make_server
-    bound_host: str = "127.0.0.1"  # likewise: the --host it listens on
+    names: frozenset[str] = frozenset({"localhost", "127.0.0.1"})  # likewise: the host names it answers to
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -104,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
-        if not host_allowed(self.headers.get("Host"), self.bound_host):
+        if not host_allowed(self.headers.get("Host"), self.names):
             return self._error(HTTPStatus.FORBIDDEN, "host refused: open the viewer by its address, as printed")
         raw = urlsplit(self.path)
         parts = [unquote(p) for p in raw.path.split("/")[1:]]
@@ -243,21 +243,32 @@ def make_server(app: ViewerApp, host: str = "127.0.0.1", port: int = 0) -> Threa
     in one line when it cannot listen there (the port taken, an address not of this machine)."""
     if not host.strip():
         raise ConfigError("--host is empty; leave it out to listen on 127.0.0.1 (this machine only)")
-    handler = type("ViewerHandler", (Handler,), {"app": app, "bound_host": host})
+    handler = type("ViewerHandler", (Handler,), {"app": app, "names": server_names(host)})
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("ViewerServer", (ThreadingHTTPServer,), {"address_family": family})
     try:
         server = server_class((host, port), handler)
-    except OSError as exc:  # EADDRINUSE, EADDRNOTAVAIL, socket.gaierror for a name that does not resolve
-        taken = exc.errno == errno.EADDRINUSE
-        fix = "pass another --port (0 picks a free one)" if taken else "pass an address of this machine to --host"
+    except OSError as exc:  # EADDRINUSE, EACCES, EADDRNOTAVAIL, socket.gaierror for a name that does not resolve
+        fix = {
+            errno.EADDRINUSE: "pass another --port (0 picks a free one)",
+            errno.EACCES: "ports below 1024 need privileges; pass --port 8765, or 0 for any free one",
+        }.get(exc.errno, "pass an address of this machine to --host")
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}") from None
     server.daemon_threads = True
     return server
 
 
-def host_allowed(header: str | None, bound_host: str) -> bool:
-    """Whether a request's ``Host`` names this server: ``localhost``, an IP address, or the --host it listens on.
+def server_names(host: str) -> frozenset[str]:
+    """The host names a server on ``host`` answers to: ``localhost`` and ``host``; listening beyond loopback (to share
+    on a network), also this machine's own names, as colleagues type them."""
+    names = {"localhost", host.lower().strip("[]")}
+    if not is_loopback(host):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n.rstrip(".") for n in names if n)
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` names this server: one of ``names`` (:func:`server_names`) or an IP address.
 
     Any other name is refused, so that a web page whose domain is made to resolve to this machine (DNS rebinding)
     cannot read the slides through the user's browser. A request without ``Host`` (HTTP/1.0) is let through."""
@@ -269,7 +280,7 @@ def host_allowed(header: str | None, bound_host: str) -> bool:
         return False
     if not name:
         return False
-    if name in ("localhost", bound_host.lower().strip("[]")):
+    if name.rstrip(".") in names:
         return True
     try:
         ipaddress.ip_address(name)
@@ -290,7 +301,8 @@ def is_loopback(host: str) -> bool:
 def serve(app: ViewerApp, host: str, port: int, ready: threading.Event | None = None) -> None:
     """Serve until Ctrl-C (or SIGTERM), then close the sockets and slides; prints the address once."""
     server = make_server(app, host, port)
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host  # a wildcard is no address to open
+    url = f"http://{shown if ':' not in shown else f'[{shown}]'}:{server.server_address[1]}/"
     if not is_loopback(host):
         warning = f"muse-fast: warning: serving on {host}: the slides and nuclei are visible to the network"
         print(warning, file=sys.stderr)

@@ -198,3 +198,18 @@ def test_an_mpp_far_from_what_the_file_records_is_said_once(cmu_svs, caplog):
         assert not caplog.records
         assert open_slide(cmu_svs, mpp=0.25).mpp == 0.25
     assert len(caplog.records) == 1 and f"records {recorded:.4g} um/px; --mpp 0.25 overrides it" in caplog.text
+
+
+@pytest.mark.parametrize("dpi", [72, 96, 300])
+@pytest.mark.parametrize("backend", SVS_BACKENDS)
+def test_placeholder_dpi_is_no_resolution_on_any_backend(tmp_path, caplog, backend, dpi):
+    """OpenSlide and tiffslide turned a TIFF's default 72 dpi into 352.8 um/px (and warned against --mpp 0.5)."""
+    import tifffile
+
+    path = tmp_path / "placeholder.tif"
+    image = np.full((512, 512, 3), 200, np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), resolution=(dpi, dpi), resolutionunit="INCH", photometric="rgb")
+    assert _available(backend, path).mpp is None
+    with caplog.at_level(logging.WARNING):
+        assert open_slide(path, backend, mpp=0.5).mpp == 0.5
+    assert "overrides it" not in caplog.text

@@ -158,11 +158,15 @@ def test_outputs_named_one_by_one_are_left_out_and_a_users_image_with_an_output_
     assert "are muse-fast's outputs; pass the slides themselves" in _err(capsys)
     assert cli.main(["infer", str(d / "x.csv"), "--out", str(d), *ARGS]) == 2
     assert "x.csv is a nuclei table that muse-fast wrote, not a list of slides" in _err(capsys)
-    users = _slides(small_dots, tmp_path / "users", "b.tissue.tif")  # no slide b, no manifest: the user's image
-    Image.open(small_dots).save(users / "c.overlay.png")
+    users = tmp_path / "users"  # no slide b or c, no manifest, no Software text: the user's own images
+    users.mkdir()
+    Image.open(small_dots).convert("RGB").save(users / "b.tissue.png")
+    Image.open(small_dots).convert("RGB").save(users / "c.overlay.png")
     from muse_fast.runtime.cohort import folder_slides
 
-    assert [p.name for p in folder_slides(users)] == ["b.tissue.tif", "c.overlay.png"]
+    assert [p.name for p in folder_slides(users)] == ["b.tissue.png", "c.overlay.png"]
+    (users / "c.csv").write_text("x,y,class_id\n")  # an older version's overlay beside its table: not a slide
+    assert [p.name for p in folder_slides(users)] == ["b.tissue.png"]
 
 
 def test_folder_entries_that_are_no_readable_files_are_named(small_dots, tmp_path, caplog):
@@ -212,8 +216,8 @@ def test_a_slide_another_run_held_and_finished_is_not_recorded_as_failed(small_d
         return summary
 
     monkeypatch.setattr(cohort, "run_job", run_job)
-    assert cli.main(["infer", str(d), "--out", str(out), *ARGS]) == 0
-    assert seen == [("a.tif", "done"), ("b.tif", "failed"), ("b.tif", "skipped")]
+    assert cli.main(["infer", str(d), "--out", str(out), "--overwrite", *ARGS]) == 0
+    assert seen == [("a.tif", "done"), ("b.tif", "failed"), ("b.tif", "skipped")]  # kept, even with --overwrite
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["failed"] == 0 and [s["status"] for s in summary["slides"]] == ["done", "skipped"]
     assert summary["slides"][1]["nuclei"] > 0

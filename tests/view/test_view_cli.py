@@ -227,10 +227,16 @@ def test_requests_under_another_host_name_are_refused(cmu_run):
         server.shutdown()
         server.server_close()
         app.close()
-    from muse_fast.view.server import host_allowed
+    from muse_fast.view.server import host_allowed, server_names
 
-    assert host_allowed("myhost.lab:8765", "myhost.lab") and not host_allowed("other.lab:8765", "myhost.lab")
-    assert host_allowed(None, "127.0.0.1") and not host_allowed("", "127.0.0.1") and not host_allowed("[", "::1")
+    here = server_names("127.0.0.1")
+    assert host_allowed("localhost.:1", here) and host_allowed("LOCALHOST", here) and host_allowed("[::1]:2", here)
+    assert host_allowed(None, here) and not host_allowed("", here) and not host_allowed("[", here)
+    assert not host_allowed(f"{socket.gethostname()}:8765", here)  # loopback only: not by the machine's name
+    shared = server_names("0.0.0.0")  # shared on a network: colleagues open it by the machine's name
+    assert host_allowed(f"{socket.gethostname()}:8765", shared) and host_allowed(f"{socket.getfqdn()}.", shared)
+    assert not host_allowed("attacker.example:8765", shared)
+    assert host_allowed("myhost.lab:8765", server_names("myhost.lab"))
 
 
 @pytest.mark.parametrize(
