@@ -250,11 +250,16 @@ def test_ctrl_c_while_weights_are_saved_is_an_interrupt_and_leaves_no_file(tmp_p
             yield _SignalOnThirdWrite(fh)
 
     monkeypatch.setattr(weights, "atomic_write", interrupted)
-    model, meta = load_weights()
-    with pytest.raises(KeyboardInterrupt):
-        save_weights(tmp_path / "w.pt", model, meta, half=True)
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    # Ctrl-C as a terminal gives it (a job started in the background of a script starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        model, meta = load_weights()
+        with pytest.raises(KeyboardInterrupt):
+            save_weights(tmp_path / "w.pt", model, meta, half=True)
+        assert list(tmp_path.iterdir()) == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(weights, "atomic_write", real)
     save_weights(tmp_path / "w.pt", model, meta, half=True)  # and an uninterrupted save still works
     assert load_weights(tmp_path / "w.pt")[1].classes == meta.classes

@@ -253,9 +253,11 @@ def test_an_implausible_mpp_warns_with_the_tile_count(small_dots, tmp_path, capl
     """Issue 13.6: --mpp 100 planned millions of tiles without a word."""
     with pytest.raises(RuntimeError, match="simulated crash"):  # stop at the first batch, after the warning
         run_slide(small_dots, DotEngine(fail_at_call=1), META, _cfg(tmp_path), FINGERPRINT, mpp=10.0)
-    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    (line,) = [w for w in warned if "outside the usual" in w]
     tiles = len(tile_grid(500 * 20, 400 * 20, 224, 32))  # 10 um/px -> 0.5 um/px is 20x larger
     assert "10 um/px is outside the usual 0.1-4 um/px" in line and f"{tiles:,} tiles" in line
+    assert len(warned) == 2 and "records 0.5 um/px; --mpp 10 overrides it" in " ".join(warned)  # the file's own 0.5
     caplog.clear()
     run_slide(small_dots, DotEngine(), META, _cfg(tmp_path / "ok"), FINGERPRINT, mpp=0.5)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
