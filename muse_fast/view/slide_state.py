@@ -12,12 +12,14 @@ from PIL import Image
 
 from ..io.tiling import axis_starts
 from ..io.tissue import TissueMask
-from ..output.density import CELL_MM2, DensityGrid, class_densities
+from ..output.density import CELL_MM2, DensityGrid, cell_side_px, class_densities
+from ..runtime.bounds import grid_size, max_tiles
 from .points import PointTable
 from .runs import SlideRun
 from .tiles import TILE, DeepZoom
 
 log = logging.getLogger(__name__)
+MAX_DENSITY_CELLS = 1_000_000  # a 100,000 x 100,000-px slide at 0.25 um/px has about 6,000
 
 
 class SlideState:
@@ -69,8 +71,12 @@ class SlideState:
         with self._lock:
             density = self._density
         if density is None:
+            width, height = self.size()
+            side = cell_side_px(mpp, CELL_MM2)
+            if math.ceil(width / side) * math.ceil(height / side) > MAX_DENSITY_CELLS:  # an mpp no run could have
+                return None
             pts = self.points
-            density = DensityGrid.empty(*self.size(), len(self.run.classes), mpp, CELL_MM2)
+            density = DensityGrid.empty(width, height, len(self.run.classes), mpp, CELL_MM2)
             density.add(np.stack([pts.x, pts.y], 1), pts.class_id)
             with self._lock:
                 self._density = density
@@ -87,6 +93,8 @@ class SlideState:
         scale = model["mpp"] / mpp
         size = int(model["tile_size"])
         w, h = self.size()
+        if grid_size(math.ceil(w / scale), math.ceil(h / scale), size, int(overlap)) > max_tiles():
+            return None  # more tiles than infer plans for a slide: the manifest's mpp is not the run's
         xs = np.array(axis_starts(math.ceil(w / scale), size, int(overlap))) * scale
         ys = np.array(axis_starts(math.ceil(h / scale), size, int(overlap))) * scale
         x, y = (a.ravel() for a in np.meshgrid(xs, ys))

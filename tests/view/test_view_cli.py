@@ -321,3 +321,20 @@ def test_a_damaged_parquet_falls_back_to_the_csv_and_fractional_class_ids_are_re
     csv_path.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
     with pytest.raises(InputError, match="not whole numbers"):
         PointTable.load(csv_path, 3)
+
+
+def test_an_mpp_no_run_could_have_gives_no_grid_and_no_density_instead_of_gigabytes(cmu_run, tmp_path):
+    """mpp_override 1000 in a manifest made info() and the density layer allocate gigabytes (a 500 or MemoryError)."""
+    out = _copy_run(cmu_run, tmp_path / "out", lambda m: m["fingerprint"].__setitem__("mpp_override", 1000.0))
+    server, app, url = start_server(out)
+    try:
+        with urllib.request.urlopen(f"{url}/api/slide/{STEM}") as reply:
+            info = json.loads(reply.read())
+        assert info["mpp"] == 1000.0 and info["tile_grid"] is None
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/api/density/{STEM}?class=0")
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+        app.close()
