@@ -7,6 +7,7 @@
     python benchmarks/adapt_measure.py search ANN OUT.json  # NuCLS: classifier settings chosen by CV on train crops
     python benchmarks/adapt_measure.py passes ANN           # the network pass of classes mode, three ways
     python benchmarks/adapt_measure.py shifted OUT SPEC [SEED]  # BRCA-M2C made into tissue the base weights miss
+    python benchmarks/adapt_measure.py shifted-nucls OUT SPEC  # the same for NuCLS, whose regions are complete
     python benchmarks/adapt_measure.py sweep W.pt DATASET   # det and macro F1 of W at thresholds 0.1 to 0.8
 
 ``score`` runs the weights the way ``muse-fast infer`` does (tiled, at the model's mpp, fp32 torch engine) on the
@@ -48,7 +49,7 @@ from muse_fast.post.decode import DecodeConfig  # noqa: E402
 from muse_fast.runtime.engines import TorchEngine  # noqa: E402
 from muse_fast.runtime.predict import predict_image  # noqa: E402
 from muse_fast.train.calibrate import CachedEngine  # noqa: E402
-from muse_fast.train.data.brca import load_split  # noqa: E402
+from muse_fast.train.data.brca import LabelledImage, load_split  # noqa: E402
 from muse_fast.train.data.paths import shared_data_dir  # noqa: E402
 from muse_fast.train.metrics import hungarian_match, score_detections  # noqa: E402
 from muse_fast.train.perturb import parse_perturbation, perturb_image, stress_labelled  # noqa: E402
@@ -169,6 +170,34 @@ def shifted(out: Path, spec: str, seed: int = 2025) -> None:
     (out / "spec.txt").write_text(perturbation.describe() + "\n")
 
 
+def shifted_nucls(out: Path, spec: str) -> None:
+    """NuCLS (every nucleus annotated) made into tissue the base weights miss: each crop halved to 0.5 um/px, then
+    under ``spec`` as :func:`shifted`: ``OUT/train`` (the 10 train crops) with ``OUT/regions`` (every point, the crop
+    a complete region, NuCLS's 4 classes), ``OUT/test`` (the 5 test crops, ``*.npz``: xy, labels, class names).
+    Unlike BRCA-M2C's dot labels, NuCLS's are complete, so full mode is measured with truly complete regions."""
+    perturbation = parse_perturbation(spec)
+    if perturbation.scale != 1:
+        raise SystemExit("shifted-nucls: scale would move the pixels but not the labels; leave it out of SPEC")
+    order = [NUCLS_IDS[i] for i in sorted(NUCLS_IDS)]  # NuCLS's ids -> names
+    for folder in ("train", "test", "regions"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for split, first in (("train", 0), ("test", 1000)):
+        for index, (img, xy, ids) in enumerate(nucls(split)):
+            rgb = Image.open(img).convert("RGB")
+            half = np.asarray(rgb.resize((rgb.width // 2, rgb.height // 2), Image.BILINEAR))
+            im = LabelledImage(img.stem, half, ((xy + 0.5) / 2 - 0.5).astype(np.float32), ids)
+            im = stress_labelled(im, perturbation, first + index, 0.5)
+            Image.fromarray(perturb_image(im.image, perturbation, first + index)).save(out / split / f"{im.name}.png")
+            if split == "train":
+                h, w = im.image.shape[:2]
+                feats = [*points_by_class(im.xy, im.labels, order), rectangle(0, 0, w, h)]
+                write_qupath(out / "regions" / f"{im.name}.geojson", feats)
+            else:
+                np.savez(out / "test" / f"{im.name}.npz", xy=im.xy, labels=im.labels, names=np.array(order))
+    (out / "train.inputs").write_text("\n".join(str(out / "train" / f"{p.stem}.png") for p, _, _ in nucls("train")))
+    (out / "spec.txt").write_text(perturbation.describe() + "\n")
+
+
 def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list, float]:
     """[(image at the model mpp, gt xy in its pixels, gt class ids in ``names``)], pixels per model pixel."""
     relabel = np.arange(3) if len(names) == 3 else np.array([0, 1, 1])  # BRCA3 or the base weights: ids as is
@@ -177,7 +206,11 @@ def test_set(dataset: str, names: list[str], split: str = "test") -> tuple[list,
         out = []
         for png in sorted(folder.glob("*.png")):
             gt = np.load(png.with_suffix(".npz"))
-            out.append((np.asarray(Image.open(png).convert("RGB")), gt["xy"].astype(np.float64), relabel[gt["labels"]]))
+            if "names" in gt:  # written by shifted_nucls(): NuCLS's classes by name (the base weights: detection only)
+                ids = [names.index(str(gt["names"][i])) if str(gt["names"][i]) in names else 0 for i in gt["labels"]]
+            else:
+                ids = relabel[gt["labels"]]
+            out.append((np.asarray(Image.open(png).convert("RGB")), gt["xy"].astype(np.float64), np.asarray(ids)))
         return out, 1.0
     if dataset == "nucls":
         out = []
@@ -444,3 +477,5 @@ if __name__ == "__main__":
         print(json.dumps(sweep(Path(sys.argv[2]), sys.argv[3]), indent=2))
     elif cmd == "shifted":
         shifted(Path(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:5]))
+    elif cmd == "shifted-nucls":
+        shifted_nucls(Path(sys.argv[2]), sys.argv[3])

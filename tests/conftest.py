@@ -36,6 +36,11 @@ def brca_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def nucls_dir() -> Path:
+    return _need(DATA / "nucls-subset", "it is the CC0 NuCLS subset of ../shared/data; set MUSE_DATA to its parent")
+
+
+@pytest.fixture(scope="session")
 def cmu_svs(tmp_path_factory) -> Path:
     """OpenSlide's CMU-1-Small-Region.svs: the shared copy, else the README demo's, under OpenSlide's file name."""
     how = f"unpack it to {DEMO_CMU_SLIDE} with `{UNPACK_DEMO}` (the README's commands do) or set MUSE_DATA"
