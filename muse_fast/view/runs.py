@@ -53,6 +53,8 @@ class SlideRun:
 
 def _read_manifest(path: Path) -> tuple[dict | None, str]:
     """The manifest, or None and why it cannot be shown."""
+    if not is_regular(path):
+        return None, "its manifest is a link or not a plain file"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

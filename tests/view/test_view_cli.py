@@ -197,6 +197,13 @@ def test_a_link_in_the_run_folder_is_never_followed(cmu_run, tmp_path):
         server.shutdown()
         server.server_close()
         app.close()
+    manifest = out / f"{STEM}.manifest.json"  # a manifest that is a link: not read
+    manifest.rename(tmp_path / "real.manifest.json")
+    manifest.symlink_to(tmp_path / "real.manifest.json")
+    with pytest.raises(InputError, match="no finished run"):
+        find_runs(out)
+    manifest.unlink()
+    (tmp_path / "real.manifest.json").rename(manifest)
     for table in ("parquet", "csv"):  # both tables links: the run is not shown at all
         (out / f"{STEM}.{table}").rename(tmp_path / f"real.{table}")
         (out / f"{STEM}.{table}").symlink_to(tmp_path / f"real.{table}")
