@@ -239,8 +239,6 @@ def _build_engine(
 
     check_precision(precision)
     if batch_size < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}; the default is 16")
     model, meta = load_weights(weights)  # checks the metadata, mpp included
     note = check_batch_size(batch_size, meta.tile_size, device)
@@ -259,7 +257,6 @@ def _infer(args) -> int:
     from dataclasses import replace
 
     from .config import InferConfig
-    from .errors import ConfigError
     from .output.folder import out_dir_for_run
     from .post.decode import DecodeConfig
     from .runtime.cohort import (
@@ -332,7 +329,6 @@ def _export(args) -> int:
     from muse_fast.export.onnx import INPUT_NAME, export_onnx
     from muse_fast.export.out_file import check_export_out
 
-    from .errors import ConfigError
     from .model.weights import resolve_weights
 
     source = (resolve_weights(args.weights),)  # never replaced, --overwrite or not
@@ -389,12 +385,8 @@ def _bench(args) -> int:
     from .runtime.bench import bench_slide
 
     if args.max_batches < 0:
-        from .errors import ConfigError
-
         raise ConfigError(f"--max-batches must be 0 (all) or more, got {args.max_batches}")
     if args.repeat < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"--repeat must be 1 or more, got {args.repeat}")
     engine, meta, _ = _build_engine(args.engine, args.weights, args.device, args.batch_size, args.precision, args.tta)
     result = bench_slide(
@@ -417,7 +409,6 @@ def _add_view(sub) -> None:
 
 
 def _view(args) -> int:
-    from .errors import ConfigError
     from .view import view
 
     if not 0 <= args.port <= 65535:

@@ -117,7 +117,7 @@ def written_by_us(path: Path, listed: set[str]) -> bool:
     from .outputs import png_is_ours
 
     stem = path.name[: -len(suffix)]
-    return png_is_ours(path) or any((path.parent / f"{stem}.{kind}").exists() for kind in ("csv", "manifest.json"))
+    return any((path.parent / f"{stem}.{kind}").exists() for kind in ("csv", "manifest.json")) or png_is_ours(path)
 
 
 def _names(paths: list[Path]) -> str:
@@ -137,8 +137,8 @@ def folder_slides(folder: Path) -> list[Path]:
     ours = [p for p in found if written_by_us(p, listed)]
     if ours:
         log.info("%s: not taking %d files that muse-fast wrote for slides (%s)", folder, len(ours), _names(ours))
-    mine = set(ours)
-    slides = [p for p in found if p not in mine]
+    own = set(ours)
+    slides = [p for p in found if p not in own]
     if not slides:
         mine = f"; the {len(ours)} images there are muse-fast's outputs" if ours else ""
         raise InputError(f"folder {folder} holds no slides ({' '.join(SUPPORTED_SUFFIXES)}){mine}")

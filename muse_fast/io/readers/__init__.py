@@ -36,6 +36,11 @@ def resolve_mpp(slide: SlideReader, path: Path, override: float | None) -> float
             raise ConfigError(f"--mpp must be a positive number of microns per pixel, got {override}")
         _say_if_overridden(slide, path, float(override))
         return float(override)
+    return recorded_mpp(slide, path)
+
+
+def recorded_mpp(slide: SlideReader, path: Path) -> float | None:
+    """The resolution the backend's metadata, else the file's own tags, record; non-square pixels are refused."""
     resolution = slide.resolution or file_resolution(path)
     return resolution.square_mpp(path.name) if resolution else None
 
@@ -44,8 +49,7 @@ def _say_if_overridden(slide: SlideReader, path: Path, override: float) -> None:
     """One warning when the file records a resolution more than 10% away from ``--mpp``: right for a file whose tags
     are wrong, a mistake for the others of a cohort that records theirs (they run at the wrong scale)."""
     try:
-        resolution = slide.resolution or file_resolution(path)
-        recorded = resolution.square_mpp(path.name) if resolution else None
+        recorded = recorded_mpp(slide, path)
     except Exception:  # noqa: BLE001 - tags it cannot use: nothing to compare with
         return
     if recorded and abs(recorded / override - 1) > 0.1:
