@@ -13,6 +13,8 @@ adds the semi-supervised mean-teacher loss on unlabelled context (see ``train.se
 are then evaluated beside it and kept in ``OUT/weights_raw.pt``, so one run compares the two. At the end the
 selected weights are calibrated on val (the detection threshold from ``--calibrate-thresholds``, see
 ``train.calibrate``) and written to ``OUT/final.pt``, the file to ship; ``--calibrate-thresholds ''`` skips it.
+``--ignore-unlabelled hema,shipped`` leaves likely nuclei without a label out of the centre loss's negatives
+(``train.data.label_gaps``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from .calibrate import calibrate_weights, calibration_grid
 from .config import one_line_errors, parse_config, save_config
 from .data.augment import colour_jitter, random_geometry
 from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
+from .data.label_gaps import parse_sources, shipped_detector, unlabelled_nuclei
 from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
 from .data.rois import RoiStore
 from .data.variety import VarietyConfig, variety_view
@@ -49,7 +52,7 @@ from .losses.centre_focal import centre_focal_loss
 from .losses.point_class import CLS_LOSSES, class_weights, point_class_loss
 from .provenance import finetune_provenance
 from .semi import pseudo_label_loss, unlabelled_batch
-from .targets import centre_targets
+from .targets import centre_targets, ignore_mask
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class FinetuneConfig:
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the schedule's (e.g. 0.1 for a pretrained init)
     variety: float = 0.0  # probability of pale, stretched and packed nuclei per view (train.data.variety); 0 = off
     variety_kinds: str = "pale,stretch,packed"  # which of them --variety draws (the others never)
+    ignore_unlabelled: str = ""  # "hema", "shipped" or both: likely unlabelled nuclei left out of the negatives
+    ignore_distance_um: float = 6.0  # ... when farther than this from every label (train.data.label_gaps)
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
     calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
@@ -94,21 +99,29 @@ class FinetuneConfig:
 
 
 RUN_OUTPUTS = ("weights.pt", "weights_raw.pt", "final.pt", "best.json")  # never left over from another run
+UNLABELLED = -1  # class id that carries a likely unlabelled nucleus through a view's crop and geometry
 
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
-    """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels."""
+    """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels, and the
+    cells left out of the centre loss's negatives (around a sample's ``unlabelled`` points; none without them)."""
     size = cfg.tile_size
-    images, heats, offsets, masks, points, labels = [], [], [], [], [], []
+    images, heats, offsets, masks, points, labels, ignores = [], [], [], [], [], [], []
     variety = VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)
     for i in rng.integers(0, len(samples), cfg.batch_size):
         s = samples[int(i)]
+        all_xy, all_labels = s.xy, s.labels
+        if s.unlabelled is not None and len(s.unlabelled):  # carried through the same crop and geometry
+            all_xy = np.concatenate([s.xy, s.unlabelled]).astype(np.float32)
+            all_labels = np.concatenate([s.labels, np.full(len(s.unlabelled), UNLABELLED, s.labels.dtype)])
         if variety.active:  # else the views of before the option, draw for draw
-            crop, xy, view_labels = variety_view(s.image, s.xy, s.labels, size, rng, variety, cfg.scale_jitter)
+            crop, xy, view_labels = variety_view(s.image, all_xy, all_labels, size, rng, variety, cfg.scale_jitter)
         else:
-            crop, xy, keep = random_scaled_crop(s.image, s.xy, size, rng, cfg.scale_jitter)
-            xy, view_labels = xy[keep], s.labels[keep]
+            crop, xy, keep = random_scaled_crop(s.image, all_xy, size, rng, cfg.scale_jitter)
+            xy, view_labels = xy[keep], all_labels[keep]
         crop, xy = random_geometry(crop, xy, rng)
+        known = view_labels != UNLABELLED
+        xy, view_labels, unknown_xy = xy[known], view_labels[known], xy[~known]
         heat, offset, mask = centre_targets(xy, size)
         images.append(crop)
         heats.append(heat)
@@ -116,6 +129,7 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
         masks.append(mask)
         points.append(xy)
         labels.append(view_labels)
+        ignores.append(ignore_mask(unknown_xy, size))
     n = max(1, max(len(p) for p in points))
     xy_pad = np.zeros((len(points), n, 2), np.float32)
     lab_pad = np.full((len(points), n), -100, np.int64)  # ignore_index for padding
@@ -131,6 +145,7 @@ def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random
         torch.from_numpy(np.stack(masks)),
         torch.from_numpy(xy_pad),
         torch.from_numpy(lab_pad),
+        torch.from_numpy(np.stack(ignores)),
     )
 
 
@@ -166,9 +181,9 @@ def lr_schedule(cfg: FinetuneConfig) -> np.ndarray:
 
 def training_loss(model, batch, cfg: FinetuneConfig, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Centre focal + offset L1 + point-classifier loss (``cfg.cls_loss``, class ``weights``) on one batch."""
-    x, heat, offset, mask, xy, labels = batch
+    x, heat, offset, mask, xy, labels, ignore = batch
     out = model(x)
-    focal = centre_focal_loss(out.centre[:, 0], heat)
+    focal = centre_focal_loss(out.centre[:, 0], heat, ignore=ignore if ignore.any() else None)
     pos = mask[:, None].expand_as(offset)
     off = (
         F.l1_loss(out.centre[:, 1:3][pos], offset[pos], reduction="sum") / mask.sum().clamp(min=1)
@@ -220,6 +235,9 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     if cfg.steps < 1:
         raise ConfigError(f"--steps must be 1 or more, got {cfg.steps}")
     VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)  # a misspelt kind is refused before training
+    ignore_sources = parse_sources(cfg.ignore_unlabelled)
+    if not cfg.ignore_distance_um > 0:
+        raise ConfigError(f"--ignore-distance-um must be above 0, got {cfg.ignore_distance_um}")
     if not cfg.backbone_lr_scale > 0:
         raise ConfigError(f"--backbone-lr-scale must be above 0, got {cfg.backbone_lr_scale}; 1 trains it as the rest")
     out = Path(cfg.out)
@@ -235,6 +253,8 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     save_config(cfg, out / "config.json")
     train_set = train_set if train_set is not None else load_split("train")
     val_set = val_set if val_set is not None else load_split("val")
+    if ignore_sources:
+        train_set = with_unlabelled_nuclei(train_set, ignore_sources, cfg.ignore_distance_um)
     labels = np.concatenate([s.labels for s in train_set])
     weights = class_weights(labels, len(CLASSES), cfg.cls_balance_power).to(cfg.device)
     device = torch.device(cfg.device)
@@ -296,6 +316,23 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
         best["calibrated"] = calibrate_best(out, taus, thresholds, cfg.half, train_set, val_set)
     (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
     return best
+
+
+def with_unlabelled_nuclei(samples: list[LabelledImage], sources: tuple[str, ...], distance_um: float):
+    """``samples`` with their likely unlabelled nuclei found (:mod:`train.data.label_gaps`); prints the count."""
+    detector = shipped_detector(BRCA_MPP) if "shipped" in sources else None
+    out = [
+        replace(s, unlabelled=unlabelled_nuclei(s.image, s.xy, BRCA_MPP, sources, distance_um, detector))
+        for s in samples
+    ]
+    found = sum(len(s.unlabelled) for s in out)
+    labelled = sum(len(s.xy) for s in out)
+    print(
+        f"--ignore-unlabelled {','.join(sources)}: {found} likely nuclei over {distance_um} um from every one of "
+        f"{labelled} labels, left out of the centre loss's negatives",
+        file=sys.stderr,
+    )
+    return out
 
 
 def calibrate_best(out: Path, taus, thresholds, half: bool, train_set, val_set) -> dict:

@@ -27,3 +27,16 @@ def centre_targets(xy: np.ndarray, size: int, stride: int = 4, sigma: float = 1.
         offset[:, cy, cx] = (x - cx, y - cy)
         mask[cy, cx] = True
     return heat, offset, mask
+
+
+def ignore_mask(xy: np.ndarray, size: int, stride: int = 4, radius: int = 2) -> np.ndarray:
+    """Cells ``[h, w]`` within ``radius`` cells (Chebyshev) of each point's cell: left out of the centre loss's
+    negatives (:func:`train.losses.centre_focal.centre_focal_loss`'s ``ignore``)."""
+    h = w = size // stride
+    mask = np.zeros((h, w), bool)
+    for x, y in xy / stride:
+        cx, cy = int(np.floor(x)), int(np.floor(y))
+        if not (0 <= cx < w and 0 <= cy < h):
+            continue
+        mask[max(cy - radius, 0) : cy + radius + 1, max(cx - radius, 0) : cx + radius + 1] = True
+    return mask

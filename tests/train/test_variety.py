@@ -88,7 +88,8 @@ def test_real_views_and_a_training_batch(brca_dir):
     import torch
 
     cfg = FinetuneConfig(batch_size=4, variety=1.0)
-    x, heat, offset, mask, xy, labels = make_batch(samples, cfg, rng, torch.Generator().manual_seed(0))
+    x, heat, offset, mask, xy, labels, ignore = make_batch(samples, cfg, rng, torch.Generator().manual_seed(0))
+    assert ignore.shape == heat.shape and not ignore.any()  # no unlabelled points: nothing left out
     assert x.shape == (4, 3, 224, 224) and xy.shape[:2] == labels.shape
     valid = labels >= 0
     assert valid.sum() > 0 and set(labels[valid].tolist()) <= {0, 1, 2} and float(heat.max()) == 1.0

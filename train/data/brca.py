@@ -23,6 +23,7 @@ class LabelledImage:
     image: np.ndarray  # uint8 [H, W, 3]
     xy: np.ndarray  # float32 [N, 2] (x, y) pixel positions
     labels: np.ndarray  # int64 [N], 0-based class ids
+    unlabelled: np.ndarray | None = None  # float32 [M, 2]: likely nuclei without a label (train.data.label_gaps)
 
 
 def split_names(split: str, root: Path | None = None) -> list[str]:

@@ -1,0 +1,95 @@
+"""Likely unlabelled nuclei: found far from every label, carried through a view, left out of the centre negatives."""
+
+import numpy as np
+import pytest
+import torch
+
+from muse_fast.errors import ConfigError
+from muse_fast.train.data.brca import LabelledImage, load_split
+from muse_fast.train.data.hema_nuclei import detect_haematoxylin_nuclei
+from muse_fast.train.data.label_gaps import parse_sources, shipped_detector, unlabelled_nuclei
+from muse_fast.train.finetune import FinetuneConfig, finetune, make_batch, training_loss
+from muse_fast.train.losses.centre_focal import centre_focal_loss
+from muse_fast.train.targets import centre_targets, ignore_mask
+
+
+def test_ignore_mask_covers_the_cells_around_each_point_and_clips_at_the_border():
+    mask = ignore_mask(np.array([[42.0, 42.0], [1.0, 222.0], [500.0, 10.0]]), 224)  # cells (10,10), (0,55), outside
+    assert mask.shape == (56, 56)
+    assert mask[8:13, 8:13].all() and mask.sum() == 25 + 3 * 3  # 5x5 around (10,10); 3x3 in the corner (0,55)
+    assert mask[53:56, 0:3].all() and not mask[7, 10] and not mask[10, 13]
+    assert not ignore_mask(np.zeros((0, 2)), 224).any()
+
+
+def test_an_ignored_cell_adds_nothing_to_the_negatives_and_never_removes_a_positive():
+    heat, _, _ = centre_targets(np.array([[100.0, 100.0]]), 224)
+    heat = torch.from_numpy(heat)[None]
+    logits = torch.full_like(heat, -4.0)
+    logits[0, 40, 40] = 3.0  # a confident call where no label is
+    ignore = torch.from_numpy(ignore_mask(np.array([[161.0, 161.0]]), 224))[None]  # cell (40, 40)
+    base = centre_focal_loss(logits, heat)
+    ignored = centre_focal_loss(logits, heat, ignore=ignore)
+    quiet = logits.clone()
+    quiet[0, 40, 40] = -4.0
+    assert ignored < base  # the call no longer counts against the network ...
+    assert torch.allclose(ignored, centre_focal_loss(quiet, heat, ignore=ignore))  # ... whatever it predicts there
+    everywhere = torch.ones_like(ignore)  # the positive's own cell stays in the loss
+    assert centre_focal_loss(logits, heat, ignore=everywhere) > 0
+    assert torch.equal(centre_focal_loss(logits, heat, ignore=torch.zeros_like(ignore)), base)
+
+
+def test_unknown_sources_are_refused_with_the_choices():
+    assert parse_sources("") == () and parse_sources(" hema , shipped") == ("hema", "shipped")
+    with pytest.raises(ConfigError, match="unknown source blob; choose from hema, shipped"):
+        parse_sources("hema,blob")
+    with pytest.raises(ConfigError, match="ignore-distance-um"):
+        finetune(FinetuneConfig(ignore_unlabelled="hema", ignore_distance_um=0), [], [])
+
+
+def test_unlabelled_points_lie_far_from_every_label_on_real_images(brca_dir):
+    image = load_split("train")[0]
+    hema = detect_haematoxylin_nuclei(image.image, 0.5)
+    far = unlabelled_nuclei(image.image, image.xy, 0.5, ("hema",), 6.0)
+    assert 0 < len(far) < len(hema)  # some hema nuclei carry no label, most do
+    distance = np.sqrt(((far[:, None] - image.xy[None]) ** 2).sum(-1)).min(1)
+    assert (distance > 12).all()
+    near = np.sqrt(((hema[:, None] - image.xy[None]) ** 2).sum(-1)).min(1) <= 12
+    assert len(far) == int((~near).sum())
+    both = unlabelled_nuclei(image.image, image.xy, 0.5, ("hema", "shipped"), 6.0, shipped_detector(0.5))
+    assert len(both) > len(far) and (both[: len(far)] == far).all()
+    with pytest.raises(ValueError, match="needs its detector"):
+        unlabelled_nuclei(image.image, image.xy, 0.5, ("shipped",))
+
+
+def test_a_batch_carries_unlabelled_points_into_the_ignore_mask_only(brca_dir):
+    s = load_split("train")[0]
+    plain = LabelledImage(s.name, s.image, s.xy, s.labels)
+    gaps = unlabelled_nuclei(s.image, s.xy, 0.5, ("hema",), 6.0)
+    marked = LabelledImage(s.name, s.image, s.xy, s.labels, gaps)
+    cfg = FinetuneConfig(batch_size=3)
+    a = make_batch([plain], cfg, np.random.default_rng(3), torch.Generator().manual_seed(3))
+    b = make_batch([marked], cfg, np.random.default_rng(3), torch.Generator().manual_seed(3))
+    for ta, tb in zip(a[:6], b[:6]):  # the same views, targets, points and classes, draw for draw
+        assert torch.equal(ta, tb)
+    assert not a[6].any() and b[6].any()
+    assert int(b[5].ge(0).sum()) == int(a[5].ge(0).sum()) and int(b[5].min()) >= -100  # no class -1 reaches the loss
+    from muse_fast.model import create_model
+
+    model = create_model("muse_r18", 3, 224)
+    loss, parts = training_loss(model, b, cfg)
+    assert torch.isfinite(loss) and parts["cls"] >= 0
+
+
+def test_finetune_with_ignored_unlabelled_nuclei_records_it(brca_dir, tmp_path, capsys):
+    from muse_fast.model.weights import load_weights
+
+    train = load_split("train")[:2]
+    val = load_split("val")[:1]
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, ignore_unlabelled="hema",
+        calibrate_thresholds="",
+    )
+    finetune(cfg, train, val)
+    assert "likely nuclei over 6.0 um from every one of" in capsys.readouterr().err
+    _, meta = load_weights(tmp_path / "run" / "weights.pt")
+    assert meta.config["ignore_unlabelled"] == "hema" and meta.config["ignore_distance_um"] == 6.0
