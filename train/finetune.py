@@ -104,7 +104,10 @@ UNLABELLED = -1  # class id that carries a likely unlabelled nucleus through a v
 
 def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
     """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels, and the
-    cells left out of the centre loss's negatives (around a sample's ``unlabelled`` points; none without them)."""
+    cells left out of the centre loss's negatives (around a sample's ``unlabelled`` points; none without them).
+
+    Unlabelled points go through the same crop and geometry as the labels (the same draws); under ``variety`` they are
+    also paled and copied like labelled nuclei (their copies are ignored too), so those views differ."""
     size = cfg.tile_size
     images, heats, offsets, masks, points, labels, ignores = [], [], [], [], [], [], []
     variety = VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)
@@ -320,11 +323,12 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
 
 def with_unlabelled_nuclei(samples: list[LabelledImage], sources: tuple[str, ...], distance_um: float):
     """``samples`` with their likely unlabelled nuclei found (:mod:`train.data.label_gaps`); prints the count."""
-    detector = shipped_detector(BRCA_MPP) if "shipped" in sources else None
-    out = [
-        replace(s, unlabelled=unlabelled_nuclei(s.image, s.xy, BRCA_MPP, sources, distance_um, detector))
-        for s in samples
-    ]
+    with torch.random.fork_rng(devices=[]):  # loading the detector draws: the model's init must not change
+        detector = shipped_detector(BRCA_MPP) if "shipped" in sources else None
+        out = [
+            replace(s, unlabelled=unlabelled_nuclei(s.image, s.xy, BRCA_MPP, sources, distance_um, detector))
+            for s in samples
+        ]
     found = sum(len(s.unlabelled) for s in out)
     labelled = sum(len(s.xy) for s in out)
     print(

@@ -27,6 +27,8 @@ RECIPE_KEYS = (
     "backbone_lr_scale",
     "variety",
     "variety_kinds",
+    "ignore_unlabelled",
+    "ignore_distance_um",
     "ema_momentum",
     "pseudo_rois",
 )

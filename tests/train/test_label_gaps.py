@@ -72,7 +72,7 @@ def test_a_batch_carries_unlabelled_points_into_the_ignore_mask_only(brca_dir):
     for ta, tb in zip(a[:6], b[:6]):  # the same views, targets, points and classes, draw for draw
         assert torch.equal(ta, tb)
     assert not a[6].any() and b[6].any()
-    assert int(b[5].ge(0).sum()) == int(a[5].ge(0).sum()) and int(b[5].min()) >= -100  # no class -1 reaches the loss
+    assert not (b[5] == -1).any()  # no unlabelled point reaches the classifier's targets
     from muse_fast.model import create_model
 
     model = create_model("muse_r18", 3, 224)
@@ -93,3 +93,32 @@ def test_finetune_with_ignored_unlabelled_nuclei_records_it(brca_dir, tmp_path, 
     assert "likely nuclei over 6.0 um from every one of" in capsys.readouterr().err
     _, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta.config["ignore_unlabelled"] == "hema" and meta.config["ignore_distance_um"] == 6.0
+
+
+def test_under_variety_unlabelled_points_and_their_copies_stay_out_of_every_target(brca_dir):
+    s = load_split("train")[0]
+    marked = LabelledImage(s.name, s.image, s.xy, s.labels, unlabelled_nuclei(s.image, s.xy, 0.5, ("hema",), 6.0))
+    cfg = FinetuneConfig(batch_size=4, variety=1.0)  # every view paled, stretched and packed
+    x, heat, offset, mask, xy, labels, ignore = make_batch([marked], cfg, np.random.default_rng(5), torch.Generator())
+    assert set(labels.unique().tolist()) <= {-100, 0, 1, 2} and ignore.any()
+    assert int(mask.sum()) <= int((labels >= 0).sum())  # one positive cell per labelled point at most (shared cells)
+    assert int((heat >= 1).sum()) == int(mask.sum())
+
+
+def test_the_shipped_source_does_not_change_the_models_initial_weights(brca_dir, tmp_path, monkeypatch):
+    from muse_fast.train import finetune as ft
+
+    built = {}
+    real = ft.build_model
+
+    def record(cfg):
+        model = real(cfg)
+        built[cfg.ignore_unlabelled] = {k: v.clone() for k, v in model.state_dict().items()}
+        raise KeyboardInterrupt  # stop before training: only the init is compared
+
+    monkeypatch.setattr(ft, "build_model", record)
+    train = load_split("train")[:1]
+    for sources in ("", "hema,shipped"):
+        with pytest.raises(KeyboardInterrupt):
+            finetune(FinetuneConfig(out=str(tmp_path / (sources or "off")), ignore_unlabelled=sources), train, train)
+    assert all(torch.equal(built[""][k], built["hema,shipped"][k]) for k in built[""])
