@@ -14,7 +14,8 @@ are then evaluated beside it and kept in ``OUT/weights_raw.pt``, so one run comp
 selected weights are calibrated on val (the detection threshold from ``--calibrate-thresholds``, see
 ``train.calibrate``) and written to ``OUT/final.pt``, the file to ship; ``--calibrate-thresholds ''`` skips it.
 ``--ignore-unlabelled hema,shipped`` leaves likely nuclei without a label out of the centre loss's negatives
-(``train.data.label_gaps``).
+(``train.data.label_gaps``). ``--self-train-rois STORE`` adds the store's images, labelled by the shipped weights
+with flip TTA (``train.data.self_labels``), as ``--self-train-share`` of the views.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .data.brca import BRCA_MPP, CLASSES, LabelledImage, load_split
 from .data.label_gaps import parse_sources, shipped_detector, unlabelled_nuclei
 from .data.robust import hed_jitter, random_blur, random_jpeg, random_scaled_crop
 from .data.rois import RoiStore
+from .data.self_labels import self_labelled
 from .data.variety import VarietyConfig, variety_view
 from .ema import ema_update, warmed_momentum
 from .evaluate import EvalConfig, evaluate_images
@@ -92,6 +94,8 @@ class FinetuneConfig:
     variety_kinds: str = "pale,stretch,packed"  # which of them --variety draws (the others never)
     ignore_unlabelled: str = ""  # "hema", "shipped" or both: likely unlabelled nuclei left out of the negatives
     ignore_distance_um: float = 6.0  # ... when farther than this from every label (train.data.label_gaps)
+    self_train_rois: str = ""  # a ROI store of unlabelled tissue, labelled by the shipped weights (self-training)
+    self_train_share: float = 0.25  # of the views drawn from it
     ema_momentum: float = 0.99  # keep an EMA of the weights and select and save it; 0 = raw weights
     calibrate_thresholds: str = "0.3,0.35,0.4,0.45,0.5"  # detection thresholds tried on val for OUT/final.pt; "" = off
     calibrate_taus: str = "0"  # logit-adjustment strengths tried with them (see train.calibrate)
@@ -102,17 +106,26 @@ RUN_OUTPUTS = ("weights.pt", "weights_raw.pt", "final.pt", "best.json")  # never
 UNLABELLED = -1  # class id that carries a likely unlabelled nucleus through a view's crop and geometry
 
 
-def make_batch(samples: list[LabelledImage], cfg: FinetuneConfig, rng: np.random.Generator, gen: torch.Generator):
+def make_batch(
+    samples: list[LabelledImage],
+    cfg: FinetuneConfig,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    extra: list[LabelledImage] | None = None,
+):
     """A random batch: images [B,3,S,S] (0..255), heat/offset/mask targets, padded GT points and labels, and the
     cells left out of the centre loss's negatives (around a sample's ``unlabelled`` points; none without them).
 
     Unlabelled points go through the same crop and geometry as the labels (the same draws); under ``variety`` they are
-    also paled and copied like labelled nuclei (their copies are ignored too), so those views differ."""
+    also paled and copied like labelled nuclei (their copies are ignored too), so those views differ. With ``extra``
+    (self-labelled images), each view is drawn from it with probability ``cfg.self_train_share``."""
     size = cfg.tile_size
     images, heats, offsets, masks, points, labels, ignores = [], [], [], [], [], [], []
     variety = VarietyConfig.of_kinds(cfg.variety, cfg.variety_kinds)
-    for i in rng.integers(0, len(samples), cfg.batch_size):
-        s = samples[int(i)]
+    picks = [samples[int(i)] for i in rng.integers(0, len(samples), cfg.batch_size)]
+    if extra:  # else no draw: the views of before the option
+        picks = [extra[int(rng.integers(len(extra)))] if rng.random() < cfg.self_train_share else s for s in picks]
+    for s in picks:
         all_xy, all_labels = s.xy, s.labels
         if s.unlabelled is not None and len(s.unlabelled):  # carried through the same crop and geometry
             all_xy = np.concatenate([s.xy, s.unlabelled]).astype(np.float32)
@@ -241,6 +254,9 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     ignore_sources = parse_sources(cfg.ignore_unlabelled)
     if not cfg.ignore_distance_um > 0:
         raise ConfigError(f"--ignore-distance-um must be above 0, got {cfg.ignore_distance_um}")
+    if not 0 < cfg.self_train_share <= 1:
+        raise ConfigError(f"--self-train-share must be in (0, 1], got {cfg.self_train_share}")
+    self_store = RoiStore(Path(cfg.self_train_rois)) if cfg.self_train_rois else None  # a bad path fails here
     if not cfg.backbone_lr_scale > 0:
         raise ConfigError(f"--backbone-lr-scale must be above 0, got {cfg.backbone_lr_scale}; 1 trains it as the rest")
     out = Path(cfg.out)
@@ -258,6 +274,15 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     val_set = val_set if val_set is not None else load_split("val")
     if ignore_sources:
         train_set = with_unlabelled_nuclei(train_set, ignore_sources, cfg.ignore_distance_um)
+    extra = self_labelled(self_store) if self_store is not None else None
+    if extra is not None:
+        taught = sum(len(s.xy) for s in extra)
+        print(
+            f"--self-train-rois {cfg.self_train_rois}: {len(extra)} images, {taught} nuclei taught "
+            f"({sum(int((s.labels >= 0).sum()) for s in extra)} with a class), "
+            f"{sum(len(s.unlabelled) for s in extra)} uncertain ones left out of the negatives",
+            file=sys.stderr,
+        )
     labels = np.concatenate([s.labels for s in train_set])
     weights = class_weights(labels, len(CLASSES), cfg.cls_balance_power).to(cfg.device)
     device = torch.device(cfg.device)
@@ -280,7 +305,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
         for step in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = float(lrs[step]) * group["lr_scale"]
-            batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen)]
+            batch = [t.to(device) for t in make_batch(train_set, cfg, rng, gen, extra)]
             with autocast(cfg.amp, device):
                 loss, parts = training_loss(model, batch, cfg, weights)
             if pseudo_store is not None:

@@ -29,6 +29,8 @@ RECIPE_KEYS = (
     "variety_kinds",
     "ignore_unlabelled",
     "ignore_distance_um",
+    "self_train_rois",
+    "self_train_share",
     "ema_momentum",
     "pseudo_rois",
 )

@@ -122,3 +122,68 @@ def test_the_shipped_source_does_not_change_the_models_initial_weights(brca_dir,
         with pytest.raises(KeyboardInterrupt):
             finetune(FinetuneConfig(out=str(tmp_path / (sources or "off")), ignore_unlabelled=sources), train, train)
     assert all(torch.equal(built[""][k], built["hema,shipped"][k]) for k in built[""])
+
+
+def _store_of(images, folder):
+    from muse_fast.train.data.rois import Roi, RoiStore, RoiWriter
+
+    writer = RoiWriter(folder, 0.5, 224)
+    for image in images:
+        writer.add(Roi(np.ascontiguousarray(image[:224, :224]), np.zeros((0, 2), np.float32), 0.5), "test")
+    writer.close()
+    return RoiStore(folder)
+
+
+def test_self_labels_teach_the_teachers_confident_nuclei_and_ignore_its_uncertain_ones(brca_dir, tmp_path):
+    from muse_fast.post.decode import DecodeConfig
+    from muse_fast.runtime.predict import predict_image
+    from muse_fast.train.data.self_labels import NO_CLASS, SelfLabelConfig, at_mpp, self_labelled, teacher_engine
+
+    images = [s.image for s in load_split("val")[:2]]
+    store = _store_of(images, tmp_path / "rois")
+    teacher = teacher_engine()
+    cfg = SelfLabelConfig()
+    labelled = self_labelled(store, cfg, teacher)
+    assert len(labelled) == 2
+    engine, meta = teacher
+    for sample, image in zip(labelled, images):
+        nuclei = predict_image(engine, image[:224, :224], meta.tile_size, 32, DecodeConfig(threshold=cfg.low))
+        sure = nuclei.score >= cfg.high
+        assert len(sample.xy) == int(sure.sum()) > 0 and len(sample.unlabelled) == int((~sure).sum())
+        assert set(sample.labels.tolist()) <= {0, 1, 2, NO_CLASS}
+        confident = nuclei.class_prob[sure] >= cfg.class_confidence
+        assert ((sample.labels >= 0) == confident).all()
+    half = at_mpp(images[0], 0.25, 0.5)  # a 40x ROI comes to the teacher's 0.5 um/px
+    assert half.shape == (images[0].shape[0] // 2, images[0].shape[1] // 2, 3)
+    assert at_mpp(images[0], 0.5, 0.5) is images[0]
+
+
+def test_a_batch_draws_self_labelled_views_at_the_share(brca_dir):
+    from muse_fast.train.data.self_labels import NO_CLASS
+
+    s = load_split("train")[0]
+    labels = np.full(len(s.xy), NO_CLASS)  # every centre taught, no class
+    extra = [LabelledImage("self#0", s.image, s.xy, labels, np.zeros((0, 2), np.float32))]
+    cfg = FinetuneConfig(batch_size=4, self_train_share=1.0)
+    x, heat, offset, mask, xy, lab, ignore = make_batch([s], cfg, np.random.default_rng(1), torch.Generator(), extra)
+    assert int(mask.sum()) > 0 and (lab == NO_CLASS).all()  # centres taught, the classifier not
+    plain = make_batch([s], FinetuneConfig(batch_size=4), np.random.default_rng(1), torch.Generator().manual_seed(0))
+    again = make_batch([s], FinetuneConfig(batch_size=4), np.random.default_rng(1), torch.Generator().manual_seed(0), [])
+    assert all(torch.equal(a, b) for a, b in zip(plain, again))  # no extra images: the draws of before
+
+
+def test_finetune_with_self_training_records_it(brca_dir, tmp_path, capsys):
+    from muse_fast.model.weights import load_weights
+
+    store = tmp_path / "rois"
+    _store_of([s.image for s in load_split("val")[:1]], store)
+    with pytest.raises(ConfigError, match="self-train-share"):
+        finetune(FinetuneConfig(self_train_rois=str(store), self_train_share=0), [], [])
+    cfg = FinetuneConfig(
+        out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, self_train_rois=str(store),
+        calibrate_thresholds="",
+    )
+    finetune(cfg, load_split("train")[:2], load_split("val")[:1])
+    assert "1 images" in capsys.readouterr().err
+    _, meta = load_weights(tmp_path / "run" / "weights.pt")
+    assert meta.config["provenance"]["recipe"]["self_train_rois"] == str(store)
