@@ -32,11 +32,24 @@ def init_provenance(init: str, seed: int) -> dict | str:
     return out
 
 
+def default_weights_sha() -> str:
+    from muse_fast.model.weights import file_sha256, resolve_weights
+
+    return file_sha256(resolve_weights(None))
+
+
 def finetune_provenance(cfg) -> dict:
     """Architecture, init, data, recipe and commit of a ``train.finetune`` run with config ``cfg``."""
     data = "BRCA-M2C train (80 images, 0.5 um/px, labels); val (10 images) selects and calibrates"
     if cfg.pseudo_rois:
         data += f"; pseudo-labels on the ROI store {cfg.pseudo_rois}"
+    if getattr(cfg, "self_train_rois", ""):
+        data += (
+            f"; self-training on the ROI store {cfg.self_train_rois} ({cfg.self_train_share} of the views), labelled "
+            f"by the default weights (sha256 {default_weights_sha()[:12]}) under flip TTA"
+        )
+    if getattr(cfg, "ignore_unlabelled", ""):
+        data += f"; nuclei found by {cfg.ignore_unlabelled} away from the labels left out of the negatives"
     return {
         "architecture": cfg.model,
         "init": init_provenance(cfg.init, cfg.seed),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from muse_fast.errors import ConfigError
 from muse_fast.train.data.brca import LabelledImage, load_split
@@ -105,7 +106,10 @@ def test_under_variety_unlabelled_points_and_their_copies_stay_out_of_every_targ
     assert int((heat >= 1).sum()) == int(mask.sum())
 
 
-def test_the_shipped_source_does_not_change_the_models_initial_weights(brca_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("option", ["ignore_unlabelled", "self_train_rois"])
+def test_the_shipped_weights_as_detector_or_teacher_do_not_change_the_initial_weights(
+    brca_dir, tmp_path, monkeypatch, option
+):
     from muse_fast.train import finetune as ft
 
     built = {}
@@ -113,23 +117,30 @@ def test_the_shipped_source_does_not_change_the_models_initial_weights(brca_dir,
 
     def record(cfg):
         model = real(cfg)
-        built[cfg.ignore_unlabelled] = {k: v.clone() for k, v in model.state_dict().items()}
+        built[getattr(cfg, option)] = {k: v.clone() for k, v in model.state_dict().items()}
         raise KeyboardInterrupt  # stop before training: only the init is compared
 
     monkeypatch.setattr(ft, "build_model", record)
     train = load_split("train")[:1]
-    for sources in ("", "hema,shipped"):
+    value = "hema,shipped" if option == "ignore_unlabelled" else str(tmp_path / "rois")
+    _store_of([train[0].image], tmp_path / "rois")
+    for setting in ("", value):
         with pytest.raises(KeyboardInterrupt):
-            finetune(FinetuneConfig(out=str(tmp_path / (sources or "off")), ignore_unlabelled=sources), train, train)
-    assert all(torch.equal(built[""][k], built["hema,shipped"][k]) for k in built[""])
+            finetune(FinetuneConfig(out=str(tmp_path / (setting[-3:] or "off")), **{option: setting}), train, train)
+    assert all(torch.equal(built[""][k], built[value][k]) for k in built[""])
 
 
-def _store_of(images, folder):
+def _store_of(images, folder, fine=None):
+    """A store of 224-px ROIs at 0.5 um/px; ``fine``: one more ROI of the same field at that finer mpp."""
     from muse_fast.train.data.rois import Roi, RoiStore, RoiWriter
 
     writer = RoiWriter(folder, 0.5, 224)
     for image in images:
         writer.add(Roi(np.ascontiguousarray(image[:224, :224]), np.zeros((0, 2), np.float32), 0.5), "test")
+    if fine:
+        side = round(224 * 0.5 / fine)
+        big = np.asarray(Image.fromarray(images[0][:224, :224]).resize((side, side)))
+        writer.add(Roi(big, np.zeros((0, 2), np.float32), fine), "fine")
     writer.close()
     return RoiStore(folder)
 
@@ -140,11 +151,11 @@ def test_self_labels_teach_the_teachers_confident_nuclei_and_ignore_its_uncertai
     from muse_fast.train.data.self_labels import NO_CLASS, SelfLabelConfig, at_mpp, self_labelled, teacher_engine
 
     images = [s.image for s in load_split("val")[:2]]
-    store = _store_of(images, tmp_path / "rois")
+    store = _store_of(images, tmp_path / "rois", fine=0.227)  # and a 40x ROI, resampled to 0.5 um/px
     teacher = teacher_engine()
     cfg = SelfLabelConfig()
     labelled = self_labelled(store, cfg, teacher)
-    assert len(labelled) == 2
+    assert len(labelled) == 3 and labelled[2].image.shape == (224, 224, 3) and len(labelled[2].xy) > 0
     engine, meta = teacher
     for sample, image in zip(labelled, images):
         nuclei = predict_image(engine, image[:224, :224], meta.tile_size, 32, DecodeConfig(threshold=cfg.low))
@@ -154,7 +165,9 @@ def test_self_labels_teach_the_teachers_confident_nuclei_and_ignore_its_uncertai
         confident = nuclei.class_prob[sure] >= cfg.class_confidence
         assert ((sample.labels >= 0) == confident).all()
     half = at_mpp(images[0], 0.25, 0.5)  # a 40x ROI comes to the teacher's 0.5 um/px
-    assert half.shape == (images[0].shape[0] // 2, images[0].shape[1] // 2, 3)
+    assert half.shape == (round(images[0].shape[0] / 2), round(images[0].shape[1] / 2), 3)
+    with pytest.raises(ConfigError, match="do not fit"):
+        self_labelled(store, cfg, (engine, type(meta)(meta.model, meta.classes, 0.25, meta.tile_size, meta.config)))
     assert at_mpp(images[0], 0.5, 0.5) is images[0]
 
 
@@ -167,9 +180,10 @@ def test_a_batch_draws_self_labelled_views_at_the_share(brca_dir):
     cfg = FinetuneConfig(batch_size=4, self_train_share=1.0)
     x, heat, offset, mask, xy, lab, ignore = make_batch([s], cfg, np.random.default_rng(1), torch.Generator(), extra)
     assert int(mask.sum()) > 0 and (lab == NO_CLASS).all()  # centres taught, the classifier not
-    plain = make_batch([s], FinetuneConfig(batch_size=4), np.random.default_rng(1), torch.Generator().manual_seed(0))
-    again = make_batch([s], FinetuneConfig(batch_size=4), np.random.default_rng(1), torch.Generator().manual_seed(0), [])
-    assert all(torch.equal(a, b) for a, b in zip(plain, again))  # no extra images: the draws of before
+    mixed = LabelledImage("self#1", s.image, s.xy[::2], labels[::2], s.xy[1::2])  # taught, no class, and ignored
+    cfg = FinetuneConfig(batch_size=4, self_train_share=1.0, variety=1.0)
+    x, heat, offset, mask, xy, lab, ignore = make_batch([s], cfg, np.random.default_rng(2), torch.Generator(), [mixed])
+    assert int(mask.sum()) > 0 and ignore.any() and (lab == NO_CLASS).all()  # no -1 reaches a target
 
 
 def test_finetune_with_self_training_records_it(brca_dir, tmp_path, capsys):
@@ -181,9 +195,14 @@ def test_finetune_with_self_training_records_it(brca_dir, tmp_path, capsys):
         finetune(FinetuneConfig(self_train_rois=str(store), self_train_share=0), [], [])
     cfg = FinetuneConfig(
         out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, self_train_rois=str(store),
-        calibrate_thresholds="",
+        self_train_share=1.0, calibrate_thresholds="",
     )
     finetune(cfg, load_split("train")[:2], load_split("val")[:1])
     assert "1 images" in capsys.readouterr().err
     _, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta.config["provenance"]["recipe"]["self_train_rois"] == str(store)
+    assert "self-training on the ROI store" in meta.config["provenance"]["data"]
+    empty = tmp_path / "empty"
+    _store_of([], empty)
+    with pytest.raises(ConfigError, match="holds no ROIs"):
+        finetune(FinetuneConfig(out=str(tmp_path / "run2"), self_train_rois=str(empty)), [], [])

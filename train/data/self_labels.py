@@ -4,7 +4,8 @@ Each ROI of a store (``train.detect_nuclei`` output; its own positions are not u
 resolution and run through the teacher at a low threshold. Its confident nuclei (score >= ``high``) become labelled
 points, with the teacher's class where its class probability is at least ``class_confidence`` and no class
 otherwise (the centre is still taught, the classifier is not); the uncertain ones (``low`` <= score < ``high``) are
-left out of the centre loss's negatives, as :mod:`.label_gaps`' points are. ``train.finetune --self-train-rois``
+left out of the centre loss's negatives (5 x 5 map cells around each, as for :mod:`.label_gaps`' points, but with no
+distance to the taught ones required). ``train.finetune --self-train-rois``
 mixes these images into training (``--self-train-share`` of the views).
 """
 
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .brca import LabelledImage
+from muse_fast.errors import ConfigError
+
+from .brca import BRCA_MPP, CLASSES, LabelledImage
 from .rois import RoiStore
 
 NO_CLASS = -100  # a taught centre whose class is not taught (the classifier loss's padding id)
@@ -55,6 +58,13 @@ def self_labelled(store: RoiStore, cfg: SelfLabelConfig = SelfLabelConfig(), tea
     from muse_fast.runtime.predict import predict_image
 
     engine, meta = teacher if teacher is not None else teacher_engine()
+    if abs(meta.mpp - BRCA_MPP) > 1e-6 or tuple(meta.classes) != tuple(CLASSES):
+        raise ConfigError(
+            f"the teacher's weights ({meta.mpp} um/px, classes {', '.join(meta.classes)}) do not fit BRCA-M2C training "
+            f"({BRCA_MPP} um/px, {', '.join(CLASSES)})"
+        )
+    if len(store) == 0:
+        raise ConfigError("--self-train-rois: the ROI store holds no ROIs; build one with train.detect_nuclei")
     out = []
     for i in range(len(store)):
         roi = store[i]
