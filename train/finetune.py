@@ -199,7 +199,7 @@ def training_loss(model, batch, cfg: FinetuneConfig, weights: torch.Tensor | Non
     """Centre focal + offset L1 + point-classifier loss (``cfg.cls_loss``, class ``weights``) on one batch."""
     x, heat, offset, mask, xy, labels, ignore = batch
     out = model(x)
-    focal = centre_focal_loss(out.centre[:, 0], heat, ignore=ignore if ignore.any() else None)
+    focal = centre_focal_loss(out.centre[:, 0], heat, ignore=ignore)  # an all-False mask ignores nothing
     pos = mask[:, None].expand_as(offset)
     off = (
         F.l1_loss(out.centre[:, 1:3][pos], offset[pos], reduction="sum") / mask.sum().clamp(min=1)
@@ -274,15 +274,7 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
     val_set = val_set if val_set is not None else load_split("val")
     if ignore_sources:
         train_set = with_unlabelled_nuclei(train_set, ignore_sources, cfg.ignore_distance_um)
-    extra = self_labelled(self_store) if self_store is not None else None
-    if extra is not None:
-        taught = sum(len(s.xy) for s in extra)
-        print(
-            f"--self-train-rois {cfg.self_train_rois}: {len(extra)} images, {taught} nuclei taught "
-            f"({sum(int((s.labels >= 0).sum()) for s in extra)} with a class), "
-            f"{sum(len(s.unlabelled) for s in extra)} uncertain ones left out of the negatives",
-            file=sys.stderr,
-        )
+    extra = self_labelled_images(self_store, cfg.self_train_rois) if self_store is not None else None
     labels = np.concatenate([s.labels for s in train_set])
     weights = class_weights(labels, len(CLASSES), cfg.cls_balance_power).to(cfg.device)
     device = torch.device(cfg.device)
@@ -348,17 +340,28 @@ def finetune(cfg: FinetuneConfig, train_set=None, val_set=None) -> dict:
 
 def with_unlabelled_nuclei(samples: list[LabelledImage], sources: tuple[str, ...], distance_um: float):
     """``samples`` with their likely unlabelled nuclei found (:mod:`train.data.label_gaps`); prints the count."""
-    with torch.random.fork_rng(devices=[]):  # loading the detector draws: the model's init must not change
-        detector = shipped_detector(BRCA_MPP) if "shipped" in sources else None
-        out = [
-            replace(s, unlabelled=unlabelled_nuclei(s.image, s.xy, BRCA_MPP, sources, distance_um, detector))
-            for s in samples
-        ]
+    detector = shipped_detector(BRCA_MPP) if "shipped" in sources else None
+    out = [
+        replace(s, unlabelled=unlabelled_nuclei(s.image, s.xy, BRCA_MPP, sources, distance_um, detector))
+        for s in samples
+    ]
     found = sum(len(s.unlabelled) for s in out)
     labelled = sum(len(s.xy) for s in out)
     print(
         f"--ignore-unlabelled {','.join(sources)}: {found} likely nuclei over {distance_um} um from every one of "
         f"{labelled} labels, left out of the centre loss's negatives",
+        file=sys.stderr,
+    )
+    return out
+
+
+def self_labelled_images(store: RoiStore, name: str) -> list[LabelledImage]:
+    """The store's images labelled by the shipped weights (:mod:`train.data.self_labels`); prints the counts."""
+    out = self_labelled(store)
+    print(
+        f"--self-train-rois {name}: {len(out)} images, {sum(len(s.xy) for s in out)} nuclei taught "
+        f"({sum(int((s.labels >= 0).sum()) for s in out)} with a class), "
+        f"{sum(len(s.unlabelled) for s in out)} uncertain ones left out of the negatives",
         file=sys.stderr,
     )
     return out

@@ -43,12 +43,12 @@ def finetune_provenance(cfg) -> dict:
     data = "BRCA-M2C train (80 images, 0.5 um/px, labels); val (10 images) selects and calibrates"
     if cfg.pseudo_rois:
         data += f"; pseudo-labels on the ROI store {cfg.pseudo_rois}"
-    if getattr(cfg, "self_train_rois", ""):
+    if cfg.self_train_rois:
         data += (
             f"; self-training on the ROI store {cfg.self_train_rois} ({cfg.self_train_share} of the views), labelled "
             f"by the default weights (sha256 {default_weights_sha()[:12]}) under flip TTA"
         )
-    if getattr(cfg, "ignore_unlabelled", ""):
+    if cfg.ignore_unlabelled:
         data += f"; nuclei found by {cfg.ignore_unlabelled} away from the labels left out of the negatives"
     return {
         "architecture": cfg.model,

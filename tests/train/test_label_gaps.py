@@ -87,7 +87,12 @@ def test_finetune_with_ignored_unlabelled_nuclei_records_it(brca_dir, tmp_path, 
     train = load_split("train")[:2]
     val = load_split("val")[:1]
     cfg = FinetuneConfig(
-        out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, ignore_unlabelled="hema",
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch_size=2,
+        eval_every=2,
+        warmup_steps=1,
+        ignore_unlabelled="hema",
         calibrate_thresholds="",
     )
     finetune(cfg, train, val)
@@ -194,8 +199,14 @@ def test_finetune_with_self_training_records_it(brca_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="self-train-share"):
         finetune(FinetuneConfig(self_train_rois=str(store), self_train_share=0), [], [])
     cfg = FinetuneConfig(
-        out=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2, warmup_steps=1, self_train_rois=str(store),
-        self_train_share=1.0, calibrate_thresholds="",
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch_size=2,
+        eval_every=2,
+        warmup_steps=1,
+        self_train_rois=str(store),
+        self_train_share=1.0,
+        calibrate_thresholds="",
     )
     finetune(cfg, load_split("train")[:2], load_split("val")[:1])
     assert "1 images" in capsys.readouterr().err

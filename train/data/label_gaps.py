@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 from muse_fast.errors import ConfigError
@@ -36,17 +37,29 @@ def parse_sources(text: str) -> tuple[str, ...]:
     return names
 
 
+def shipped_engine(flip_tta: bool = False):
+    """The default weights as a torch fp32 engine on the CPU (flips averaged with ``flip_tta``); (engine, metadata).
+
+    Loaded under a forked torch RNG: building the model draws from it, and a training run that loads these weights
+    before building its own model must start from the same initial weights as one that does not."""
+    from muse_fast.model.weights import load_weights
+    from muse_fast.runtime.engines import TorchEngine
+    from muse_fast.runtime.tta import FlipTTAEngine
+
+    with torch.random.fork_rng(devices=[]):
+        model, meta = load_weights(None)
+    engine = TorchEngine(model, "cpu", "fp32")
+    return (FlipTTAEngine(engine) if flip_tta else engine), meta
+
+
 def shipped_detector(mpp: float) -> Callable[[np.ndarray], np.ndarray]:
     """The default weights as ``image -> (x, y) [N, 2]`` for images at ``mpp`` (which must be the weights' mpp)."""
-    from muse_fast.model.weights import file_sha256, load_weights, resolve_weights
     from muse_fast.post.decode import DecodeConfig
-    from muse_fast.runtime.engines import EngineInputs, create_engine
     from muse_fast.runtime.predict import predict_image
 
-    model, meta = load_weights(None)
+    engine, meta = shipped_engine()
     if abs(meta.mpp - mpp) > 1e-6:
         raise ConfigError(f"the default weights run at {meta.mpp} um/px, the training images are at {mpp}")
-    engine = create_engine("torch", EngineInputs(model, meta, file_sha256(resolve_weights(None)), "cpu", 16, "fp32"))
     return lambda image: predict_image(engine, image, meta.tile_size, 32, DecodeConfig()).xy.astype(np.float32)
 
 

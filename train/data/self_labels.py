@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from PIL import Image
 
 from muse_fast.errors import ConfigError
 
 from .brca import BRCA_MPP, CLASSES, LabelledImage
+from .label_gaps import shipped_engine
+from .robust import rescale
 from .rois import RoiStore
 
 NO_CLASS = -100  # a taught centre whose class is not taught (the classifier loss's padding id)
@@ -33,23 +33,16 @@ class SelfLabelConfig:
 
 
 def at_mpp(image: np.ndarray, mpp: float, target: float) -> np.ndarray:
-    """``image`` (at ``mpp`` um/px) resampled to ``target`` um/px (antialiased); unchanged when they agree."""
+    """``image`` (at ``mpp`` um/px) resampled to ``target`` um/px (:func:`.robust.rescale`); unchanged when they
+    agree."""
     if abs(mpp - target) < 1e-6:
         return image
-    h, w = image.shape[:2]
-    size = (max(1, round(w * mpp / target)), max(1, round(h * mpp / target)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return rescale(image, np.zeros((0, 2), np.float32), mpp / target)[0]
 
 
 def teacher_engine():
     """The default weights in fp32 with horizontal and vertical flips averaged; (engine, weights metadata)."""
-    from muse_fast.model.weights import load_weights
-    from muse_fast.runtime.engines import TorchEngine
-    from muse_fast.runtime.tta import FlipTTAEngine
-
-    with torch.random.fork_rng(devices=[]):  # building the model draws: a training run's init must not change
-        model, meta = load_weights(None)
-    return FlipTTAEngine(TorchEngine(model, "cpu", "fp32")), meta
+    return shipped_engine(flip_tta=True)
 
 
 def self_labelled(store: RoiStore, cfg: SelfLabelConfig = SelfLabelConfig(), teacher=None) -> list[LabelledImage]:
