@@ -57,7 +57,7 @@ class FullConfig:
     network_steps: int = 300
     batch_size: int = 8
     head_lr: float = 3e-4  # 1e-3 (the recipe's lr from scratch) lowered the held-out det F1 of a trained head
-    network_lr: float = 3e-4  # 1e-4 adapted less: lower det F1 + macro F1 on the adapt benchmarks (docs/results.md)
+    network_lr: float = 3e-4  # 1e-4: lower det F1 + macro F1 on three adapt benchmarks (docs/results.md)
     weight_decay: float = 0.05
     eval_every: int = 25
     holdout: float = 0.2  # fraction of the regions held out for early stopping (at least one)

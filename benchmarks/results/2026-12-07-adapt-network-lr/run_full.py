@@ -1,16 +1,14 @@
 """adapt --mode full with FullConfig overrides: run_full.py OUT MPP INPUTS_FILE ANNOT key=val..."""
 import sys, json
-from dataclasses import replace, fields
 from pathlib import Path
 from muse_fast.adapt.run import AdaptConfig, adapt
 from muse_fast.adapt.full import FullConfig
 out, mpp, inputs, ann = sys.argv[1:5]
 kw = {}
-types = {f.name: f.type for f in fields(FullConfig)}
 for a in sys.argv[5:]:
     k, v = a.split("=")
     d = getattr(FullConfig, k)
-    kw[k] = (v == "1") if isinstance(d, bool) else type(d)(v)
+    kw[k] = (v.lower() in ("1", "true")) if isinstance(d, bool) else type(d)(v)
 cfg = AdaptConfig(tuple(Path(p) for p in open(inputs).read().split()), Path(ann), Path(out), float(mpp), "full",
                   overwrite=True, quiet=True, full=FullConfig(**kw))
 adapt(cfg)

@@ -13,4 +13,4 @@ for v in $VARIANTS; do
   run nucls_$tag 0.25 /tmp/ad3/nucls_regions.inputs /tmp/ad3/nucls_regions nucls $ov
   run s7_$tag 0.5 /tmp/shift2_s7/train.inputs /tmp/shift2_s7/regions shifted:/tmp/shift2_s7 $ov
 done
-echo done > $O/DONE.$1
+echo done > "$O/DONE.${1:-all}"
