@@ -1,5 +1,5 @@
 """adapt --mode full with FullConfig overrides: run_full.py OUT MPP INPUTS_FILE ANNOT key=val..."""
-import sys, json
+import sys
 from pathlib import Path
 from muse_fast.adapt.run import AdaptConfig, adapt
 from muse_fast.adapt.full import FullConfig
