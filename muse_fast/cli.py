@@ -224,9 +224,9 @@ def _info(args) -> int:
 
 
 def _colours(classes) -> list:
-    from .post.classes import class_colour
+    from .post.classes import class_colours
 
-    return [class_colour(n, i) for i, n in enumerate(classes)]
+    return class_colours(classes)
 
 
 def _build_engine(

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..post.classes import class_colour
+from ..post.classes import class_colours
 
 POINT_TYPES = ("Point", "MultiPoint")
 REGION_TYPES = ("Polygon", "MultiPolygon")
@@ -208,7 +208,8 @@ def _read_csv(path: Path) -> Annotations:
 
 
 def class_table(annotations: list[Annotations]) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
-    """The class names (sorted) and colours over all files; mixed-case duplicates are an error."""
+    """The class names (sorted) and their colours over all files (QuPath's where given, no two alike:
+    :func:`~muse_fast.post.classes.class_colours`); mixed-case duplicates are an error."""
     seen: dict[str, str] = {}
     for ann in annotations:
         for name in dict.fromkeys(ann.names):
@@ -223,7 +224,7 @@ def class_table(annotations: list[Annotations]) -> tuple[tuple[str, ...], tuple[
     for ann in annotations:
         for k, v in ann.colours.items():
             given.setdefault(k, v)
-    return names, tuple(given.get(n, class_colour(n, i)) for i, n in enumerate(names))
+    return names, tuple(class_colours(names, given))
 
 
 def inside(xy: np.ndarray, ring: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..post.classes import class_colour
+from ..post.classes import class_colours
 
 CELL_MM2 = 0.1
 PANEL_MAX_SIDE = 256  # pixels of the longer side of each class's panel in the PNG
@@ -92,9 +92,10 @@ class DensityGrid:
         draw = ImageDraw.Draw(out)
         density, valid = self.per_mm2(), self.valid()
         scale = float(density.max()) if density.size else 0.0
+        colours = class_colours(classes)
         for c, name in enumerate(classes[:n]):
             t = density[c] / scale if scale > 0 else density[c]
-            colour = np.asarray(class_colour(name, c), np.float32)
+            colour = np.asarray(colours[c], np.float32)
             rgb = (255 - t[..., None] * (255 - colour)).round().astype(np.uint8)
             rgb[~valid] = NO_TISSUE
             panel = Image.fromarray(rgb).resize((pw, ph), Image.NEAREST)

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..io.readers.base import SlideReader
 from ..io.resample import read_thumbnail
-from ..post.classes import class_colour
+from ..post.classes import class_colours
 from ..runtime.predict import Nuclei
 
 UNREADABLE_COLOUR = (0, 0, 0)
@@ -66,7 +66,7 @@ class Overlay:
         self.scale = max(w0, h0) / max_side if max(w0, h0) > max_side else 1.0  # level-0 px per overlay px
         self.pixels = np.array(read_thumbnail(slide, self.scale))  # the markers are drawn onto it
         self.classes = classes
-        self.colours = [class_colour(name, i) for i, name in enumerate(classes)]
+        self.colours = class_colours(classes)
         self.counts = np.zeros(len(classes), np.int64)
         self.radius = max(2.0, 3.0 / self.scale)
         self.stamps = [Stamp(self.radius, MARKERS[i % len(MARKERS)], c) for i, c in enumerate(self.colours)]

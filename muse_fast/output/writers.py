@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..post.classes import class_colour
+from ..post.classes import class_colours
 from ..runtime.predict import Nuclei
 from .atomic import StagedFiles, remove_quietly
 from .native_text import ClassTexts, rows
@@ -63,7 +63,7 @@ class GeoJSONWriter(_TempFile):
     def __init__(self, path: Path, tmp: Path, classes: tuple[str, ...], unreadable_regions: list | None = None) -> None:
         super().__init__(path, tmp)
         self.classes = classes
-        self.colours = [list(class_colour(name, i)) for i, name in enumerate(classes)]
+        self.colours = [list(c) for c in class_colours(classes)]
         self.classification_json = [json.dumps({"name": n, "color": c}) for n, c in zip(classes, self.colours)]
         self.native_classes = ClassTexts(self.classification_json)
         self.count = 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import colorsys
+import itertools
+from collections.abc import Iterator
+
 BRCA_M2C_CLASSES = ("lymphocyte", "tumor", "stromal")
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), chosen to stand out on H&E: none is
@@ -37,9 +41,37 @@ class ClassName(str):
 
 
 def class_colour(name: str, index: int) -> tuple[int, int, int]:
-    """The display colour of class ``name`` (``index``: its position, which picks a colour for unknown names); a
-    :class:`ClassName` keeps its recorded colour."""
+    """The display colour of class ``name`` alone (``index``: its position, which picks a colour for unknown names);
+    a :class:`ClassName` keeps its recorded colour. A list of classes takes :func:`class_colours`."""
     recorded = getattr(name, "colour", None)
     if recorded is not None:
-        return recorded
+        return tuple(recorded)
     return _KNOWN_COLOURS.get(name, _FALLBACK[index % len(_FALLBACK)])
+
+
+def class_colours(names, given: dict | None = None) -> list[tuple[int, int, int]]:
+    """One display colour per class of ``names``, no two alike. A colour of the user's (``given`` for the name, as
+    QuPath exported it, or recorded in a :class:`ClassName`) goes to the first class that has it; then each other
+    class takes :func:`class_colour`'s default if no class has it yet, else the first free colour of
+    :func:`palette`."""
+    given = given or {}
+    own = [tuple(given[n]) if n in given else getattr(n, "colour", None) for n in names]
+    out: list = [None] * len(names)
+    for i, colour in enumerate(own):
+        if colour is not None and tuple(colour) not in out:
+            out[i] = tuple(colour)
+    for i, name in enumerate(names):
+        if out[i] is None:
+            colour = class_colour(str(name), i)
+            out[i] = colour if colour not in out else next(c for c in palette() if c not in out)
+    return out
+
+
+def palette() -> Iterator[tuple[int, int, int]]:
+    """Colours for classes without one of their own: the Okabe-Ito colours (fallbacks first), then hues around the
+    colour wheel at the golden angle (saturated, mid-bright), without end."""
+    yield from _FALLBACK
+    yield from (OKABE_ITO["yellow"], OKABE_ITO["vermillion"], OKABE_ITO["bluish green"], (204, 121, 167))
+    for k in itertools.count():
+        r, g, b = colorsys.hsv_to_rgb((k * 0.381966) % 1.0, 0.85, 0.9)
+        yield round(r * 255), round(g * 255), round(b * 255)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..output.regular import is_regular
-from ..post.classes import class_colour
+from ..post.classes import class_colours
 from .points import MAX_CLASSES, tables_for
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class SlideRun:
         return tuple(self.manifest["fingerprint"]["model"]["classes"])  # checked by manifest_problem
 
     def colours(self) -> list[tuple[int, int, int]]:
-        return [class_colour(name, i) for i, name in enumerate(self.classes)]
+        return class_colours(self.classes)
 
     def output(self, suffix: str) -> Path | None:
         """``<stem>.<suffix>`` when the manifest lists it and it exists (never a path built from a request)."""

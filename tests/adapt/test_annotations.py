@@ -191,3 +191,13 @@ def test_one_path_given_twice_is_refused_also_through_the_api(tmp_path):
     (tmp_path / "ann" / "s.csv").write_text("x,y,class\n1,2,T\n")
     with pytest.raises(InputError, match="given twice"):
         pair_inputs([image, image], tmp_path / "ann")
+
+
+def test_classes_given_one_colour_or_none_get_colours_of_their_own(tmp_path):
+    """QuPath may export two classes in one colour (user classes), and a CSV gives none: each class gets its own."""
+    same = [point_set(n, np.ones((1, 2)), [0, 114, 178]) for n in ("sTIL", "nonTIL_stromal")]
+    a = read_annotations(write_qupath(tmp_path / "a.geojson", same))
+    (tmp_path / "b.csv").write_text("x,y,class\n1,2,epithelial\n3,4,inflammatory\n5,6,spindle\n7,8,misc\n")
+    names, colours = class_table([a, read_annotations(tmp_path / "b.csv")])
+    assert len(set(colours)) == len(names) == 6
+    assert colours[names.index("nonTIL_stromal")] == (0, 114, 178)  # the first class in that colour keeps it

@@ -158,3 +158,16 @@ def test_a_class_id_outside_the_classes_is_an_error_on_both_paths(small_dots):
     for add in (overlay.add_points, overlay.add_points_reference):
         with pytest.raises(ValueError, match="outside the 2 classes"):
             add(np.array([[5.0, 5.0]]), np.array([2]))
+
+
+def test_many_classes_never_share_a_colour():
+    """Four or more classes without recorded colours (the cycle has three), and recorded colours that repeat."""
+    from muse_fast.post.classes import ClassName, class_colours
+
+    names = [f"class {i}" for i in range(12)]
+    colours = class_colours(names)
+    assert len(set(colours)) == 12 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
+    assert colours[:3] == [class_colour(n, i) for i, n in enumerate(names[:3])]  # as before where none repeats
+    assert class_colours(BRCA_M2C_CLASSES) == [class_colour(n, i) for i, n in enumerate(BRCA_M2C_CLASSES)]
+    recorded = [ClassName("a", (9, 9, 9)), ClassName("b", (9, 9, 9)), ClassName("c", (1, 2, 3))]
+    assert class_colours(recorded) == [(9, 9, 9), class_colour("b", 1), (1, 2, 3)]  # b: its default
