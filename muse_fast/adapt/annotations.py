@@ -77,6 +77,10 @@ def _from_features(path: Path, features: list) -> Annotations:
         geometry = (feature or {}).get("geometry") if isinstance(feature, dict) else None
         kind = geometry.get("type") if isinstance(geometry, dict) else None
         props = feature.get("properties") or {} if isinstance(feature, dict) else {}
+        other = _not_an_annotation(feature, props)
+        if other:  # cells, detections, tiles: QuPath's measurements, not the user's marks
+            ignored[f"{other} object"] = ignored.get(f"{other} object", 0) + 1
+            continue
         name, colour = _classification(props.get("classification"))
         if kind in POINT_TYPES:
             coords = geometry.get("coordinates")
@@ -111,6 +115,20 @@ def _from_features(path: Path, features: list) -> Annotations:
             "(right-click the points > Set classification) and export again"
         )
     return Annotations(path, np.asarray(xy, np.float64).reshape(-1, 2), names, regions, colours, ignored)
+
+
+def _not_an_annotation(feature, props: dict) -> str | None:
+    """The kind of a QuPath object that is not an annotation ("cell", "detection", "tile", ...), else None. QuPath
+    0.4 and later write ``properties.objectType``; 0.2 and 0.3 wrote the object's class as the feature's ``id``
+    (``PathCellObject``); a feature with neither is taken as an annotation (a file written by hand or another tool)."""
+    kind = props.get("objectType")
+    if kind is None and isinstance(feature, dict) and isinstance(feature.get("id"), str):
+        legacy = feature["id"]
+        if legacy.startswith("Path") and legacy.endswith("Object"):
+            kind = legacy[4:-6].lower()
+    if not isinstance(kind, str) or kind.lower() == "annotation":
+        return None
+    return kind.lower()
 
 
 def _region(path: Path, kind: str, rings) -> np.ndarray:

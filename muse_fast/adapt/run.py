@@ -111,7 +111,8 @@ def adapt(cfg: AdaptConfig) -> dict:
     _say(cfg, f"{len(counts)} annotated nuclei in {len(names)} classes, {n_regions} complete regions; mode {mode}")
     if ignored:
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(ignored.items()))
-        _say(cfg, f"ignored {listed} (adapt uses points, and polygons without a class as complete regions)")
+        uses = "adapt uses annotations: points, and polygons without a class as complete regions"
+        _say(cfg, f"ignored {listed} ({uses})")
     clock = time.time()
     engine = network_engine(cfg, base, meta)
     data = matched_features(engine, windows, groups, meta.tile_size, meta.mpp, progress=not cfg.quiet)

@@ -28,6 +28,24 @@ def test_feature_collection_points_regions_and_skipped_kinds(tmp_path):
     assert ann.ignored == {"line": 1, "classified polygon": 1}
 
 
+def test_cells_and_detections_exported_with_all_objects_are_not_regions(tmp_path):
+    """*Export objects as GeoJSON* with all objects writes QuPath's cells and detections beside the annotations:
+    unclassified cell polygons must not become complete regions ("no nuclei here"), nor classified ones classes."""
+    cell = {**rectangle(1, 1, 9, 9), "properties": {"objectType": "cell", "isLocked": False}}
+    detection = {**rectangle(2, 2, 8, 8), "properties": {"objectType": "detection", "classification": {"name": "T"}}}
+    point_detection = {**point_set("T", np.array([[5.0, 5.0]]), [1, 2, 3])}
+    point_detection["properties"] = {**point_detection["properties"], "objectType": "detection"}
+    features = [point_set("Tumor", np.array([[10.0, 20.0]]), [200, 0, 0]), rectangle(0, 0, 50, 50)]
+    ann = read_annotations(write_qupath(tmp_path / "a.geojson", [*features, cell, cell, detection, point_detection]))
+    assert len(ann.regions) == 1 and ann.names == ["Tumor"]
+    assert ann.ignored == {"cell object": 2, "detection object": 2}
+    legacy_cell = {**rectangle(1, 1, 9, 9), "id": "PathCellObject"}  # QuPath 0.2: the object's class as its id
+    legacy_cell["properties"] = {"isLocked": False, "measurements": []}
+    legacy = [point_set("Tumor", np.array([[10.0, 20.0]]), [200, 0, 0], legacy=True), legacy_cell]
+    ann = read_annotations(write_qupath(tmp_path / "b.geojson", legacy, legacy=True))
+    assert ann.regions == [] and ann.ignored == {"cell object": 1}
+
+
 def test_legacy_bare_list_with_signed_colour(tmp_path):
     features = [point_set("Immune cells", np.array([[1.0, 2.0]]), [160, 90, 160], legacy=True)]
     ann = read_annotations(write_qupath(tmp_path / "a.geojson", features, legacy=True))
