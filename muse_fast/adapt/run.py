@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError
 from ..model.registry import create_model
-from ..model.weights import WeightsMeta, file_sha256, load_weights, resolve_weights, save_weights
-from ..output.atomic import StagedFiles
+from ..model.weights import WeightsMeta, file_sha256, load_weights, resolve_weights, write_weights
+from ..output.atomic import StagedFiles, remove_stale_partials
 from ..output.regular import new_file_refused
 from .annotations import class_table
 from .classes import ClassesConfig, check_counts, train_classes
@@ -191,8 +191,10 @@ def _write(out: Path, model, meta: WeightsMeta, report: dict, overwrite: bool) -
     """The weights (fp16, as the shipped file) and the report under temporary names, then both renamed; without
     ``overwrite`` never over a file that appeared while this ran (the check in :func:`check_out` was at the start)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent, [out.name, report_path(out).name], dead_only=True)  # a killed run's
     with StagedFiles() as staged:
-        save_weights(staged.add(out), model, meta, half=True)
+        with staged.open(out, "wb") as fh:
+            write_weights(fh, model, meta, half=True)
         with staged.open(report_path(out), "w") as fh:
             fh.write(json.dumps(_plain(report), indent=2) + "\n")
         staged.commit(replace=overwrite)

@@ -6,6 +6,7 @@ import hashlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -50,6 +51,15 @@ def state_dict_mismatch(own: dict, loaded: dict) -> str | None:
 
 def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool = False) -> None:
     """Write weights atomically (temp file + rename). ``half`` stores floating tensors as fp16."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        write_weights(fh, model, meta, half)
+
+
+def write_weights(fh: IO[bytes], model: MuseNet, meta: WeightsMeta, half: bool = False) -> None:
+    """The weights file's bytes into an open file (a staged temporary one: :func:`save_weights` or a caller's
+    :class:`~muse_fast.output.atomic.StagedFiles`). ``half`` stores floating tensors as fp16."""
     state = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu() for k, v in model.state_dict().items()
     }
@@ -64,9 +74,7 @@ def save_weights(path: str | Path, model: MuseNet, meta: WeightsMeta, half: bool
     }
     if meta.colours:
         payload["colours"] = [list(map(int, c)) for c in meta.colours]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh, signals_held():  # Ctrl-C inside torch.save would surface as its RuntimeError
+    with signals_held():  # Ctrl-C inside torch.save would surface as its RuntimeError
         torch.save(payload, fh)
 
 

@@ -35,19 +35,34 @@ def remove_quietly(path: str | Path) -> None:
         pass
 
 
-def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Remove the temporary files of ``names`` in ``folder`` left by any process, of this version or older ones."""
+def remove_stale_partials(folder: Path, names: Iterable[str], dead_only: bool = False) -> list[Path]:
+    """Remove the temporary files of ``names`` in ``folder`` left by any process, of this version or older ones;
+    with ``dead_only``, only those whose process no longer runs (for writers that hold no lock on the folder)."""
     names = list(names)
     if not names:
         return []
-    pattern = re.compile(rf"\.({'|'.join(re.escape(n) for n in names)})(\.\d+)?\.partial")
+    pattern = re.compile(rf"\.({'|'.join(re.escape(n) for n in names)})(\.(\d+))?\.partial")
     try:
-        stale = [p for p in Path(folder).iterdir() if pattern.fullmatch(p.name) and is_regular(p)]
+        found = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
     except OSError:
         return []
+    stale = [p for p, m in found if m and is_regular(p) and not (dead_only and m[3] and process_runs(int(m[3])))]
     for p in stale:
         remove_quietly(p)
     return stale
+
+
+def process_runs(pid: int) -> bool:
+    """Whether a process with this id exists (ours or another user's)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no pid we could have written: keep it
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -158,3 +159,38 @@ def test_out_in_the_annotations_folder_is_refused(capsys, case):
     """Its report (.json) would have been read as an orphan annotation file by every later run."""
     images, folder, _, _ = case
     refused(capsys, folder / "m.pt", *images, "--annotations", folder, "--mpp", 0.5, expected="in the --annotations")
+
+
+def test_a_killed_adapt_leaves_no_temporary_file_behind_the_next(tmp_path):
+    """kill -9 during the save leaves ``.adapted.pt.<pid>.partial`` (one temporary name, not one inside another);
+    the next adapt that writes there removes it, and never a temporary file of a process that still runs."""
+    import subprocess
+
+    from muse_fast.adapt import run as adapt_run
+    from muse_fast.model.weights import load_weights
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    out = tmp_path / "adapted.pt"
+    dead = [tmp_path / f".adapted.pt.{gone.pid}.partial", tmp_path / f".adapted.report.json.{gone.pid}.partial"]
+    live = tmp_path / f".adapted.pt.{os.getppid()}.partial"  # pytest's parent: running
+    for p in (*dead, live):
+        p.write_bytes(b"half a file")
+    model, meta = load_weights(None)
+    adapt_run._write(out, model, meta, {"mode": "classes"}, overwrite=False)
+    assert out.is_file() and load_weights(out)[1].classes == meta.classes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "adapted.report.json", live.name])
+
+
+def test_the_weights_are_written_into_the_staged_file_itself(tmp_path, monkeypatch):
+    """Where a kill -9 would leave the weights half-written: the one hidden temporary name beside --out."""
+    import torch
+
+    from muse_fast.adapt import run as adapt_run
+    from muse_fast.model.weights import load_weights
+
+    seen = []
+    monkeypatch.setattr(torch, "save", lambda payload, fh: seen.append(fh.name) or fh.write(b"x"))
+    model, meta = load_weights(None)
+    adapt_run._write(tmp_path / "adapted.pt", model, meta, {"mode": "classes"}, overwrite=False)
+    assert seen == [str(tmp_path / f".adapted.pt.{os.getpid()}.partial")]

@@ -115,11 +115,11 @@ def test_full_mode_on_complete_regions(tmp_path, brca_tiles):
 def test_failure_while_writing_leaves_nothing(tmp_path, brca_tiles, monkeypatch):
     import muse_fast.adapt.run as run
 
-    def broken(path, *args, **kwargs):
-        path.write_bytes(b"half")
+    def broken(fh, *args, **kwargs):
+        fh.write(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(run, "save_weights", broken)
+    monkeypatch.setattr(run, "write_weights", broken)
     images = annotate(tmp_path / "ann", brca_tiles[:2], every=3)
     cfg = AdaptConfig(
         tuple(images), tmp_path / "ann", tmp_path / "a.pt", 0.5, "classes", quiet=True, classes=ClassesConfig(steps=5)
