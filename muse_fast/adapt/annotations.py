@@ -12,6 +12,7 @@ with ``x,y,class`` rows (header optional) is the other accepted form.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import unicodedata
 from dataclasses import dataclass, field
@@ -39,13 +40,14 @@ class Annotations:
     ignored: dict[str, int] = field(default_factory=dict)  # what was skipped, by kind, with counts
 
 
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".csv")  # in this order of preference; any case (".GeoJSON")
+
+
 def find_annotation_file(folder: Path, stem: str) -> Path | None:
-    """``folder/<stem>.geojson`` (or ``.json``), else ``folder/<stem>.csv``; None when there is none."""
-    for suffix in (".geojson", ".json", ".csv"):
-        path = folder / f"{stem}{suffix}"
-        if path.is_file():
-            return path
-    return None
+    """``folder/<stem>.geojson`` (or ``.json``), else ``folder/<stem>.csv``, the suffix in any case; None when there
+    is none."""
+    found = {p.suffix.lower(): p for p in folder.glob(f"{glob.escape(stem)}.*") if p.stem == stem and p.is_file()}
+    return next((found[s] for s in ANNOTATION_SUFFIXES if s in found), None)
 
 
 def read_annotations(path: Path) -> Annotations:

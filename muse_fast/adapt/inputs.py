@@ -18,7 +18,8 @@ from ..config import check_mpp
 from ..errors import InputError
 from ..io.readers import open_slide
 from ..io.resample import read_at_scale
-from .annotations import Annotations, find_annotation_file, inside, read_annotations
+from ..runtime.pipeline import output_stem
+from .annotations import ANNOTATION_SUFFIXES, Annotations, find_annotation_file, inside, read_annotations
 
 CELL = 1024  # model pixels per side of the grid cells that scattered points are read in
 MARGIN = 48  # model pixels of context around a cell or region (the network sees past the edge)
@@ -56,18 +57,19 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
             raise InputError(f"input {path} is a folder; pass its images or slides, each with <stem>.geojson")
         if not path.is_file():
             raise InputError(f"input not found: {path}; check the path")
-        other = by_stem.get(path.stem)
+        stem = output_stem(path)  # as infer names its outputs and QuPath its exports: .ome.tif is one suffix
+        other = by_stem.get(stem)
         if other is not None:  # this stem was seen before (the same path given again too)
             raise InputError(
                 f"{path} is given twice; pass each input once"
                 if other.resolve() == path.resolve()
-                else f"{other} and {path} would share the annotations {path.stem}.geojson; rename one of them "
+                else f"{other} and {path} would share the annotations {stem}.geojson; rename one of them "
                 "(with its annotation file) so that each input has its own"
             )
-        by_stem[path.stem] = path
-        found = find_annotation_file(folder, path.stem)
+        by_stem[stem] = path
+        found = find_annotation_file(folder, stem)
         if found is None:
-            missing.append(path.name)
+            missing.append(f"{path.name} ({stem}.geojson or {stem}.csv)")
         else:
             pairs.append((path, found))
     if missing:
@@ -75,9 +77,9 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
             f"no annotations for {', '.join(missing)} in {folder}; export <stem>.geojson from QuPath (or write "
             f"<stem>.csv with x,y,class) for every input"
         )
-    stems = {p.stem for p in paths}
+    stems = set(by_stem)
     orphans = sorted(
-        f.name for f in folder.iterdir() if f.suffix.lower() in (".geojson", ".json", ".csv") and f.stem not in stems
+        f.name for f in folder.iterdir() if f.suffix.lower() in ANNOTATION_SUFFIXES and f.stem not in stems
     )
     if orphans:
         raise InputError(

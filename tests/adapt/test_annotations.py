@@ -219,3 +219,21 @@ def test_classes_given_one_colour_or_none_get_colours_of_their_own(tmp_path):
     names, colours = class_table([a, read_annotations(tmp_path / "b.csv")])
     assert len(set(colours)) == len(names) == 6
     assert colours[names.index("nonTIL_stromal")] == (0, 114, 178)  # the first class in that colour keeps it
+
+
+def test_inputs_pair_with_their_exports_by_qupath_s_name(tmp_path):
+    """An OME-TIFF's export is named without ``.ome.tif`` (as QuPath and infer name it), an upper-case suffix is
+    found, and a missing file is named in the error."""
+    from muse_fast.adapt.inputs import pair_inputs
+
+    slide, image = tmp_path / "OS-1.ome.tif", tmp_path / "b.png"
+    slide.write_bytes(b"x")
+    image.write_bytes(b"x")
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "OS-1.geojson").write_text("{}")
+    (ann / "b.GeoJSON").write_text("{}")
+    assert pair_inputs([slide, image], ann) == [(slide, ann / "OS-1.geojson"), (image, ann / "b.GeoJSON")]
+    (ann / "OS-1.geojson").unlink()
+    with pytest.raises(InputError, match=r"no annotations for OS-1\.ome\.tif \(OS-1\.geojson or OS-1\.csv\)"):
+        pair_inputs([slide, image], ann)
