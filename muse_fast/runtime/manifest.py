@@ -46,6 +46,7 @@ class Manifest:
     unreadable_regions: list[list[int]] = field(default_factory=list)  # level-0 [x, y, w, h] of damaged tiles
     digests: dict[str, str] = field(default_factory=dict)  # file name -> output_digest (absent in older manifests)
     density_per_mm2: dict[str, float] = field(default_factory=dict)  # class -> nuclei per mm^2 of tissue
+    class_colours: list[list[int]] = field(default_factory=list)  # RGB per class id, as drawn (absent in older ones)
     format: int = MANIFEST_FORMAT
 
     def damage(self, out_dir: Path) -> str | None:

@@ -37,6 +37,7 @@ from ..output.density import class_densities
 from ..output.folder import output_errors, prepare_out_dir
 from ..output.h5ad import embeddings_uns
 from ..output.text import printable
+from ..post.classes import class_colours
 from .bounds import check_name_length, check_tile_plan, grid_size, max_tiles
 from .engines import Engine
 from .fingerprint import precision_fingerprint, slide_fingerprint
@@ -398,6 +399,7 @@ def _predict_into(
         regions,
         digests,
         class_densities(written.per_class, area),
+        [list(c) for c in class_colours(meta.classes)],
     )
     write_manifest(out_dir, stem, record)
     seam("cleanup")

@@ -42,7 +42,11 @@ class SlideRun:
         return tuple(self.manifest["fingerprint"]["model"]["classes"])  # checked by manifest_problem
 
     def colours(self) -> list[tuple[int, int, int]]:
-        return class_colours(self.classes)
+        """The colours the run drew its classes in (its manifest's; the defaults for manifests without them)."""
+        given = self.manifest.get("class_colours")
+        ok = isinstance(given, list) and len(given) == len(self.classes)
+        ok = ok and all(isinstance(c, list) and len(c) == 3 and all(_byte(v) for v in c) for c in given)
+        return [tuple(c) for c in given] if ok else class_colours(self.classes)
 
     def output(self, suffix: str) -> Path | None:
         """``<stem>.<suffix>`` when the manifest lists it and it exists (never a path built from a request)."""
@@ -61,6 +65,10 @@ def _read_manifest(path: Path) -> tuple[dict | None, str]:
         return None, f"its manifest is unreadable ({type(exc).__name__})"
     problem = manifest_problem(data)
     return (None, f"its manifest has {problem}") if problem else (data, "")
+
+
+def _byte(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
 
 
 def _number(value, low: float = 0.0) -> bool:

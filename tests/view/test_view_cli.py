@@ -345,3 +345,32 @@ def test_an_mpp_no_run_could_have_gives_no_grid_and_no_density_instead_of_gigaby
         server.shutdown()
         server.server_close()
         app.close()
+
+
+def test_the_viewer_draws_each_class_in_the_colour_of_the_run(cmu_run, tmp_path):
+    """The manifest records the colours the run drew (a user's QuPath colours, for adapted weights); the viewer uses
+    them, and the defaults for a manifest without them or with colours it cannot use."""
+    geojson = json.loads((cmu_run / f"{STEM}.geojson").read_text())
+    drawn = {
+        f["properties"]["classification"]["name"]: f["properties"]["classification"]["color"]
+        for f in geojson["features"]
+    }
+    run = find_runs(cmu_run)[0]
+    assert [drawn[n] for n in run.classes if n in drawn] == [
+        list(c) for n, c in zip(run.classes, run.colours()) if n in drawn
+    ]
+    out = tmp_path / "run"
+    shutil.copytree(cmu_run, out)
+    manifest_file = out / f"{STEM}.manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    n = len(manifest["fingerprint"]["model"]["classes"])
+    for given, expected in (
+        ([[1, 2, 3 + k] for k in range(n)], [(1, 2, 3 + k) for k in range(n)]),  # a user's colours
+        (None, [class_colour(c, k) for k, c in enumerate(run.classes)]),  # an older manifest
+        ([[1, 2, 300]] * n, [class_colour(c, k) for k, c in enumerate(run.classes)]),  # not colours
+    ):
+        manifest.pop("class_colours", None)
+        if given is not None:
+            manifest["class_colours"] = given
+        manifest_file.write_text(json.dumps(manifest))
+        assert find_runs(out)[0].colours() == expected
