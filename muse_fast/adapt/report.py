@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..output.text import printable
+
 
 def class_scores(pred: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict:
     """Agreement (top-1), balanced accuracy, macro F1 and per-class precision / recall / F1 / support."""
@@ -27,19 +29,28 @@ def class_scores(pred: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -
 
 
 def format_report(report: dict) -> str:
-    """A short table for the terminal: per-class scores of the chosen classifier, then the summary line(s)."""
-    cls = report["classes"]
-    scores = cls["scores"]
-    width = max(8, *(len(n) for n in scores["per_class"]))
+    """A short table for the terminal: per-class scores of the classifier saved in the weights, then the summary
+    line(s). In full mode that is the classifier fitted on the points outside the held-out regions, unless too few
+    were there (then classes mode's, fitted on every point)."""
+    cls, full = report["classes"], report.get("full")
+    refit = full.get("classifier") if full else None
+    saved = refit if refit and "scores" in refit else cls
+    scores = saved["scores"]
+    names = {n: printable(n) for n in scores["per_class"]}  # a class name is the user's text: no terminal controls
+    width = max(8, *(len(n) for n in names.values()))
     lines = [f"{'class':<{width}}  precision  recall     F1  nuclei"]
     for name, s in scores["per_class"].items():
-        lines.append(f"{name:<{width}}  {s['precision']:9.3f}  {s['recall']:6.3f}  {s['f1']:5.3f}  {s['support']:6d}")
+        lines.append(
+            f"{names[name]:<{width}}  {s['precision']:9.3f}  {s['recall']:6.3f}  {s['f1']:5.3f}  {s['support']:6d}"
+        )
+    where = " on the points outside the held-out regions" if saved is refit else ""
     lines.append(
-        f"classifier {cls['chosen']} ({cls['cross_validation']}): agreement {scores['agreement']:.3f}, "
+        f"classifier {saved['chosen']}{where} ({saved['cross_validation']}): agreement {scores['agreement']:.3f}, "
         f"macro F1 {scores['macro_f1']:.3f}; {cls['unmatched_points']} annotated points had no detection within 3 um"
     )
-    full = report.get("full")
     if full:
+        if saved is cls and refit:
+            lines.append(f"kept classes mode's classifier: {printable(str(refit.get('kept_own_classifier', '')))}")
         s = full["held_out"][full["chosen"]]
         lines.append(
             f"detection ({full['chosen']}, on {full['held_out_regions']} held-out regions): det F1 {s['det_f1']:.3f}, "

@@ -194,3 +194,26 @@ def test_the_weights_are_written_into_the_staged_file_itself(tmp_path, monkeypat
     model, meta = load_weights(None)
     adapt_run._write(tmp_path / "adapted.pt", model, meta, {"mode": "classes"}, overwrite=False)
     assert seen == [str(tmp_path / f".adapted.pt.{os.getpid()}.partial")]
+
+
+def test_the_printed_table_is_that_of_the_saved_classifier_and_prints_names_safely():
+    """Full mode saves the classifier refitted outside the held-out regions: the table shows it, not classes mode's;
+    class names are the user's text, printed without terminal controls."""
+    from muse_fast.adapt.report import format_report
+
+    def fit(macro, support, chosen, how):
+        per_class = {"Tumor": {"precision": 0.5, "recall": 0.5, "f1": macro, "support": support}}
+        per_class["\x1b[31mRed\nline"] = dict(per_class["Tumor"])
+        scores = {"agreement": 0.5, "macro_f1": macro, "per_class": per_class}
+        return {"chosen": chosen, "cross_validation": how, "scores": scores, "unmatched_points": 3}
+
+    held = {"det_f1": 0.8, "macro_f1": 0.6}
+    report = {"classes": fit(0.502, 14, "linear", "3 folds over inputs")}
+    report["full"] = {"classifier": fit(0.563, 5, "mlp", "5 folds"), "held_out": {"base": held}, "chosen": "base"}
+    report["full"]["held_out_regions"] = 1
+    text = format_report(report)
+    assert "macro F1 0.563" in text and "mlp on the points outside the held-out regions (5 folds)" in text
+    assert "0.502" not in text and "\x1b" not in text and "\\x1b[31mRed\\x0aline" in text
+    assert len(text.splitlines()) == 5  # header, two classes, classifier, detection
+    report["full"]["classifier"] = {"kept_own_classifier": "too few points"}
+    assert "macro F1 0.502" in format_report(report) and "too few points" in format_report(report)
