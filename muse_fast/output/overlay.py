@@ -9,12 +9,13 @@ stamp; :meth:`Overlay.add_points` pastes the stamps with numpy, later markers ov
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..io.readers.base import SlideReader
 from ..io.resample import read_thumbnail
 from ..post.classes import class_colours
 from ..runtime.predict import Nuclei
+from .fonts import text_font
 
 UNREADABLE_COLOUR = (0, 0, 0)
 DOT_OUTLINE = (40, 40, 40)  # a dark rim keeps light dots visible on glass; not UNREADABLE_COLOUR
@@ -149,9 +150,9 @@ class Overlay:
     @property
     def image(self) -> Image.Image:
         """The overlay: the thumbnail with its dots, and below it a legend (each class's dot, name and count; total)."""
-        font = _font(LEGEND_FONT_PX)
-        line_h = LEGEND_FONT_PX + 6
         lines = self.legend_lines()
+        font = text_font(LEGEND_FONT_PX, lines)
+        line_h = LEGEND_FONT_PX + 6
         pad, dot = 8, LEGEND_FONT_PX // 2
         text_w = max(int(font.getlength(t)) for t in lines)
         width = max(self.pixels.shape[1], pad * 3 + 2 * dot + text_w)
@@ -170,10 +171,3 @@ class Overlay:
 
     def as_array(self) -> np.ndarray:
         return np.asarray(self.image)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
-    except TypeError:
-        return ImageFont.load_default()

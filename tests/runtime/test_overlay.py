@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 from dots import META, DotEngine
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
@@ -171,3 +172,26 @@ def test_many_classes_never_share_a_colour():
     assert class_colours(BRCA_M2C_CLASSES) == [class_colour(n, i) for i, n in enumerate(BRCA_M2C_CLASSES)]
     recorded = [ClassName("a", (9, 9, 9)), ClassName("b", (9, 9, 9)), ClassName("c", (1, 2, 3))]
     assert class_colours(recorded) == [(9, 9, 9), class_colour("b", 1), (1, 2, 3)]  # b: its default
+
+
+def test_class_names_beyond_ascii_are_drawn_with_their_letters():
+    """Pillow's own font has only ASCII: a legend with "Épithélium" or "Entzündung" takes a system font that has
+    those letters (drawn unlike the font's box for a missing one); ASCII legends keep Pillow's font."""
+    from PIL import ImageDraw
+
+    from muse_fast.output.fonts import _system_font, text_font
+
+    if _system_font(14) is None:
+        pytest.skip("no system font (DejaVu Sans, Noto Sans, Liberation Sans, Arial) on this machine")
+
+    def drawn(font, text):
+        im = Image.new("L", (60, 24), 0)
+        ImageDraw.Draw(im).text((2, 2), text, font=font, fill=255)
+        return np.asarray(im)
+
+    font = text_font(14, ["Épithélium  12", "Entzündung  3"])
+    missing = drawn(font, "\ue000")  # a private-use character: no font has it
+    for letter in "éÉüßжç":
+        assert not (drawn(font, letter) == missing).all(), f"{letter} is drawn as a box"
+    assert text_font(14, ["tumor  12"]) is not font and text_font(None, ["tumor"]) is None
+    assert text_font(None, ["Épithélium"]) is _system_font(11)
