@@ -43,6 +43,7 @@ class Window:
 class AdaptInput:
     path: Path
     annotations: Annotations
+    mpp: float | None = None  # level-0 um/px, --mpp or the file's, resolved (and warned about) once by load_inputs
     windows: list[Window] = field(default_factory=list)
 
 
@@ -105,7 +106,7 @@ def load_inputs(paths: list[Path], folder: Path, mpp: float | None) -> list[Adap
             _check_bounds(ann, slide.level_dimensions[0], path)
         finally:
             slide.close()
-        out.append(AdaptInput(path, ann))
+        out.append(AdaptInput(path, ann, mpp=slide.mpp))
     return out
 
 
@@ -133,9 +134,9 @@ def read_windows(item: AdaptInput, classes: tuple[str, ...], model_mpp: float, m
     ann = item.annotations
     ids = {n: i for i, n in enumerate(classes)}
     labels = np.asarray([ids[n] for n in ann.names], np.int64)
-    slide = open_slide(item.path, mpp=mpp)
+    slide = open_slide(item.path, mpp=None if item.mpp else mpp)  # the resolution as load_inputs resolved it
     try:
-        scale = model_mpp / slide.mpp  # level-0 pixels per model pixel
+        scale = model_mpp / (item.mpp or slide.mpp)  # level-0 pixels per model pixel
         w0, h0 = slide.level_dimensions[0]
         windows, in_region = [], np.zeros(len(ann.xy), bool)
         for ring in ann.regions:

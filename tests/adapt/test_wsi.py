@@ -87,3 +87,20 @@ def test_adapted_weights_infer_the_users_classes_on_the_slide(cmu_svs, annotated
     assert len(pairs) == len(marked)  # every annotated nucleus is found where QuPath put it
     same = sum(rows[j]["class_name"] == marked[i][1] for i, j in pairs)
     assert same >= 0.85 * len(marked), (same, len(marked))
+
+
+def test_an_mpp_that_overrides_the_slide_s_own_is_said_once(cmu_svs, tmp_path, caplog):
+    """adapt opens each input twice (checks, then windows): the --mpp warning comes once, and the windows are read
+    at the --mpp given."""
+    import logging
+
+    from muse_fast.adapt.inputs import load_inputs, read_windows
+
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    (folder / "CMU-1-Small-Region.csv").write_text("x,y,class\n100,100,a\n300,200,b\n")
+    with caplog.at_level(logging.WARNING):
+        (item,) = load_inputs([cmu_svs], folder, 0.25)
+        windows = read_windows(item, ("a", "b"), 0.5, 0.25)
+    assert item.mpp == 0.25 and sum("overrides it" in r.getMessage() for r in caplog.records) == 1
+    np.testing.assert_allclose(np.concatenate([w.xy + w.origin for w in windows]), [[50, 50], [150, 100]], atol=1)
