@@ -125,7 +125,7 @@ def _check_bounds(ann: Annotations, size: tuple[int, int], path: Path) -> None:
         x, y = pts[np.argmax(bad)]
         raise InputError(
             f"{ann.source.name}: {int(bad.sum())} coordinates lie outside {path.name} ({w}x{h} px), e.g. "
-            f"({x:.0f}, {y:.0f}); export the annotations of this image, in level-0 pixels"
+            f"({x:.7g}, {y:.7g}); export the annotations of this image, in level-0 pixels"
         )
 
 
