@@ -40,14 +40,23 @@ class Annotations:
     ignored: dict[str, int] = field(default_factory=dict)  # what was skipped, by kind, with counts
 
 
-ANNOTATION_SUFFIXES = (".geojson", ".json", ".csv")  # in this order of preference; any case (".GeoJSON")
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".csv")  # any case (".GeoJSON")
 
 
-def find_annotation_file(folder: Path, stem: str) -> Path | None:
-    """``folder/<stem>.geojson`` (or ``.json``), else ``folder/<stem>.csv``, the suffix in any case; None when there
-    is none."""
-    found = {p.suffix.lower(): p for p in folder.glob(f"{glob.escape(stem)}.*") if p.stem == stem and p.is_file()}
-    return next((found[s] for s in ANNOTATION_SUFFIXES if s in found), None)
+def find_annotation_file(folder: Path, stems: tuple[str, ...]) -> Path | None:
+    """The one ``folder/<stem>.geojson``, ``.json`` or ``.csv`` (the suffix in any case) of any of ``stems``; None when
+    there is none; two such files (which one to use is not the user's) are an :class:`InputError`."""
+    found = sorted(
+        p
+        for stem in dict.fromkeys(stems)
+        for p in folder.glob(f"{glob.escape(stem)}.*")
+        if p.stem == stem and p.suffix.lower() in ANNOTATION_SUFFIXES and p.is_file()
+    )
+    if len(found) > 1:
+        raise InputError(
+            f"{', '.join(p.name for p in found)} in {folder} are annotations of one input; keep one of them"
+        )
+    return found[0] if found else None
 
 
 def read_annotations(path: Path) -> Annotations:
@@ -78,7 +87,8 @@ def _from_features(path: Path, features: list) -> Annotations:
     for feature in features:
         geometry = (feature or {}).get("geometry") if isinstance(feature, dict) else None
         kind = geometry.get("type") if isinstance(geometry, dict) else None
-        props = feature.get("properties") or {} if isinstance(feature, dict) else {}
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        props = props if isinstance(props, dict) else {}  # QuPath writes an object; anything else holds nothing
         other = _not_an_annotation(feature, props)
         if other:  # cells, detections, tiles: QuPath's measurements, not the user's marks
             ignored[f"{other} object"] = ignored.get(f"{other} object", 0) + 1

@@ -53,6 +53,7 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
         raise InputError(f"--annotations {folder} is not a folder; pass the folder holding <image stem>.geojson files")
     pairs, missing = [], []
     by_stem: dict[str, Path] = {}
+    names: dict[Path, tuple[str, str]] = {}
     for path in paths:
         if path.is_dir():
             raise InputError(f"input {path} is a folder; pass its images or slides, each with <stem>.geojson")
@@ -68,7 +69,8 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
                 "(with its annotation file) so that each input has its own"
             )
         by_stem[stem] = path
-        found = find_annotation_file(folder, stem)
+        names[path] = (stem, path.stem)  # QuPath's name, and the one adapt used before 2026-12-07 (A.ome.geojson)
+        found = find_annotation_file(folder, names[path])
         if found is None:
             missing.append(f"{path.name} ({stem}.geojson or {stem}.csv)")
         else:
@@ -78,7 +80,7 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
             f"no annotations for {', '.join(missing)} in {folder}; export <stem>.geojson from QuPath (or write "
             f"<stem>.csv with x,y,class) for every input"
         )
-    stems = set(by_stem)
+    stems = {s for pair in names.values() for s in pair}
     orphans = sorted(
         f.name for f in folder.iterdir() if f.suffix.lower() in ANNOTATION_SUFFIXES and f.stem not in stems
     )

@@ -237,3 +237,19 @@ def test_inputs_pair_with_their_exports_by_qupath_s_name(tmp_path):
     (ann / "OS-1.geojson").unlink()
     with pytest.raises(InputError, match=r"no annotations for OS-1\.ome\.tif \(OS-1\.geojson or OS-1\.csv\)"):
         pair_inputs([slide, image], ann)
+    (ann / "OS-1.ome.geojson").write_text("{}")  # the name adapt used before: still found
+    assert pair_inputs([slide, image], ann)[0] == (slide, ann / "OS-1.ome.geojson")
+    for twin in ("OS-1.geojson", "OS-1.csv"):  # two files for one input: which one holds the user's work is unknown
+        (ann / twin).write_text("{}")
+        with pytest.raises(InputError, match=rf"{twin.replace('.', '[.]')}, OS-1[.]ome[.]geojson in .* keep one"):
+            pair_inputs([slide, image], ann)
+        (ann / twin).unlink()
+    (ann / "b.geojson").write_text("{}")
+    with pytest.raises(InputError, match=r"b\.GeoJSON, b\.geojson in .* are annotations of one input"):
+        pair_inputs([slide, image], ann)
+
+
+def test_properties_that_are_not_an_object_hold_nothing(tmp_path):
+    feature = {**point_set("Tumor", np.array([[1.0, 2.0]]), [200, 0, 0]), "properties": ["not", "an", "object"]}
+    with pytest.raises(InputError, match="1 points without a class"):
+        read_annotations(write_qupath(tmp_path / "a.geojson", [feature]))
