@@ -46,7 +46,8 @@ def format_report(report: dict) -> str:
     where = " on the points outside the held-out regions" if saved is refit else ""
     lines.append(
         f"classifier {saved['chosen']}{where} ({saved['cross_validation']}): agreement {scores['agreement']:.3f}, "
-        f"macro F1 {scores['macro_f1']:.3f}; {cls['unmatched_points']} annotated points had no detection within 3 um"
+        f"macro F1 {scores['macro_f1']:.3f}; {saved['unmatched_points']} of its annotated points had no detection "
+        "within 3 um"
     )
     if full:
         if saved is cls and refit:

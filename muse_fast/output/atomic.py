@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -35,9 +36,15 @@ def remove_quietly(path: str | Path) -> None:
         pass
 
 
+UNLOCKED_STALE_S = 3600.0  # see remove_stale_partials' dead_only
+
+
 def remove_stale_partials(folder: Path, names: Iterable[str], dead_only: bool = False) -> list[Path]:
-    """Remove the temporary files of ``names`` in ``folder`` left by any process, of this version or older ones;
-    with ``dead_only``, only those whose process no longer runs (for writers that hold no lock on the folder)."""
+    """Remove the temporary files of ``names`` in ``folder`` left by any process, of this version or older ones.
+
+    ``dead_only``, for writers that hold no lock on the folder: only those whose process does not run here and that
+    were last written over :data:`UNLOCKED_STALE_S` ago; a process in another container or on another machine that
+    shares the folder has a pid this machine does not know, and its file must not go while it runs."""
     names = list(names)
     if not names:
         return []
@@ -46,10 +53,21 @@ def remove_stale_partials(folder: Path, names: Iterable[str], dead_only: bool = 
         found = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
     except OSError:
         return []
-    stale = [p for p, m in found if m and is_regular(p) and not (dead_only and m[3] and process_runs(int(m[3])))]
+    stale = [p for p, m in found if m and is_regular(p) and not (dead_only and _maybe_live(p, m[3]))]
     for p in stale:
         remove_quietly(p)
     return stale
+
+
+def _maybe_live(path: Path, pid: str | None) -> bool:
+    """Whether the temporary file ``path`` (of process ``pid``) may still be written: its process runs here, or it
+    changed within :data:`UNLOCKED_STALE_S`."""
+    if pid and process_runs(int(pid)):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime < UNLOCKED_STALE_S
+    except OSError:
+        return True
 
 
 def process_runs(pid: int) -> bool:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import OutputError
@@ -89,7 +89,8 @@ def read_manifest(out_dir: Path, stem: str) -> Manifest | None:
         data = json.loads(manifest_path(out_dir, stem).read_text())
         if data.get("format") != MANIFEST_FORMAT:
             return None
-        return Manifest(**data)
+        known = {f.name for f in fields(Manifest)}  # a later version's added fields are not ours to read
+        return Manifest(**{k: v for k, v in data.items() if k in known})
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -163,7 +164,8 @@ def test_out_in_the_annotations_folder_is_refused(capsys, case):
 
 def test_a_killed_adapt_leaves_no_temporary_file_behind_the_next(tmp_path):
     """kill -9 during the save leaves ``.adapted.pt.<pid>.partial`` (one temporary name, not one inside another);
-    the next adapt that writes there removes it, and never a temporary file of a process that still runs."""
+    the next adapt that writes there removes it once it is an hour old, and never a temporary file of a process that
+    still runs here or that was written within the hour (a process elsewhere may still be writing it)."""
     import subprocess
 
     from muse_fast.adapt import run as adapt_run
@@ -174,12 +176,17 @@ def test_a_killed_adapt_leaves_no_temporary_file_behind_the_next(tmp_path):
     out = tmp_path / "adapted.pt"
     dead = [tmp_path / f".adapted.pt.{gone.pid}.partial", tmp_path / f".adapted.report.json.{gone.pid}.partial"]
     live = tmp_path / f".adapted.pt.{os.getppid()}.partial"  # pytest's parent: running
-    for p in (*dead, live):
+    fresh = tmp_path / ".adapted.pt.4194999.partial"  # a pid unknown here, written just now: another container's
+    for p in (*dead, live, fresh):
         p.write_bytes(b"half a file")
+    for p in (*dead, live):
+        os.utime(p, (time.time() - 7200, time.time() - 7200))  # two hours old
     model, meta = load_weights(None)
     adapt_run._write(out, model, meta, {"mode": "classes"}, overwrite=False)
     assert out.is_file() and load_weights(out)[1].classes == meta.classes
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "adapted.report.json", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, "adapted.report.json", live.name, fresh.name]
+    )
 
 
 def test_the_weights_are_written_into_the_staged_file_itself(tmp_path, monkeypatch):
@@ -210,9 +217,11 @@ def test_the_printed_table_is_that_of_the_saved_classifier_and_prints_names_safe
     held = {"det_f1": 0.8, "macro_f1": 0.6}
     report = {"classes": fit(0.502, 14, "linear", "3 folds over inputs")}
     report["full"] = {"classifier": fit(0.563, 5, "mlp", "5 folds"), "held_out": {"base": held}, "chosen": "base"}
+    report["full"]["classifier"]["unmatched_points"] = 2  # its own points: those outside the held-out regions
     report["full"]["held_out_regions"] = 1
     text = format_report(report)
-    assert "macro F1 0.563" in text and "mlp on the points outside the held-out regions (5 folds)" in text
+    assert "macro F1 0.563; 2 of its annotated points" in text
+    assert "mlp on the points outside the held-out regions (5 folds)" in text
     assert "0.502" not in text and "\x1b" not in text and "\\x1b[31mRed\\x0aline" in text
     assert len(text.splitlines()) == 5  # header, two classes, classifier, detection
     report["full"]["classifier"] = {"kept_own_classifier": "too few points"}

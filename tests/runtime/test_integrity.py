@@ -295,3 +295,14 @@ def test_the_manifest_records_each_class_density_per_mm2_of_tissue(small_dots, t
     for name, count in summary.per_class.items():
         assert manifest["density_per_mm2"][name] == pytest.approx(count / summary.area_mm2, abs=0.01)
     assert sum(manifest["density_per_mm2"].values()) > 0
+
+
+def test_a_manifest_with_fields_of_a_later_version_is_still_a_finished_run(small_dots, tmp_path):
+    """A later version may add fields to the manifest (as class_colours was added): this one still reads it as the
+    record of a finished run, instead of taking the outputs for files it did not write."""
+    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    path = tmp_path / "dots.manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["class_colours"] and len(manifest["class_colours"]) == len(META.classes)
+    path.write_text(json.dumps({**manifest, "added_by_a_later_version": {"x": 1}}))
+    assert run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT).status == "skipped"
