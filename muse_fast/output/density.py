@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from ..post.classes import class_colours
 from .fonts import text_font
+from .text import printable
 
 CELL_MM2 = 0.1
 PANEL_MAX_SIDE = 256  # pixels of the longer side of each class's panel in the PNG
@@ -103,7 +104,8 @@ class DensityGrid:
             panel = Image.fromarray(rgb).resize((pw, ph), Image.NEAREST)
             left = c * (width + 4)
             out.paste(panel, (left, LABEL_HEIGHT))
-            draw.text((left + 1, 1), f"{name} max {float(density[c].max()):.0f}/mm2", fill=(0, 0, 0), font=font)
+            label = f"{printable(name)} max {float(density[c].max()):.0f}/mm2"
+            draw.text((left + 1, 1), label, fill=(0, 0, 0), font=font)
         side_um = math.sqrt(self.cell_mm2) * 1000
         caption = f"nuclei per mm2 of tissue in {side_um:.0f} um cells; full colour = {scale:.0f}/mm2; grey: no tissue"
         draw.text((1, ph + LABEL_HEIGHT + 1), caption, fill=(0, 0, 0))

@@ -16,6 +16,7 @@ from ..io.resample import read_thumbnail
 from ..post.classes import class_colours
 from ..runtime.predict import Nuclei
 from .fonts import text_font
+from .text import printable
 
 UNREADABLE_COLOUR = (0, 0, 0)
 DOT_OUTLINE = (40, 40, 40)  # a dark rim keeps light dots visible on glass; not UNREADABLE_COLOUR
@@ -144,7 +145,7 @@ class Overlay:
 
     def legend_lines(self) -> list[str]:
         """The legend's text: ``"<class>  <count>"`` per class, then ``"<total> nuclei"``."""
-        lines = [f"{name}  {int(n):,}" for name, n in zip(self.classes, self.counts)]
+        lines = [f"{printable(name)}  {int(n):,}" for name, n in zip(self.classes, self.counts)]  # no bidi controls
         return lines + [f"{int(self.counts.sum()):,} nuclei"]
 
     @property

@@ -170,6 +170,10 @@ def test_many_classes_never_share_a_colour():
     assert len(set(colours)) == 12 and all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours)
     assert colours[:3] == [class_colour(n, i) for i, n in enumerate(names[:3])]  # as before where none repeats
     assert class_colours(BRCA_M2C_CLASSES) == [class_colour(n, i) for i, n in enumerate(BRCA_M2C_CLASSES)]
+    for n, apart in ((11, 15), (22, 8)):  # not only not equal: apart (CIEDE2000; the palette runs short of room)
+        many = class_colours([f"k{i}" for i in range(n)])
+        assert min(_difference(a, b) for a, b in itertools.combinations(many, 2)) >= apart, n
+    assert class_colours([f"c{i}" for i in range(17)] + ["tumor"])[-1] == class_colour("tumor", 0)  # keeps its own
     recorded = [ClassName("a", (9, 9, 9)), ClassName("b", (9, 9, 9)), ClassName("c", (1, 2, 3))]
     assert class_colours(recorded) == [(9, 9, 9), class_colour("b", 1), (1, 2, 3)]  # b: its default
 
@@ -195,3 +199,10 @@ def test_class_names_beyond_ascii_are_drawn_with_their_letters():
         assert not (drawn(font, letter) == missing).all(), f"{letter} is drawn as a box"
     assert text_font(14, ["tumor  12"]) is not font and text_font(None, ["tumor"]) is None
     assert text_font(None, ["Épithélium"]) is _system_font(11)
+
+
+def test_a_class_name_cannot_reorder_the_legend_text():
+    """A right-to-left override in a class name would draw "evil  12" as "21  live": it is written out instead."""
+    overlay = Overlay.__new__(Overlay)  # the legend's text needs only the classes and counts
+    overlay.classes, overlay.counts = ("\u202eevil", "tumor"), np.array([12, 3])
+    assert overlay.legend_lines()[0] == "\\u202eevil  12" and "\u202e" not in "".join(overlay.legend_lines())
