@@ -183,9 +183,9 @@ def test_class_names_beyond_ascii_are_drawn_with_their_letters():
     those letters (drawn unlike the font's box for a missing one); ASCII legends keep Pillow's font."""
     from PIL import ImageDraw
 
-    from muse_fast.output.fonts import _system_font, text_font
+    from muse_fast.output.fonts import SYSTEM_FONTS, _system_font, text_font
 
-    if _system_font(14) is None:
+    if not any(_system_font(name, 14) for name in SYSTEM_FONTS):
         pytest.skip("no system font (DejaVu Sans, Noto Sans, Liberation Sans, Arial) on this machine")
 
     def drawn(font, text):
@@ -195,10 +195,10 @@ def test_class_names_beyond_ascii_are_drawn_with_their_letters():
 
     font = text_font(14, ["Épithélium  12", "Entzündung  3"])
     missing = drawn(font, "\ue000")  # a private-use character: no font has it
-    for letter in "éÉüßжç":
+    for letter in "Ééü":  # the letters of the texts
         assert not (drawn(font, letter) == missing).all(), f"{letter} is drawn as a box"
     assert text_font(14, ["tumor  12"]) is not font and text_font(None, ["tumor"]) is None
-    assert text_font(None, ["Épithélium"]) is _system_font(11)
+    assert text_font(None, ["Épithélium"]).size == 11
 
 
 def test_a_class_name_cannot_reorder_the_legend_text():
