@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from ..output.text import printable
@@ -28,6 +30,13 @@ def class_scores(pred: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -
     }
 
 
+def columns(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) and full-width letters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text
+    )
+
+
 def format_report(report: dict) -> str:
     """A short table for the terminal: per-class scores of the classifier saved in the weights, then the summary
     line(s). In full mode that is the classifier fitted on the points outside the held-out regions, unless too few
@@ -37,12 +46,11 @@ def format_report(report: dict) -> str:
     saved = refit if refit and "scores" in refit else cls
     scores = saved["scores"]
     names = {n: printable(n) for n in scores["per_class"]}  # a class name is the user's text: no terminal controls
-    width = max(8, *(len(n) for n in names.values()))
+    width = max(8, *(columns(n) for n in names.values()))
     lines = [f"{'class':<{width}}  precision  recall     F1  nuclei"]
     for name, s in scores["per_class"].items():
-        lines.append(
-            f"{names[name]:<{width}}  {s['precision']:9.3f}  {s['recall']:6.3f}  {s['f1']:5.3f}  {s['support']:6d}"
-        )
+        cell = names[name] + " " * (width - columns(names[name]))
+        lines.append(f"{cell}  {s['precision']:9.3f}  {s['recall']:6.3f}  {s['f1']:5.3f}  {s['support']:6d}")
     where = " on the points outside the held-out regions" if saved is refit else ""
     lines.append(
         f"classifier {saved['chosen']}{where} ({saved['cross_validation']}): agreement {scores['agreement']:.3f}, "

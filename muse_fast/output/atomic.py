@@ -48,12 +48,14 @@ def remove_stale_partials(folder: Path, names: Iterable[str], dead_only: bool = 
     names = list(names)
     if not names:
         return []
-    pattern = re.compile(rf"\.({'|'.join(re.escape(n) for n in names)})(\.(\d+))?\.partial")
+    listed = "|".join(re.escape(n) for n in names)
+    # .NAME.pid.partial, and ..NAME.pid.partial.pid.partial (a temporary file's own, as adapt wrote before 2026-12-07)
+    pattern = re.compile(rf"\.(?:\.(?:{listed})\.\d+\.partial|{listed})(\.(\d+))?\.partial")
     try:
         found = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
     except OSError:
         return []
-    stale = [p for p, m in found if m and is_regular(p) and not (dead_only and _maybe_live(p, m[3]))]
+    stale = [p for p, m in found if m and is_regular(p) and not (dead_only and _maybe_live(p, m[2]))]
     for p in stale:
         remove_quietly(p)
     return stale

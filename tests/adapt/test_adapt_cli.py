@@ -175,6 +175,7 @@ def test_a_killed_adapt_leaves_no_temporary_file_behind_the_next(tmp_path):
     gone.wait()
     out = tmp_path / "adapted.pt"
     dead = [tmp_path / f".adapted.pt.{gone.pid}.partial", tmp_path / f".adapted.report.json.{gone.pid}.partial"]
+    dead.append(tmp_path / f"..adapted.pt.{gone.pid}.partial.{gone.pid}.partial")  # as adapt wrote before 2026-12-07
     live = tmp_path / f".adapted.pt.{os.getppid()}.partial"  # pytest's parent: running
     fresh = tmp_path / ".adapted.pt.4194999.partial"  # a pid unknown here, written just now: another container's
     for p in (*dead, live, fresh):
@@ -224,5 +225,12 @@ def test_the_printed_table_is_that_of_the_saved_classifier_and_prints_names_safe
     assert "mlp on the points outside the held-out regions (5 folds)" in text
     assert "0.502" not in text and "\x1b" not in text and "\\x1b[31mRed\\x0aline" in text
     assert len(text.splitlines()) == 5  # header, two classes, classifier, detection
+    wide = fit(0.5, 9, "linear", "3 folds")
+    wide["scores"]["per_class"] = {
+        "腫瘍": wide["scores"]["per_class"]["Tumor"],
+        "Tumor": wide["scores"]["per_class"]["Tumor"],
+    }
+    rows = format_report({"classes": wide}).splitlines()[:3]
+    assert rows[1].index("0.500") == rows[2].index("0.500") - 2  # two wide letters fill four columns: aligned on screen
     report["full"]["classifier"] = {"kept_own_classifier": "too few points"}
     assert "macro F1 0.502" in format_report(report) and "too few points" in format_report(report)
