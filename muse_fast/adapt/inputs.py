@@ -73,6 +73,12 @@ def pair_inputs(paths: list[Path], folder: Path) -> list[tuple[Path, Path]]:
         found = find_annotation_file(folder, names[path])
         if found is None:
             missing.append(f"{path.name} ({stem}.geojson or {stem}.csv)")
+        elif any(found == f for _, f in pairs):  # A.ome.tif's old-style A.ome.geojson is also A.ome.png's
+            first = next(i for i, f in pairs if f == found)
+            raise InputError(
+                f"{first} and {path} would share the annotations {found.name}; rename one of them (with its "
+                "annotation file) so that each input has its own"
+            )
         else:
             pairs.append((path, found))
     if missing:

@@ -249,6 +249,18 @@ def test_inputs_pair_with_their_exports_by_qupath_s_name(tmp_path):
         pair_inputs([slide, image], ann)
 
 
+def test_one_export_never_serves_two_inputs(tmp_path):
+    from muse_fast.adapt.inputs import pair_inputs
+
+    slide, image = tmp_path / "A.ome.tif", tmp_path / "A.ome.png"  # stems A and A.ome; A.ome.geojson fits both
+    for p in (slide, image):
+        p.write_bytes(b"x")
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "A.ome.geojson").write_text("{}")
+    with pytest.raises(InputError, match=r"A\.ome\.tif and .*A\.ome\.png would share the annotations A\.ome\.geojson"):
+        pair_inputs([slide, image], tmp_path / "ann")
+
+
 def test_properties_that_are_not_an_object_hold_nothing(tmp_path):
     feature = {**point_set("Tumor", np.array([[1.0, 2.0]]), [200, 0, 0]), "properties": ["not", "an", "object"]}
     with pytest.raises(InputError, match="1 points without a class"):
