@@ -70,19 +70,20 @@ def class_colours(names, given: dict | None = None) -> list[tuple[int, int, int]
     for i, name in enumerate(names):
         if out[i] is None:
             taken = [c for c in out if c is not None]
-            out[i] = next(c for c in _free(taken, class_colour(str(name), i)))
+            out[i] = _free(taken, class_colour(str(name), i))
     return out
 
 
-def _free(taken: list, first: tuple[int, int, int]) -> Iterator[tuple[int, int, int]]:
-    """``first``, then :func:`palette`'s colours, that are apart from every ``taken`` one (:data:`MIN_DELTA_E`);
-    where a long palette runs short of those, the first not taken."""
+def _free(taken: list, first: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``first``, else the first of :func:`palette`'s colours, that is apart from every ``taken`` one
+    (:data:`MIN_DELTA_E`); where a long palette runs short of those, the first not taken."""
     taken_lab = [_lab(c) for c in taken]
     candidates = list(itertools.islice(itertools.chain([first], palette()), 400))
     for c in candidates:
-        if c not in taken and all(_delta_e(_lab(c), t) >= MIN_DELTA_E for t in taken_lab):
-            yield c
-    yield from (c for c in itertools.chain(candidates, palette()) if c not in taken)
+        lab = _lab(c)
+        if c not in taken and all(_delta_e(lab, t) >= MIN_DELTA_E for t in taken_lab):
+            return c
+    return next(c for c in itertools.chain(candidates, palette()) if c not in taken)
 
 
 def _lab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
