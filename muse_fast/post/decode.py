@@ -28,7 +28,41 @@ class TileNuclei(NamedTuple):
     feat: torch.Tensor | None = None  # [N, D] point features: exactly what the classifier was given
 
 
+class FlatNuclei(NamedTuple):
+    """A batch's nuclei in one set of rows, tile after tile, each tile's in peak order."""
+
+    counts: torch.Tensor  # [B] nuclei per tile
+    xy: torch.Tensor  # [N, 2] float (x, y) in tile input pixels
+    score: torch.Tensor  # [N] centre probability
+    class_id: torch.Tensor  # [N] int64
+    class_prob: torch.Tensor  # [N] probability of the chosen class
+    feat: torch.Tensor  # [N, D] point features: exactly what the classifier was given
+
+
 @torch.no_grad()
+def decode_flat(
+    centre: torch.Tensor,
+    fmap: torch.Tensor,
+    classifier: nn.Module,
+    input_hw: tuple[int, int],
+    stride: int,
+    cfg: DecodeConfig,
+) -> FlatNuclei:
+    """Decode ``centre [B,3,h,w]`` (logit, dx, dy) and ``fmap [B,D,h,w]`` into the batch's nuclei as flat rows."""
+    heat = torch.sigmoid(centre[:, 0].float())
+    peaks = find_peaks(heat, cfg.threshold, cfg.min_distance, cfg.max_points)
+    b = peaks.scores.shape[0]
+    k = int(peaks.counts.max()) if b else 0  # only the filled part of the compacted layout is decoded
+    counts = peaks.counts.to(centre.device)
+    valid = torch.arange(k, device=centre.device)[None, :] < counts[:, None]
+    xy = positions(peaks.yx[:, :k].to(centre.device), centre[:, 1:3], stride)
+    feats = gather_points(fmap, xy, input_hw, peaks.counts, out_dtype=torch.float32)[valid]  # a bf16 map's, unrounded
+    probs = torch.softmax(classifier(feats).float(), dim=-1)  # padding rows are never classified
+    class_prob, class_id = probs.max(dim=-1)
+    score = peaks.scores[:, :k].to(centre.device)[valid].float()
+    return FlatNuclei(counts, xy[valid], score, class_id, class_prob, feats)
+
+
 def decode_batch(
     centre: torch.Tensor,
     fmap: torch.Tensor,
@@ -38,20 +72,7 @@ def decode_batch(
     cfg: DecodeConfig,
 ) -> list[TileNuclei]:
     """Decode ``centre [B,3,h,w]`` (logit, dx, dy) and ``fmap [B,D,h,w]`` into nuclei for each tile."""
-    heat = torch.sigmoid(centre[:, 0].float())
-    peaks = find_peaks(heat, cfg.threshold, cfg.min_distance, cfg.max_points)
-    b = peaks.scores.shape[0]
-    k = int(peaks.counts.max()) if b else 0  # only the filled part of the compacted layout is decoded
-    valid = torch.arange(k, device=centre.device)[None, :] < peaks.counts[:, None].to(centre.device)
-    xy = positions(peaks.yx[:, :k].to(centre.device), centre[:, 1:3], stride)
-    feats = gather_points(fmap, xy, input_hw, peaks.counts, out_dtype=torch.float32)  # a bf16 map's, unrounded
-    logits = classifier(feats[valid])  # padding rows are never classified
-    probs = torch.softmax(logits.float(), dim=-1)
-    class_prob = torch.zeros(b, k, device=centre.device)
-    class_id = torch.zeros(b, k, dtype=torch.long, device=centre.device)
-    class_prob[valid], class_id[valid] = probs.max(dim=-1)
-    out = []
-    for i in range(b):
-        n = int(peaks.counts[i])
-        out.append(TileNuclei(xy[i, :n], peaks.scores[i, :n].float(), class_id[i, :n], class_prob[i, :n], feats[i, :n]))
-    return out
+    flat = decode_flat(centre, fmap, classifier, input_hw, stride, cfg)
+    sizes = flat.counts.tolist()
+    parts = (torch.split(a, sizes) for a in (flat.xy, flat.score, flat.class_id, flat.class_prob, flat.feat))
+    return [TileNuclei(*arrays) for arrays in zip(*parts)]
