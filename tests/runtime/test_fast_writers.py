@@ -148,6 +148,33 @@ def test_the_parquet_writer_builds_the_reference_table(brca_dir, tmp_path):
     assert written.to_pylist() == [row for table in reference for row in table.to_pylist()]
 
 
+@pytest.mark.parametrize("group", [7, 100, 65_536])
+def test_parquet_row_groups_are_full_but_for_the_last(brca_dir, tmp_path, monkeypatch, group):
+    """Chunks are held until a row group is full (a group of a few hundred rows per batch cost a write per batch);
+    the rows and their order are those of the chunks, features are never kept."""
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from muse_fast.output import writers
+
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", group)
+    chunks = [*_real_nuclei(brca_dir, 4), _awkward()]
+    chunks[1].feat = np.ones((len(chunks[1]), 8), np.float32)
+    path = tmp_path / "nuclei.parquet"
+    with StagedFiles() as staged:
+        writer = writers.ParquetWriter(path, staged.add(path), CLASSES)
+        for chunk in chunks:
+            writer.write(chunk)
+            assert writer.pending_rows < group and all(p.feat is None for p in writer.pending)
+        writer.close()
+        meta = pq.ParquetFile(writer.tmp).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        written = pq.read_table(writer.tmp).to_pylist()
+        reference = [row for c in chunks for row in writer.table_reference(c).to_pylist()]
+    assert sum(sizes) == len(reference) > 500 and written == reference
+    assert sizes[:-1] == [group] * (len(sizes) - 1) and 0 < sizes[-1] <= group
+
+
 def test_writing_parquet_does_not_import_pandas(tmp_path):
     """pyarrow imports pandas the first time numpy data goes through ``pa.array`` or ``pa.table`` (a fresh process
     paid 0.25-0.5 s for it); the writer builds its columns from buffers instead."""
