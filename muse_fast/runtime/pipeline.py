@@ -177,19 +177,16 @@ def iter_batches(
         decoding: deque[tuple[BatchResult, Future | None]] = deque()  # at most one batch decoding behind the engine
         while pending:
             index, future = pending.popleft()
+            if queue:
+                pending.append(submit(queue.pop(0)))
             images, bad = future.result()
             batch = batches[index]
             keep = [i for i, im in enumerate(images) if i not in bad and not (cfg.skip_background and is_blank(im))]
             unreadable = {index * cfg.batch_size + i: reason for i, reason in bad.items()}
             result, job = BatchResult(index, Nuclei.empty(), len(batch) - len(keep) - len(bad), unreadable), None
-            pixels = np.stack([images[i] for i in keep]) if keep else None
-            # The next read is queued only now: started beside this batch's glass test and stacking, it held them up
-            # (2 cores: 3 ms a batch instead of 0.5; docs/results.md, "The pipeline at the AMX Xeon's network speed").
-            if queue:
-                pending.append(submit(queue.pop(0)))
             if keep:
                 ids = [index * cfg.batch_size + i for i in keep]
-                tiles_kept = [batch[i] for i in keep]
+                tiles_kept, pixels = [batch[i] for i in keep], np.stack([images[i] for i in keep])
                 if overlap:  # the engine's next batch is queued on the device while this one decodes
                     try:
                         dense = engine.run(pixels)
