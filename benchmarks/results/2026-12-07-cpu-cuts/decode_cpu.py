@@ -1,6 +1,6 @@
 """CPU seconds of peak decoding on every batch of a slide: flat rows against the tile-by-tile reference.
 
-    python benchmarks/results/2026-12-07-flat-decode/decode_cpu.py SLIDE [--rounds 5]
+    python benchmarks/results/2026-12-07-cpu-cuts/decode_cpu.py SLIDE [--rounds 5]
 
 The compiled engine's outputs for each batch are computed once and kept; then each round decodes all of them with
 each path, alternating, timing the calling thread's CPU (``time.thread_time``) and wall time. Prints JSON.
