@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from muse_fast.io.tiling import tile_grid
+from muse_fast.kernels.nuclei_decode import positions
+from muse_fast.kernels.peaks import find_peaks
+from muse_fast.kernels.point_gather import gather_points
 from muse_fast.model.registry import DenseOutputs
 from muse_fast.model.weights import load_weights
-from muse_fast.post.decode import DecodeConfig, decode_batch
+from muse_fast.post.decode import DecodeConfig, TileNuclei, decode_batch
 from muse_fast.post.merge import MergeConfig
 from muse_fast.runtime.engines import TorchEngine
 from muse_fast.runtime.predict import Nuclei, nuclei_from_dense, nuclei_per_tile
@@ -34,9 +37,38 @@ def _dense(batch: int, dim: int, seed: int, empty=(0,)) -> DenseOutputs:
     return DenseOutputs(torch.cat([logit[:, None], offsets], dim=1), torch.randn(batch, dim, 56, 56, generator=g))
 
 
+def _decode_per_tile(centre, fmap, classify, cfg=DecodeConfig()):
+    """The decode as it was before the flat rows (commit 2d5f6ae), written here on its own so that the reference does
+    not share decode_flat: the padded [B, k] layout, rows classified where valid, then cut tile by tile."""
+    peaks = find_peaks(torch.sigmoid(centre[:, 0].float()), cfg.threshold, cfg.min_distance, cfg.max_points)
+    b, k = peaks.scores.shape[0], int(peaks.counts.max())
+    valid = torch.arange(k)[None, :] < peaks.counts[:, None]
+    xy = positions(peaks.yx[:, :k], centre[:, 1:3], 4)
+    feats = gather_points(fmap, xy, (224, 224), peaks.counts, out_dtype=torch.float32)
+    probs = torch.softmax(classify(feats[valid]).float(), dim=-1)
+    class_prob, class_id = torch.zeros(b, k), torch.zeros(b, k, dtype=torch.long)
+    class_prob[valid], class_id[valid] = probs.max(dim=-1)
+    return [
+        TileNuclei(xy[i, :n], peaks.scores[i, :n].float(), class_id[i, :n], class_prob[i, :n], feats[i, :n])
+        for i, n in enumerate(peaks.counts.tolist())
+    ]
+
+
 def _reference(engine, dense, tiles, ids, features, merge=MergeConfig()):
-    per_tile = decode_batch(dense.centre, dense.fmap, engine.classify, (224, 224), 4, DecodeConfig())
+    per_tile = _decode_per_tile(dense.centre, dense.fmap, engine.classify)
     return nuclei_per_tile(per_tile, tiles, ids, merge, features)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_batch_cuts_the_flat_rows_as_the_padded_layout_did(model, seed):
+    classify = TorchEngine(model).classify
+    dense = _dense(6, 256, seed, empty=(2,))
+    expected = _decode_per_tile(dense.centre, dense.fmap, classify)
+    got = decode_batch(dense.centre, dense.fmap, classify, (224, 224), 4, DecodeConfig())
+    assert len(got) == len(expected) == 6 and len(got[2].xy) == 0
+    for e, g in zip(expected, got):
+        for field in TileNuclei._fields:
+            assert torch.equal(getattr(e, field), getattr(g, field)), field
 
 
 def _assert_identical(expected: Nuclei, got: Nuclei) -> None:
