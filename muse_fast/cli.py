@@ -40,8 +40,19 @@ def path_arg(text: str) -> Path:
 
 
 def _terminate(signum, frame) -> None:
+    from .runtime import interrupts
+
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    interrupts.note(Terminated)
     raise Terminated
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C: KeyboardInterrupt, noted first, so that one lost in a garbage-collection callback is raised again."""
+    from .runtime import interrupts
+
+    interrupts.note(KeyboardInterrupt)
+    raise KeyboardInterrupt
 
 
 def _add_infer(sub) -> None:
@@ -463,13 +474,22 @@ RERUN = {
 
 def _run(args) -> int:
     commands = {"infer": _infer, "export": _export, "bench": _bench, "view": _view, "adapt": _adapt, "info": _info}
+    from .runtime import interrupts
+
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    previous = None
+    if in_main:
+        ctrl_c = signal.getsignal(signal.SIGINT)
+        if ctrl_c is signal.default_int_handler:  # not where the job was started with SIGINT ignored (nohup, &)
+            ctrl_c = _interrupt
+        previous = signal.signal(signal.SIGTERM, _terminate), signal.signal(signal.SIGINT, ctrl_c)
     try:
         if getattr(args, "out", None) is EMPTY_PATH:
             raise ConfigError("--out is empty; give a file or folder name")
         if args.command in commands:
-            return commands[args.command](args)
+            code = commands[args.command](args)
+            interrupts.raise_if_lost()  # lost after the last slide's last step: still an interrupted command
+            return code
         from .console import emit
         from .model.catalog import model_catalog
 
@@ -481,13 +501,15 @@ def _run(args) -> int:
         print(f"muse-fast: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
+        interrupts.clear()
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         after = RERUN.get(args.command, "nothing was written under a final name")
         print(f"muse-fast: {how}; {after}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         if in_main:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 if __name__ == "__main__":

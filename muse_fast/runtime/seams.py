@@ -6,6 +6,7 @@ batch run), ``shard:<i>`` (batch i checkpointed), ``staged`` (every output compl
 the manifest), ``cleanup`` (manifest written, before the shards are removed).
 
 - In the process: :data:`HOOK` is called with each step's name; a test replaces it (e.g. to raise KeyboardInterrupt).
+- Every step first raises an interrupt that Python lost in a garbage-collection callback (:mod:`.interrupts`).
 - Across processes: with ``MUSE_FAST_PAUSE_AT=step[,step...]`` and ``MUSE_FAST_PAUSE_DIR=DIR``, a process reaching a
   listed step creates ``DIR/<step>.<pid>.paused`` and waits until the test creates ``DIR/<step>.<pid>.go``
   (at most ``MUSE_FAST_PAUSE_TIMEOUT`` seconds, default 120, then it raises).
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .interrupts import raise_if_lost
+
 PAUSE_AT, PAUSE_DIR, PAUSE_TIMEOUT = "MUSE_FAST_PAUSE_AT", "MUSE_FAST_PAUSE_DIR", "MUSE_FAST_PAUSE_TIMEOUT"
 
 
@@ -31,7 +34,9 @@ HOOK: Callable[[str], None] = _no_hook
 
 
 def seam(step: str) -> None:
-    """Mark that the run reached ``step``: call :data:`HOOK`, and pause here if the environment asks for it."""
+    """Mark that the run reached ``step``: raise a lost interrupt, call :data:`HOOK`, and pause here if the
+    environment asks for it."""
+    raise_if_lost()
     HOOK(step)
     wanted = os.environ.get(PAUSE_AT)
     if wanted and step in wanted.split(","):

@@ -312,6 +312,9 @@ def serve(app: ViewerApp, host: str, port: int, ready: threading.Event | None = 
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
+        from ..runtime import interrupts
+
+        interrupts.clear()  # the way to stop it: not an interrupted command
         print("muse-fast: viewer stopped", file=sys.stderr)
     finally:
         server.server_close()
