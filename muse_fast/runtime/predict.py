@@ -14,7 +14,7 @@ from ..io.tiling import Tile, tile_grid
 from ..model.registry import DenseOutputs
 from ..post.decode import DecodeConfig, FlatNuclei, decode_flat
 from ..post.device_decode import PackedDecoder
-from ..post.merge import MergeConfig, duplicates, in_halo
+from ..post.merge import MergeConfig, duplicates, in_halo, in_own_core
 from .engines import Engine
 
 
@@ -109,12 +109,10 @@ def _owned_rows(flat: FlatNuclei, tiles: list[Tile], tile_ids: list[int], merge:
     """A batch's flat rows moved to image coordinates, kept where their tile owns them (its core plus the merge
     margin): what :func:`nuclei_per_tile` keeps, in the same order, without a loop over tiles."""
     counts = flat.counts.cpu().numpy().astype(np.int64)
-    tile_of = np.repeat(np.arange(len(counts)), counts)
+    tile_of = np.repeat(np.arange(len(counts)), counts)  # each row's position in ``tiles``
     origins = np.array([(t.x, t.y) for t in tiles], np.float64).reshape(-1, 2)
-    cores = np.array([t.core for t in tiles], np.float64).reshape(-1, 4)[tile_of]
     xy = _numpy(flat.xy).astype(np.float64) + origins[tile_of]
-    x, y, grow = xy[:, 0], xy[:, 1], merge.margin
-    keep = (x >= cores[:, 0] - grow) & (x < cores[:, 2] + grow) & (y >= cores[:, 1] - grow) & (y < cores[:, 3] + grow)
+    keep = in_own_core(tiles, tile_of, xy, merge.margin)
     if not keep.any():
         return Nuclei.empty()  # as Nuclei.concat of no rows: no feature array either
     return Nuclei(
