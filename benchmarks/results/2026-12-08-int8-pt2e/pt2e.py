@@ -49,7 +49,7 @@ for _m in model.modules():
 
 import types
 def _split_relu(block):
-    """torchvision's BasicBlock calls one ReLU module twice; the quantizer's partitions need one module per call."""
+    """The encoder's BasicBlock (muse_fast/model/resnet.py) calls one ReLU module twice; the quantizer's partitions need one module per call."""
     block.act_out = torch.nn.ReLU()
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
