@@ -34,7 +34,7 @@ def _image(tmp_path):
     return path
 
 
-def _lose_an_interrupt_at(step_wanted: str, lost: list):
+def _lose_an_interrupt_at(step_wanted: str):
     def hook(step: str) -> None:
         if step == step_wanted:
             thing = _Collected()
@@ -50,7 +50,7 @@ def test_an_interrupt_lost_in_a_collection_callback_still_stops_the_run(
 ):
     lost = []
     monkeypatch.setattr(sys, "unraisablehook", lambda info: lost.append(info.exc_type))
-    monkeypatch.setattr(seams, "HOOK", _lose_an_interrupt_at(step, lost))
+    monkeypatch.setattr(seams, "HOOK", _lose_an_interrupt_at(step))
     out = tmp_path / "out"
     argv = ["infer", str(_image(tmp_path)), "--out", str(out), "--mpp", "0.5", "--engine", "torch", "--quiet"]
     assert main(argv) == EXIT_INTERRUPTED
@@ -68,7 +68,7 @@ def test_an_interrupt_lost_after_the_last_step_is_still_an_interrupted_command(
     """The files are final by then; the command still says it was interrupted instead of exiting 0."""
     lost = []
     monkeypatch.setattr(sys, "unraisablehook", lambda info: lost.append(info.exc_type))
-    monkeypatch.setattr(seams, "HOOK", _lose_an_interrupt_at("cleanup", lost))
+    monkeypatch.setattr(seams, "HOOK", _lose_an_interrupt_at("cleanup"))
     out = tmp_path / "out"
     argv = ["infer", str(_image(tmp_path)), "--out", str(out), "--mpp", "0.5", "--engine", "torch", "--quiet"]
     assert main(argv) == EXIT_INTERRUPTED and lost == [KeyboardInterrupt]
