@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define MUSE_NATIVE_ABI_VERSION 3
+#define MUSE_NATIVE_ABI_VERSION 4
 
 // error codes (muse_native_error names them)
 #define MUSE_INVALID_ARGUMENT 1
@@ -48,6 +48,13 @@ int muse_format_geojson(const double* xy, const int64_t* class_id, const double*
                         const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written);
 int muse_format_csv(const double* xy, const int64_t* class_id, const double* score, const double* prob, int64_t n,
                     const char* const* classes, int64_t n_classes, char* out, int64_t cap, int64_t* written);
+
+// Overlay markers (csrc/overlay.cpp): for each of ``n`` markers in order, class ``labels[i]``'s stamp pixels
+// ``offsets[starts[c]:starts[c + 1]]`` (dy, dx) get their ``colours`` (RGB) in ``pixels [h, w, 3]`` around
+// ``centres [n, 2]`` (x, y), clipped to the image; a later marker covers an earlier one.
+int muse_paste_stamps(uint8_t* pixels, int64_t h, int64_t w, const int64_t* centres, const int64_t* labels,
+                      int64_t n, const int64_t* offsets, const uint8_t* colours, const int64_t* starts,
+                      int64_t n_classes);
 
 size_t muse_peaks_cuda_workspace(int64_t b, int64_t h, int64_t w);
 int muse_peaks_cuda(const float* heat, int64_t b, int64_t h, int64_t w, float threshold, int32_t radius,

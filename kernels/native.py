@@ -18,7 +18,7 @@ import torch
 
 from muse_fast.errors import BackendUnavailable
 
-ABI_VERSION = 3  # csrc/muse_native.h: MUSE_NATIVE_ABI_VERSION
+ABI_VERSION = 4  # csrc/muse_native.h: MUSE_NATIVE_ABI_VERSION
 LIBRARIES = {"cpu": "libmuse_native_cpu.so", "cuda": "libmuse_native_cuda.so", "trt": "libmuse_trt_plugin.so"}
 BUILD_COMMAND = "cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2"
 NEEDS = {"cpu": "a C++ compiler", "cuda": "nvcc", "trt": "nvcc and -DTensorRT_ROOT=/path/to/TensorRT"}
@@ -29,6 +29,7 @@ _GATHER = [_P, _P, _I64, _I64, _I64, _I64, _P, _I64, _P, _F, _F, _P]
 _BACKWARD = [_P, _I64, _I64, _I64, _I64, _P, _I64, _P, _F, _F, _P]
 _DECODE = [_P, _P, _P, _I64, _I64, _I64, _I64, _F, _I32, _I32, _I32, _F, _F, _F, _P, _P, _P, _P, _P]
 _FORMAT = [_P, _P, _P, _P, _I64, _P, _I64, _P, _I64, _P]
+_PASTE = [_P, _I64, _I64, _P, _P, _I64, _P, _P, _P, _I64]
 SIGNATURES = {
     "cpu": {
         "muse_peaks_cpu": _PEAKS,
@@ -38,6 +39,7 @@ SIGNATURES = {
         "muse_decode_cpu": _DECODE,
         "muse_format_geojson": _FORMAT,
         "muse_format_csv": _FORMAT,
+        "muse_paste_stamps": _PASTE,
     },
     "cuda": {
         "muse_peaks_cuda": _PEAKS + [_P, _P],

@@ -164,6 +164,11 @@ class StagedFiles:
         with _open(self.add(final), mode) as fh:
             yield fh
 
+    @staticmethod
+    def open_added(tmp: Path, mode: str = "wb") -> IO:
+        """Create and open a temporary path that :meth:`add` returned (staged in order, written later or elsewhere)."""
+        return _open(tmp, mode)
+
     def commit(self, before_each: Callable[[Path], None] | None = None, replace: bool = True) -> list[Path]:
         """Rename every staged file to its final name; ``before_each(final)`` runs before each rename.
 

@@ -2,8 +2,10 @@
 diamond, triangle, then again), so classes differ without colour too, and a legend with counts.
 
 Markers sit on whole thumbnail pixels (the nearest to each nucleus). Each class's marker is drawn once by PIL as a
-stamp; :meth:`Overlay.add_points` pastes the stamps with numpy, later markers over earlier ones, pixel for pixel what
-:meth:`Overlay.add_points_reference` draws with one PIL call per nucleus (33,000 nuclei: 0.06 s against 0.17 s).
+stamp; :meth:`Overlay.add_points` pastes the stamps, later markers over earlier ones, with the native library
+(``csrc/overlay.cpp``) where it is built and with numpy otherwise, pixel for pixel what
+:meth:`Overlay.add_points_reference` draws with one PIL call per nucleus (33,000 nuclei: about 0.004 s natively, 0.06 s
+with numpy, 0.17 s with PIL).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ class Overlay:
         self.counts = np.zeros(len(classes), np.int64)
         self.radius = max(2.0, 3.0 / self.scale)
         self.stamps = [Stamp(self.radius, MARKERS[i % len(MARKERS)], c) for i, c in enumerate(self.colours)]
+        self.stamp_starts = np.cumsum([0] + [len(stamp.offsets) for stamp in self.stamps]).astype(np.int64)
+        self.stamp_offsets = np.ascontiguousarray(np.concatenate([stamp.offsets for stamp in self.stamps]), np.int64)
+        self.stamp_colours = np.ascontiguousarray(np.concatenate([stamp.colours for stamp in self.stamps]), np.uint8)
 
     @property
     def thumbnail(self) -> Image.Image:
@@ -81,11 +86,35 @@ class Overlay:
     def add(self, nuclei: Nuclei) -> None:
         self.add_points(nuclei.xy, nuclei.class_id)
 
-    def add_points(self, xy: np.ndarray, labels: np.ndarray) -> None:
+    def add_points(self, xy: np.ndarray, labels: np.ndarray, native: bool = True) -> None:
         """A marker at each level-0 ``xy [N, 2]`` in the colour and shape of its label (an index into the classes),
-        later markers over earlier ones; what :meth:`add_points_reference` draws."""
+        later markers over earlier ones; what :meth:`add_points_reference` draws. ``native=False``: numpy only."""
         labels = self._checked(labels)
         centres = nearest_pixel(np.asarray(xy, np.float64).reshape(-1, 2) / self.scale)  # (x, y)
+        self.pixels = np.ascontiguousarray(self.pixels)  # both paths write through a flat view of the rows
+        if not (native and self._paste_native(centres, labels)):
+            self._paste_numpy(centres, labels)
+        self.counts += np.bincount(labels, minlength=len(self.classes))[: len(self.classes)]
+
+    def _paste_native(self, centres: np.ndarray, labels: np.ndarray) -> bool:
+        """The stamps pasted by the native library; False (nothing done) where it is not built."""
+        from muse_fast.errors import BackendUnavailable
+        from muse_fast.kernels import native
+
+        try:
+            lib = native.library("cpu")
+        except BackendUnavailable:
+            return False
+        self.pixels = np.ascontiguousarray(self.pixels, np.uint8)  # the library writes rows of h x w x 3 bytes
+        centres, labels = np.ascontiguousarray(centres, np.int64), np.ascontiguousarray(labels, np.int64)
+        h, w = self.pixels.shape[:2]
+        native.call(lib, "muse_paste_stamps", self.pixels.ctypes.data, h, w, centres.ctypes.data, labels.ctypes.data,
+                    len(labels), self.stamp_offsets.ctypes.data, self.stamp_colours.ctypes.data,
+                    self.stamp_starts.ctypes.data, len(self.stamps))  # fmt: skip
+        return True
+
+    def _paste_numpy(self, centres: np.ndarray, labels: np.ndarray) -> None:
+        """The stamps pasted with numpy: every marker's pixels in drawing order, the last one on each pixel kept."""
         order, rows, cols, colours = [], [], [], []
         span = max(len(stamp.offsets) for stamp in self.stamps)
         for c, stamp in enumerate(self.stamps):
@@ -107,7 +136,6 @@ class Overlay:
             _, last = np.unique(flat[::-1], return_index=True)  # each pixel takes the last marker drawn on it
             last = len(flat) - 1 - last
             self.pixels.reshape(-1, 3)[flat[last]] = colours[last]
-        self.counts += np.bincount(labels, minlength=len(self.classes))[: len(self.classes)]
 
     def _checked(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, np.int64)

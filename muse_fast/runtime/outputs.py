@@ -6,10 +6,13 @@ renames them all once every one is complete (and removes them if anything fails 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..io.readers import SlideReader
 from ..io.tiling import Tile
@@ -32,21 +35,22 @@ class WrittenOutputs:
 def overlap_duplicates(store: ShardStore, tiles: list[Tile], n_batches: int) -> dict[int, np.ndarray]:
     """Pass 1 over the shards: resolve duplicates among the halo-strip nuclei only; per batch, rows to drop."""
     merge = MergeConfig()
-    refs, xy, tile_ids, scores = [], [], [], []
+    batch, rows, xy, tile_ids, scores = [], [], [], [], []
     for index in range(n_batches):
         nuc, _ = store.read(index, features=False)
         halo = np.flatnonzero(in_halo(tiles, nuc.tile, nuc.xy, merge))
-        refs += [(index, int(r)) for r in halo]
+        batch.append(np.full(len(halo), index, np.int64))
+        rows.append(halo)
         xy.append(nuc.xy[halo])
         tile_ids.append(nuc.tile[halo])
         scores.append(nuc.score[halo])
-    drop: dict[int, list[int]] = {i: [] for i in range(n_batches)}
-    if refs:
+    drop = {i: np.zeros(0, np.int64) for i in range(n_batches)}
+    if n_batches and sum(len(r) for r in rows):
         dup = duplicates(tiles, np.concatenate(tile_ids), np.concatenate(xy), np.concatenate(scores), merge)
-        for (index, row), is_dup in zip(refs, dup):
-            if is_dup:
-                drop[index].append(row)
-    return {i: np.asarray(rows, np.int64) for i, rows in drop.items()}
+        batch, rows = np.concatenate(batch)[dup], np.concatenate(rows)[dup].astype(np.int64)
+        for index in np.unique(batch).tolist():
+            drop[index] = rows[batch == index]
+    return drop
 
 
 def write_outputs(
@@ -74,34 +78,45 @@ def write_outputs(
     regions = unreadable_regions or []
     counts = np.zeros(len(classes), np.int64)
     blank = 0
-    drop = overlap_duplicates(store, tiles, n_batches)
-    overlay = Overlay(slide, classes)
-    overlay.mark_unreadable(regions)
-    density = DensityGrid.empty(*slide.level_dimensions[0], len(classes), slide.mpp)
-    if mask is not None:
-        density.restrict_to(mask)
-    with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
-        for index in range(n_batches):
-            nuc, skipped = store.read(index)
-            keep = np.ones(len(nuc), bool)
-            keep[drop[index]] = False
-            nuc = nuc.select(keep)
-            nuc.xy = nuc.xy * scale  # model pixels -> level-0 pixels
-            writers.write(nuc)
-            overlay.add(nuc)
-            density.add(nuc.xy, nuc.class_id)
-            counts += np.bincount(nuc.class_id, minlength=len(classes))[: len(classes)]
-            blank += skipped
-    files = list(writers.paths)
-    images = [(out_dir / f"{stem}.overlay.png", overlay.image)]
-    if mask is not None:
-        images.append((out_dir / f"{stem}.tissue.png", mask.to_png()))
-    images.append((out_dir / f"{stem}.density.png", density.image(classes)))
-    for target, image in images:
-        with staged.open(target, "wb") as fh:  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
-            image.save(fh, format="PNG", compress_type=3, pnginfo=_signed())
-        files.append(target)
+    images = ("overlay", "tissue", "density") if mask is not None else ("overlay", "density")
+    with ThreadPoolExecutor(1, thread_name_prefix="muse-images") as beside:  # reads and PNG encodes release the GIL
+        overlay_job = beside.submit(Overlay, slide, classes)  # its thumbnail is read while the duplicates are resolved
+        drop = overlap_duplicates(store, tiles, n_batches)
+        density = DensityGrid.empty(*slide.level_dimensions[0], len(classes), slide.mpp)
+        if mask is not None:
+            density.restrict_to(mask)
+        jobs = []  # the tissue and overlay PNGs, drawn and encoded beside the tables
+        with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
+            staged_png = {name: staged.add(out_dir / f"{stem}.{name}.png") for name in images}  # after the tables
+            if mask is not None:
+                jobs.append(beside.submit(_save_png, staged_png["tissue"], mask.to_png))
+            overlay = overlay_job.result()
+            overlay.mark_unreadable(regions)
+            for index in range(n_batches):
+                nuc, skipped = store.read(index)
+                keep = np.ones(len(nuc), bool)
+                keep[drop[index]] = False
+                nuc = nuc.select(keep)
+                nuc.xy = nuc.xy * scale  # model pixels -> level-0 pixels
+                writers.write(nuc)
+                overlay.add(nuc)
+                density.add(nuc.xy, nuc.class_id)
+                counts += np.bincount(nuc.class_id, minlength=len(classes))[: len(classes)]
+                blank += skipped
+            jobs.append(beside.submit(_save_png, staged_png["overlay"], lambda: overlay.image))  # as the tables close
+        _save_png(staged_png["density"], lambda: density.image(classes))
+        for job in jobs:
+            job.result()
+    files = list(writers.paths) + [out_dir / f"{stem}.{name}.png" for name in images]
     return WrittenOutputs({c: int(n) for c, n in zip(classes, counts)}, blank, files)
+
+
+def _save_png(path: Path, draw: Callable[[], Image.Image]) -> None:
+    """The image ``draw`` makes, as a PNG at ``path``: a temporary name staged for it (created here, never over
+    another file)."""
+    image = draw()
+    with StagedFiles.open_added(path) as fh:  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
+        image.save(fh, format="PNG", compress_type=3, pnginfo=_signed())
 
 
 PNG_SOFTWARE = "muse-fast"  # the PNG images' Software text: how a later run knows them for its own outputs

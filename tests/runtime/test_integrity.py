@@ -203,7 +203,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_files(small_dots, reference,
     with pytest.raises(OutputError, match="no space left") as info:
         run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
     assert len(str(info.value).splitlines()) == 1 and "--out" in str(info.value)
-    assert FullDisk.opened == {"tables": 1, "images": 1, "shards": 0}[where]  # the fault hit where intended
+    # the fault hit where intended (the PNGs are encoded two at a time: more than one may have been opened)
+    assert FullDisk.opened in {"tables": {1}, "images": {1, 2, 3}, "shards": {0}}[where]
     assert _hidden(tmp_path) == [".dots.partial"]  # only the checkpoint shards stay, for the rerun
     assert not any(p.name.startswith(".") for p in (tmp_path / ".dots.partial").iterdir())
     assert not any(p.name.startswith("dots.") for p in tmp_path.iterdir())

@@ -125,8 +125,18 @@ def _points(rng, n: int, w: int, h: int, n_classes: int) -> tuple[np.ndarray, np
     return xy, rng.integers(0, n_classes, len(xy))
 
 
-def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_dots):
-    """The fast path against the reference, on a large slide (thumbnail scale > 1) and a small one (scale 1), with
+def _paste_paths() -> list:
+    """The fast paths: the native library's (skipped with the reason where it is not built) and numpy's."""
+    from muse_fast.kernels import native
+
+    reason = native.unavailable_reason("cpu")
+    return [pytest.param(True, id="native", marks=pytest.mark.skipif(reason is not None, reason=reason or "")),
+            pytest.param(False, id="numpy")]  # fmt: skip
+
+
+@pytest.mark.parametrize("native", _paste_paths())
+def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_dots, native):
+    """Each fast path against the reference, on a large slide (thumbnail scale > 1) and a small one (scale 1), with
     six classes (shapes repeat), overlaps between classes, points on the edges and outside, and several batches."""
     rng = np.random.default_rng(7)
     classes = ("a", "b", "c", "d", "e", "f")
@@ -136,29 +146,57 @@ def test_stamped_markers_are_what_one_pil_call_per_marker_draws(cmu_svs, small_d
         blank = fast.pixels.copy()
         for _ in range(3):
             xy, labels = _points(rng, 400, w, h, len(classes))
-            fast.add_points(xy, labels)
+            fast.add_points(xy, labels, native=native)
             reference.add_points_reference(xy, labels)
         assert (fast.pixels != blank).any(-1).sum() > 1000  # markers were drawn
         np.testing.assert_array_equal(fast.pixels, reference.pixels)
         np.testing.assert_array_equal(fast.counts, reference.counts)
-        fast.add_points(np.zeros((0, 2)), np.zeros(0, np.int64))  # an empty batch changes nothing
+        fast.add_points(np.zeros((0, 2)), np.zeros(0, np.int64), native=native)  # an empty batch changes nothing
         np.testing.assert_array_equal(fast.pixels, reference.pixels)
 
 
-def test_a_later_marker_covers_an_earlier_one(small_dots):
+@pytest.mark.parametrize("native", _paste_paths())
+def test_native_paste_writes_into_a_thumbnail_that_is_a_view(small_dots, native):
+    """After the reference path or an unreadable region the pixels may be a view of a larger array: the paste still
+    lands in the overlay's own pixels, as the reference path draws it."""
+    fast, reference = _overlay(small_dots, ("a", "b")), _overlay(small_dots, ("a", "b"))
+    xy, labels = np.array([[10.0, 10.0], [30.0, 12.0]]), np.array([0, 1])
+    fast.add_points_reference(xy[:1], labels[:1])  # leaves a sliced view as the pixels
+    reference.add_points_reference(xy[:1], labels[:1])
+    fast.add_points(xy[1:], labels[1:], native=native)
+    reference.add_points_reference(xy[1:], labels[1:])
+    np.testing.assert_array_equal(fast.pixels, reference.pixels)
+
+
+@pytest.mark.parametrize("native", _paste_paths())
+def test_a_later_marker_covers_an_earlier_one(small_dots, native):
     overlay = _overlay(small_dots, ("a", "b"))
-    overlay.add_points(np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([0, 1]))
+    overlay.add_points(np.array([[50.0, 50.0], [50.0, 50.0]]), np.array([0, 1]), native=native)
     centre = overlay.pixels[50, 50]
     assert tuple(centre) == tuple(overlay.colours[1]) != tuple(overlay.colours[0])
 
 
-def test_a_class_id_outside_the_classes_is_an_error_on_both_paths(small_dots):
-    import pytest
-
+def test_a_class_id_outside_the_classes_is_an_error_on_every_path(small_dots):
     overlay = _overlay(small_dots, ("a", "b"))
-    for add in (overlay.add_points, overlay.add_points_reference):
+    before = overlay.pixels.copy()
+    adds = (lambda xy, c: overlay.add_points(xy, c, native=False), overlay.add_points, overlay.add_points_reference)
+    for add in adds:
         with pytest.raises(ValueError, match="outside the 2 classes"):
-            add(np.array([[5.0, 5.0]]), np.array([2]))
+            add(np.array([[5.0, 5.0], [9.0, 9.0]]), np.array([0, 2]))
+    np.testing.assert_array_equal(overlay.pixels, before)  # nothing drawn before the error
+
+
+def test_the_native_paste_refuses_a_class_outside_its_table(small_dots):
+    """The library checks every label before it changes a pixel (the Python side checks first; this is its guard)."""
+    from muse_fast.kernels import native
+
+    if native.unavailable_reason("cpu"):
+        pytest.skip(native.unavailable_reason("cpu"))
+    overlay = _overlay(small_dots, ("a", "b"))
+    before = overlay.pixels.copy()
+    with pytest.raises(RuntimeError, match="class id outside"):
+        overlay._paste_native(np.array([[5, 5], [9, 9]]), np.array([0, 2]))
+    np.testing.assert_array_equal(overlay.pixels, before)
 
 
 def test_many_classes_never_share_a_colour():
