@@ -74,7 +74,8 @@ def settle(futures: list[Future]) -> None:
     """Wait until each future has finished or was cancelled.
 
     Not ``concurrent.futures.wait``: a future cancelled by ``shutdown(cancel_futures=True)`` (an interrupt or a failed
-    write, see the pipeline's ``_cancel_on_error``) never counts as done for it, and the reader would wait forever.
+    write, see :func:`~muse_fast.runtime.executors.cancel_on_error`) never counts as done for it, and the reader would
+    wait forever.
     """
     for future in futures:
         try:

@@ -22,6 +22,7 @@ from ..output.density import DensityGrid
 from ..output.overlay import Overlay
 from ..output.writers import NucleiWriters
 from ..post.merge import MergeConfig, duplicates, in_halo
+from .executors import cancel_on_error
 from .shards import ShardStore
 
 
@@ -79,7 +80,10 @@ def write_outputs(
     counts = np.zeros(len(classes), np.int64)
     blank = 0
     images = ("overlay", "tissue", "density") if mask is not None else ("overlay", "density")
-    with ThreadPoolExecutor(1, thread_name_prefix="muse-images") as beside:  # reads and PNG encodes release the GIL
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="muse-images") as beside,  # reads and PNG encodes release the GIL
+        cancel_on_error(beside),
+    ):
         overlay_job = beside.submit(Overlay, slide, classes)  # its thumbnail is read while the duplicates are resolved
         drop = overlap_duplicates(store, tiles, n_batches)
         density = DensityGrid.empty(*slide.level_dimensions[0], len(classes), slide.mpp)

@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..output.text import printable
 from ..post.classes import class_colours
 from .bounds import check_name_length, check_tile_plan, grid_size, max_tiles
 from .engines import Engine
+from .executors import cancel_on_error
 from .fingerprint import precision_fingerprint, slide_fingerprint
 from .lock import SlideLock
 from .manifest import Manifest, finished_manifest, manifest_path, measure_outputs, write_manifest
@@ -165,7 +165,7 @@ def iter_batches(
         ThreadPoolExecutor(max(1, cfg.workers)) as pool,
         ThreadPoolExecutor(1) as reader,
         ThreadPoolExecutor(1) as decoder,
-        _cancel_on_error(pool, reader, decoder),
+        cancel_on_error(pool, reader, decoder),
     ):
 
         def submit(index: int):
@@ -204,18 +204,6 @@ def iter_batches(
                 yield _finished(*decoding.popleft())
         while decoding:
             yield _finished(*decoding.popleft())
-
-
-@contextmanager
-def _cancel_on_error(*executors: ThreadPoolExecutor) -> Iterator[None]:
-    """On an error or interrupt, drop the reads and decodes not yet started, so that the executors' exits wait only
-    for those running (Ctrl-C and SIGTERM end the run within a batch's reads, not after every queued one)."""
-    try:
-        yield
-    except BaseException:
-        for executor in executors:
-            executor.shutdown(wait=False, cancel_futures=True)
-        raise
 
 
 # Engines on these devices overlap: the main thread queues batch i + 1 while a worker thread decodes batch i. Not the

@@ -213,6 +213,36 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_files(small_dots, reference,
     assert _files(tmp_path) == reference and _hidden(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "where, exc",
+    [("overlay", RuntimeError("drawing failed")), ("density", KeyboardInterrupt()), ("density", RuntimeError("x"))],
+)
+def test_a_failure_on_either_thread_of_the_final_pass_leaves_no_temporary_files(
+    small_dots, reference, tmp_path, monkeypatch, where, exc
+):
+    """The overlay is drawn and encoded on a thread beside the tables, the density map on the run's own: an error on
+    either, or an interrupt, ends the run with that error, no temporary file stays, and a rerun writes the same
+    files."""
+    from muse_fast.output.density import DensityGrid
+    from muse_fast.output.overlay import Overlay
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    if where == "overlay":
+        monkeypatch.setattr(Overlay, "image", property(fail))  # runs on the thread beside
+    else:
+        monkeypatch.setattr(DensityGrid, "image", fail)  # runs on the run's thread while the overlay is encoded
+    with pytest.raises(type(exc)):
+        run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    assert _hidden(tmp_path) == [".dots.partial"]  # only the checkpoint shards stay, for the rerun
+    assert not any(p.name.startswith(".") for p in (tmp_path / ".dots.partial").iterdir())
+    assert not any(p.name.startswith("dots.") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    assert _files(tmp_path) == reference and _hidden(tmp_path) == []
+
+
 def test_an_out_path_that_is_a_file_is_one_line(small_dots, tmp_path):
     """Issue 13.5: --out naming a file raised FileExistsError."""
     target = tmp_path / "taken"
