@@ -181,6 +181,17 @@ class FullDisk:
         self.close()
 
 
+def _only_checkpoints_left_then_a_rerun_finishes(small_dots, reference, tmp_path, monkeypatch) -> None:
+    """After a run that failed: only the checkpoint shards stay (no temporary file, no output), and without the fault
+    a rerun writes the reference files and leaves nothing hidden."""
+    assert _hidden(tmp_path) == [".dots.partial"]
+    assert not any(p.name.startswith(".") for p in (tmp_path / ".dots.partial").iterdir())
+    assert not any(p.name.startswith("dots.") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    assert _files(tmp_path) == reference and _hidden(tmp_path) == []
+
+
 @pytest.mark.parametrize("where", ["tables", "images", "shards"])
 def test_a_full_disk_is_one_line_and_leaves_no_temp_files(small_dots, reference, tmp_path, monkeypatch, where):
     """Issue 13.5: ENOSPC came as a chained traceback, cleanup failed too, and temp files stayed."""
@@ -205,12 +216,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_files(small_dots, reference,
     assert len(str(info.value).splitlines()) == 1 and "--out" in str(info.value)
     # the fault hit where intended (the PNGs are encoded two at a time: more than one may have been opened)
     assert FullDisk.opened in {"tables": {1}, "images": {1, 2, 3}, "shards": {0}}[where]
-    assert _hidden(tmp_path) == [".dots.partial"]  # only the checkpoint shards stay, for the rerun
-    assert not any(p.name.startswith(".") for p in (tmp_path / ".dots.partial").iterdir())
-    assert not any(p.name.startswith("dots.") for p in tmp_path.iterdir())
-    monkeypatch.undo()
-    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
-    assert _files(tmp_path) == reference and _hidden(tmp_path) == []
+    _only_checkpoints_left_then_a_rerun_finishes(small_dots, reference, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -235,12 +241,7 @@ def test_a_failure_on_either_thread_of_the_final_pass_leaves_no_temporary_files(
         monkeypatch.setattr(DensityGrid, "image", fail)  # runs on the run's thread while the overlay is encoded
     with pytest.raises(type(exc)):
         run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
-    assert _hidden(tmp_path) == [".dots.partial"]  # only the checkpoint shards stay, for the rerun
-    assert not any(p.name.startswith(".") for p in (tmp_path / ".dots.partial").iterdir())
-    assert not any(p.name.startswith("dots.") for p in tmp_path.iterdir())
-    monkeypatch.undo()
-    run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
-    assert _files(tmp_path) == reference and _hidden(tmp_path) == []
+    _only_checkpoints_left_then_a_rerun_finishes(small_dots, reference, tmp_path, monkeypatch)
 
 
 def test_an_out_path_that_is_a_file_is_one_line(small_dots, tmp_path):
