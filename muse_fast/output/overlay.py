@@ -4,8 +4,8 @@ diamond, triangle, then again), so classes differ without colour too, and a lege
 Markers sit on whole thumbnail pixels (the nearest to each nucleus). Each class's marker is drawn once by PIL as a
 stamp; :meth:`Overlay.add_points` pastes the stamps, later markers over earlier ones, with the native library
 (``csrc/overlay.cpp``) where it is built and with numpy otherwise, pixel for pixel what
-:meth:`Overlay.add_points_reference` draws with one PIL call per nucleus (33,000 nuclei: about 0.004 s natively, 0.06 s
-with numpy, 0.17 s with PIL).
+:meth:`Overlay.add_points_reference` draws with one PIL call per nucleus (33,000 nuclei: about 0.003 s natively,
+0.06 s with numpy, 0.17 s with PIL; docs/results.md).
 """
 
 from __future__ import annotations

@@ -46,11 +46,13 @@ def overlap_duplicates(store: ShardStore, tiles: list[Tile], n_batches: int) -> 
         tile_ids.append(nuc.tile[halo])
         scores.append(nuc.score[halo])
     drop = {i: np.zeros(0, np.int64) for i in range(n_batches)}
-    if n_batches and sum(len(r) for r in rows):
+    if any(len(r) for r in rows):
         dup = duplicates(tiles, np.concatenate(tile_ids), np.concatenate(xy), np.concatenate(scores), merge)
         batch, rows = np.concatenate(batch)[dup], np.concatenate(rows)[dup].astype(np.int64)
-        for index in np.unique(batch).tolist():
-            drop[index] = rows[batch == index]
+        starts = np.flatnonzero(np.diff(batch)) + 1  # batch is in order: one run of rows per batch
+        for part in np.split(np.arange(len(batch)), starts):
+            if len(part):
+                drop[int(batch[part[0]])] = rows[part]
     return drop
 
 

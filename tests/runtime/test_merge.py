@@ -60,3 +60,37 @@ def test_small_and_pairless_inputs_drop_nothing():
     assert not duplicates(tiles, ids[:1], xy[:1], score[:1], cfg).any()
     one_tile = ids == ids[0]
     assert not duplicates(tiles, ids[one_tile], xy[one_tile], score[one_tile], cfg).any()  # same tile: never pairs
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_the_final_pass_drops_from_checkpoints_what_the_in_memory_merge_drops(tmp_path, seed, batch_size):
+    """``overlap_duplicates`` (the final pass, batch by batch from the checkpoint shards, some batches without halo
+    nuclei or without nuclei at all) keeps exactly the rows ``merge_in_memory`` keeps, in the same order."""
+    from muse_fast.runtime.outputs import overlap_duplicates
+    from muse_fast.runtime.predict import Nuclei, merge_in_memory
+    from muse_fast.runtime.shards import ShardStore
+
+    tiles, ids, xy, score = reported(seed)
+    keep_tile = np.ones(len(tiles), bool)
+    keep_tile[::7] = False  # tiles that reported nothing
+    rows = keep_tile[ids]
+    ids, xy, score = ids[rows], xy[rows], score[rows]
+    nuclei = Nuclei(xy, score, np.zeros(len(xy), np.int64), score, ids)
+    store = ShardStore(tmp_path, "slide", {"test": seed})
+    n_batches = -(-len(tiles) // batch_size)
+    parts = []
+    for index in range(n_batches):
+        part = nuclei.select((ids >= index * batch_size) & (ids < (index + 1) * batch_size))
+        store.write(index, part, 0)
+        parts.append(part)
+    drop = overlap_duplicates(store, tiles, n_batches)
+    kept = []
+    for index, part in enumerate(parts):
+        keep = np.ones(len(part), bool)
+        keep[drop[index]] = False
+        kept.append(part.select(keep))
+    expected = merge_in_memory(Nuclei.concat(parts), tiles)
+    assert len(expected) < len(nuclei)  # duplicates were there to drop
+    np.testing.assert_array_equal(Nuclei.concat(kept).xy, expected.xy)
+    np.testing.assert_array_equal(Nuclei.concat(kept).tile, expected.tile)
