@@ -7,9 +7,10 @@ renames them all once every one is complete (and removes them if anything fails 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -95,7 +96,7 @@ def write_outputs(
         with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
             staged_png = {name: staged.add(out_dir / f"{stem}.{name}.png") for name in images}  # after the tables
             if mask is not None:
-                jobs.append(beside.submit(_save_png, staged_png["tissue"], mask.to_png))
+                jobs.append(_png_beside(beside, staged_png["tissue"], mask.to_png))
             overlay = overlay_job.result()
             overlay.mark_unreadable(regions)
             for index in range(n_batches):
@@ -109,20 +110,32 @@ def write_outputs(
                 density.add(nuc.xy, nuc.class_id)
                 counts += np.bincount(nuc.class_id, minlength=len(classes))[: len(classes)]
                 blank += skipped
-            jobs.append(beside.submit(_save_png, staged_png["overlay"], lambda: overlay.image))  # as the tables close
-        _save_png(staged_png["density"], lambda: density.image(classes))
+            jobs.append(_png_beside(beside, staged_png["overlay"], lambda: overlay.image))  # as the tables close
+        _write_png(StagedFiles.open_added(staged_png["density"]), lambda: density.image(classes))
         for job in jobs:
             job.result()
     files = list(writers.paths) + [out_dir / f"{stem}.{name}.png" for name in images]
     return WrittenOutputs({c: int(n) for c, n in zip(classes, counts)}, blank, files)
 
 
-def _save_png(path: Path, draw: Callable[[], Image.Image]) -> None:
-    """The image ``draw`` makes, as a PNG at ``path``: a temporary name staged for it (created here, never over
-    another file)."""
-    image = draw()
-    with StagedFiles.open_added(path) as fh:  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
-        image.save(fh, format="PNG", compress_type=3, pnginfo=_signed())
+def _png_beside(beside: ThreadPoolExecutor, path: Path, draw: Callable[[], Image.Image]) -> Future:
+    """Draw and encode a PNG on the thread beside, into its staged temporary file created here, on the run's thread:
+    if a second interrupt ends the run before the job is done, the staged files' removal still finds the file (the
+    job then writes into a file no longer in the folder)."""
+    fh = StagedFiles.open_added(path)
+    try:
+        job = beside.submit(_write_png, fh, draw)
+    except BaseException:
+        fh.close()
+        raise
+    job.add_done_callback(lambda done: fh.close() if done.cancelled() else None)  # dropped before it ran
+    return job
+
+
+def _write_png(fh: IO, draw: Callable[[], Image.Image]) -> None:
+    """The image ``draw`` makes, as a PNG into ``fh`` (a staged temporary file), which is closed after."""
+    with fh:  # zlib.Z_RLE: level 6 size, 2.5x faster on tissue
+        draw().save(fh, format="PNG", compress_type=3, pnginfo=_signed())
 
 
 PNG_SOFTWARE = "muse-fast"  # the PNG images' Software text: how a later run knows them for its own outputs

@@ -244,6 +244,48 @@ def test_a_failure_on_either_thread_of_the_final_pass_leaves_no_temporary_files(
     _only_checkpoints_left_then_a_rerun_finishes(small_dots, reference, tmp_path, monkeypatch)
 
 
+def test_a_second_interrupt_that_ends_the_run_before_the_png_thread_leaves_no_temporary_file(
+    small_dots, reference, tmp_path, monkeypatch
+):
+    """A first interrupt on the run's thread while the overlay PNG is drawn beside it; a second one breaks the wait
+    for that thread, so the run ends (and removes its staged files) before the PNG is written. The PNG's temporary
+    file was created before its job started, so the removal finds it: nothing is left when the job finishes late."""
+    import threading
+
+    from muse_fast.output.density import DensityGrid
+    from muse_fast.output.overlay import Overlay
+    from muse_fast.runtime import outputs
+
+    started, release = threading.Event(), threading.Event()
+    real_image = Overlay.image
+
+    def slow_image(self):
+        started.set()
+        release.wait(10)
+        return real_image.fget(self)
+
+    def interrupt(*args, **kwargs):
+        assert started.wait(10)  # the overlay job is running beside
+        raise KeyboardInterrupt
+
+    class SecondInterrupt(outputs.ThreadPoolExecutor):
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None:
+                raise KeyboardInterrupt  # the second Ctrl-C, while the exit would wait for the running job
+            return super().__exit__(exc_type, exc, tb)
+
+    monkeypatch.setattr(Overlay, "image", property(slow_image))
+    monkeypatch.setattr(DensityGrid, "image", interrupt)
+    monkeypatch.setattr(outputs, "ThreadPoolExecutor", SecondInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_slide(small_dots, DotEngine(), META, _cfg(tmp_path), FINGERPRINT)
+    release.set()  # the job beside finishes after the run has ended
+    for thread in threading.enumerate():
+        if thread.name.startswith("muse-images"):
+            thread.join(10)
+    _only_checkpoints_left_then_a_rerun_finishes(small_dots, reference, tmp_path, monkeypatch)
+
+
 def test_an_out_path_that_is_a_file_is_one_line(small_dots, tmp_path):
     """Issue 13.5: --out naming a file raised FileExistsError."""
     target = tmp_path / "taken"
