@@ -51,9 +51,9 @@ def overlap_duplicates(store: ShardStore, tiles: list[Tile], n_batches: int) -> 
         dup = duplicates(tiles, np.concatenate(tile_ids), np.concatenate(xy), np.concatenate(scores), merge)
         batch, rows = np.concatenate(batch)[dup], np.concatenate(rows)[dup].astype(np.int64)
         starts = np.flatnonzero(np.diff(batch)) + 1  # batch is in order: one run of rows per batch
-        for part in np.split(np.arange(len(batch)), starts):
-            if len(part):
-                drop[int(batch[part[0]])] = rows[part]
+        if len(batch):
+            for index, part in zip(batch[np.r_[0, starts]].tolist(), np.split(rows, starts)):
+                drop[index] = part
     return drop
 
 
@@ -82,7 +82,8 @@ def write_outputs(
     regions = unreadable_regions or []
     counts = np.zeros(len(classes), np.int64)
     blank = 0
-    images = ("overlay", "tissue", "density") if mask is not None else ("overlay", "density")
+    names = ("overlay", "tissue", "density") if mask is not None else ("overlay", "density")
+    pngs = {name: out_dir / f"{stem}.{name}.png" for name in names}
     with (
         ThreadPoolExecutor(1, thread_name_prefix="muse-images") as beside,  # reads and PNG encodes release the GIL
         cancel_on_error(beside),
@@ -94,7 +95,7 @@ def write_outputs(
             density.restrict_to(mask)
         jobs = []  # the tissue and overlay PNGs, drawn and encoded beside the tables
         with NucleiWriters(out_dir, stem, classes, staged, regions, embeddings) as writers:
-            staged_png = {name: staged.add(out_dir / f"{stem}.{name}.png") for name in images}  # after the tables
+            staged_png = {name: staged.add(path) for name, path in pngs.items()}  # staged after the tables
             if mask is not None:
                 jobs.append(_png_beside(beside, staged_png["tissue"], mask.to_png))
             overlay = overlay_job.result()
@@ -114,7 +115,7 @@ def write_outputs(
         _write_png(StagedFiles.open_added(staged_png["density"]), lambda: density.image(classes))
         for job in jobs:
             job.result()
-    files = list(writers.paths) + [out_dir / f"{stem}.{name}.png" for name in images]
+    files = list(writers.paths) + list(pngs.values())
     return WrittenOutputs({c: int(n) for c, n in zip(classes, counts)}, blank, files)
 
 
